@@ -1,0 +1,58 @@
+"""The ``trainmedic`` command line: thin typed commands that hand off to plain functions.
+
+Each package adds its own commands through ``<package>/commands.py:register(app)``; a
+:class:`~trainmedic.errors.TrainmedicError` becomes one red line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from .errors import TrainmedicError
+
+app = typer.Typer(
+    name="trainmedic",
+    help="Watch a deep-learning training run, diagnose what goes wrong, and fix it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_all() -> None:
+    from .checks import commands as checks_commands
+    from .data import commands as data_commands
+    from .metrics import commands as metrics_commands
+    from .remedies import commands as remedies_commands
+    from .report import commands as report_commands
+    from .store import commands as store_commands
+
+    for mod in (store_commands, checks_commands, report_commands, remedies_commands, data_commands, metrics_commands):
+        mod.register(app)
+
+
+_register_all()
+
+
+@app.command("version")
+def version() -> None:
+    """Print the trainmedic version."""
+    from . import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except TrainmedicError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

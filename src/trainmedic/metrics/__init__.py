@@ -1,0 +1,1 @@
+"""trainmedic.metrics."""
