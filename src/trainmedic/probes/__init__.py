@@ -1,1 +1,1 @@
-"""trainmedic.probes."""
+"""Probes: what is measured during training. They only measure; the recorder stores."""

@@ -1,0 +1,203 @@
+"""Reading a run directory: every signal as numpy arrays.
+
+The reader opens the database read-only, so it can inspect a run while it is being written, and after a
+crash (SQLite's WAL keeps the last committed flush).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RunDirError
+from . import schema
+
+
+@dataclass
+class Series:
+    """A per-step series: ``steps[i]`` is the step of ``values[i]``."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class LayerSeries:
+    """A per-layer statistic over steps: ``values[i, j]`` is layer ``layers[j]`` at ``steps[i]``."""
+
+    stat: str
+    layers: list[str]
+    steps: np.ndarray
+    values: np.ndarray  # shape (len(steps), len(layers))
+
+    def layer(self, name: str) -> Series:
+        return Series(self.steps, self.values[:, self.layers.index(name)])
+
+
+class RunReader:
+    """Read-only access to one run directory."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.exists():
+            raise RunDirError(f"run directory {str(self.run_dir)!r} does not exist")
+        if not self.run_dir.is_dir():
+            raise RunDirError(f"`run_dir` must be a directory; {str(self.run_dir)!r} is a file")
+        db = self.run_dir / schema.DB_NAME
+        if not db.is_file():
+            raise RunDirError(f"{str(self.run_dir)!r} is not a trainmedic run: it has no {schema.DB_NAME}")
+        try:
+            # Not read-only at the SQLite level: a reader must be able to replay a WAL left by a killed writer.
+            self.con = sqlite3.connect(str(db), timeout=10.0)
+            self.con.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(f"{str(self.run_dir)!r} holds a corrupted run database ({e})") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- meta ------------------------------------------------------------------------------------
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.con.execute("SELECT key, value FROM meta")}
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.run_dir.name)
+
+    # ---- per-step scalars ------------------------------------------------------------------------
+    @cached_property
+    def scalar_names(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT name FROM scalar_chunks ORDER BY name")]
+
+    def scalar(self, name: str) -> Series:
+        """The full series of a per-step signal (empty arrays when it was never recorded)."""
+        rows = self.con.execute("SELECT steps, vals FROM scalar_chunks WHERE name=? ORDER BY id", (name,)).fetchall()
+        if not rows:
+            return Series(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+        steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
+        vals = np.concatenate([np.frombuffer(r[1], dtype="<f8") for r in rows])
+        return Series(steps, vals)
+
+    def has_scalar(self, name: str) -> bool:
+        return name in self.scalar_names
+
+    # ---- per-layer statistics --------------------------------------------------------------------
+    @cached_property
+    def layer_stats(self) -> dict[str, list[str]]:
+        """Each recorded per-layer statistic and its layer order."""
+        return {stat: json.loads(layers) for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")}
+
+    def layer_stat(self, stat: str) -> LayerSeries:
+        layers = self.layer_stats.get(stat, [])
+        rows = self.con.execute("SELECT steps, vals FROM layer_chunks WHERE stat=? ORDER BY id", (stat,)).fetchall()
+        if not rows:
+            return LayerSeries(stat, layers, np.zeros(0, dtype=np.int64), np.zeros((0, len(layers)), dtype=np.float32))
+        steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
+        vals = np.concatenate([np.frombuffer(r[1], dtype="<f4") for r in rows]).reshape(len(steps), len(layers))
+        return LayerSeries(stat, layers, steps, vals)
+
+    # ---- evaluations -----------------------------------------------------------------------------
+    @cached_property
+    def splits(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT split FROM evals GROUP BY split ORDER BY min(id)")]
+
+    def eval_names(self, split: str | None = None) -> list[str]:
+        if split is None:
+            q = self.con.execute("SELECT DISTINCT name FROM evals ORDER BY name")
+        else:
+            q = self.con.execute("SELECT DISTINCT name FROM evals WHERE split=? ORDER BY name", (split,))
+        return [r[0] for r in q]
+
+    def eval_series(self, split: str, name: str) -> Series:
+        """``name`` (e.g. ``"accuracy"``, ``"loss"``) of ``split`` per epoch: ``steps`` holds the epochs."""
+        rows = self.con.execute(
+            "SELECT epoch, value FROM evals WHERE split=? AND name=? ORDER BY epoch, id", (split, name)
+        ).fetchall()
+        return Series(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64),
+        )
+
+    def eval_steps(self, split: str) -> dict[int, int]:
+        """Epoch → global step at which ``split`` was evaluated."""
+        rows = self.con.execute("SELECT epoch, max(step) FROM evals WHERE split=? GROUP BY epoch", (split,))
+        return {int(e): int(s) for e, s in rows if s is not None}
+
+    def epochs(self, split: str) -> list[int]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,))]
+
+    # ---- records and events ----------------------------------------------------------------------
+    def records(self, kind: str, split: str | None = None) -> list[dict[str, Any]]:
+        """JSON records of a kind, oldest first, each with ``epoch``, ``step``, ``split`` and ``data``."""
+        if split is None:
+            q = self.con.execute("SELECT epoch, step, split, data FROM records WHERE kind=? ORDER BY id", (kind,))
+        else:
+            q = self.con.execute(
+                "SELECT epoch, step, split, data FROM records WHERE kind=? AND split=? ORDER BY id", (kind, split)
+            )
+        return [{"epoch": e, "step": s, "split": sp, "data": json.loads(d)} for e, s, sp, d in q]
+
+    def record(self, kind: str, split: str | None = None) -> Any:
+        """The newest record of a kind (its data), or ``None``."""
+        recs = self.records(kind, split)
+        return recs[-1]["data"] if recs else None
+
+    def confusion_matrix(self, split: str, epoch: int | None = None) -> np.ndarray | None:
+        """The confusion matrix of ``split`` at ``epoch`` (the last one when ``None``)."""
+        recs = self.records("classification", split)
+        if epoch is not None:
+            recs = [r for r in recs if r["epoch"] == epoch]
+        if not recs:
+            return None
+        return np.asarray(recs[-1]["data"]["confusion_matrix"], dtype=np.int64)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT time, step, epoch, kind, code, severity, message, data FROM events"
+        q = self.con.execute(sql + " WHERE kind=? ORDER BY id", (kind,)) if kind else self.con.execute(sql + " ORDER BY id")
+        return [
+            {"time": t, "step": s, "epoch": e, "kind": k, "code": c, "severity": sv, "message": m, "data": json.loads(d) if d else None}
+            for t, s, e, k, c, sv, m, d in q
+        ]
+
+    # ---- summary ---------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What was recorded: signals, layers, steps, epochs, hyperparameters (used by ``trainmedic inspect``)."""
+        steps = self.scalar("loss").steps if self.has_scalar("loss") else np.zeros(0)
+        n_steps = int(steps.max()) + 1 if len(steps) else int(self.meta.get("steps", 0) or 0)
+        return {
+            "run": self.name,
+            "run_dir": str(self.run_dir),
+            "status": self.meta.get("status"),
+            "schema_version": int(self.meta.get("schema_version", schema.SCHEMA_VERSION)),
+            "steps": max(n_steps, int(self.meta.get("steps", 0) or 0)),
+            "signals": {n: len(self.scalar(n)) for n in self.scalar_names},
+            "layer_stats": {s: len(layers) for s, layers in self.layer_stats.items()},
+            "layers": sorted({lay for layers in self.layer_stats.values() for lay in layers}),
+            "splits": {sp: self.epochs(sp) for sp in self.splits},
+            "hyperparameters": self.meta.get("optimizers"),
+            "model": self.meta.get("models"),
+            "batch_size": self.meta.get("batch_size"),
+            "events": len(self.events()),
+            "internal_errors": len(self.events("internal_error")),
+        }
+
+
+def open_run(run_dir: str | os.PathLike[str]) -> RunReader:
+    return RunReader(run_dir)

@@ -1,0 +1,202 @@
+"""Writing a run directory: batched, crash-safe inserts into SQLite.
+
+The writer buffers rows in memory and commits them in one transaction per :meth:`RunWriter.flush`; a
+``kill -9`` loses at most what was buffered since the last flush. The watch layer decides *when* to flush.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RunDirError
+from . import schema
+
+
+def _dumps(value: Any) -> str:
+    from ..findings import _jsonable
+
+    return json.dumps(_jsonable(value), allow_nan=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunWriter:
+    """Owns one run directory for writing.
+
+    ``mode``: ``"new"`` refuses a directory that already holds a run; ``"overwrite"`` deletes it first;
+    ``"resume"`` appends to it (steps continue from what is stored).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], mode: str = "new") -> None:
+        if mode not in ("new", "overwrite", "resume"):
+            raise RunDirError(f"`mode` must be 'new', 'overwrite' or 'resume'; got {mode!r}")
+        self.run_dir = Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"`run_dir` must be a directory; {str(self.run_dir)!r} is a file")
+        db = self.run_dir / schema.DB_NAME
+        if db.exists():
+            if mode == "new":
+                raise RunDirError(
+                    f"`run_dir` {str(self.run_dir)!r} already holds a run; pass overwrite=True to replace it "
+                    "or resume=True to continue it"
+                )
+            self._check_not_in_use()
+            if mode == "overwrite":
+                for name in os.listdir(self.run_dir):
+                    p = self.run_dir / name
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = schema.connect(str(db))
+            schema.create_or_migrate(self.con)
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(
+                f"`run_dir` {str(self.run_dir)!r} holds a corrupted run database ({e}); "
+                "choose another directory or pass overwrite=True"
+            ) from None
+        self.resumed = mode == "resume" and db.exists()
+        self._scalars: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        self._layers: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+        self._rows_evals: list[tuple[Any, ...]] = []
+        self._rows_records: list[tuple[Any, ...]] = []
+        self._rows_events: list[tuple[Any, ...]] = []
+        self._meta: dict[str, str] = {}
+        self._known_layer_sets: dict[str, list[str]] = {
+            stat: json.loads(layers) for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
+        }
+        self.closed = False
+        self.set_meta(lock={"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+
+    def _check_not_in_use(self) -> None:
+        try:
+            con = schema.connect(str(self.run_dir / schema.DB_NAME), readonly=True)
+            row = con.execute("SELECT value FROM meta WHERE key='lock'").fetchone()
+            status = con.execute("SELECT value FROM meta WHERE key='status'").fetchone()
+            con.close()
+        except sqlite3.DatabaseError:
+            return
+        if row and status and json.loads(status[0]) == "running":
+            lock = json.loads(row[0])
+            if lock.get("host") == socket.gethostname() and lock.get("pid") != os.getpid() and _pid_alive(int(lock["pid"])):
+                raise RunDirError(
+                    f"`run_dir` {str(self.run_dir)!r} is in use by process {lock['pid']}; use another directory"
+                )
+
+    # ---- buffering -------------------------------------------------------------------------------
+    def set_meta(self, **items: Any) -> None:
+        for k, v in items.items():
+            self._meta[k] = _dumps(v)
+
+    def add_scalar(self, name: str, step: int, value: float) -> None:
+        steps, vals = self._scalars[name]
+        steps.append(step)
+        vals.append(value)
+
+    def add_scalars(self, name: str, steps: np.ndarray | list[int], values: np.ndarray | list[float]) -> None:
+        s, v = self._scalars[name]
+        s.extend(np.asarray(steps, dtype=np.int64).tolist())
+        v.extend(np.asarray(values, dtype=np.float64).tolist())
+
+    def set_layer_set(self, stat: str, layers: list[str]) -> None:
+        """Declare the layer order of a per-layer statistic (fixed for the run)."""
+        known = self._known_layer_sets.get(stat)
+        if known is not None and known != layers:
+            raise RunDirError(f"layer set of {stat!r} changed within a run: {known} → {layers}")
+        if known is None:
+            self._known_layer_sets[stat] = list(layers)
+            self.con.execute("INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers)))
+
+    def add_layer_values(self, stat: str, step: int, values: np.ndarray) -> None:
+        steps, rows = self._layers[stat]
+        steps.append(step)
+        rows.append(np.asarray(values, dtype=np.float32))
+
+    def add_eval(self, split: str, epoch: int, step: int | None, name: str, value: float) -> None:
+        self._rows_evals.append((epoch, step, split, name, float(value)))
+
+    def add_record(self, kind: str, data: Any, epoch: int | None = None, step: int | None = None, split: str | None = None) -> None:
+        self._rows_records.append((kind, epoch, step, split, _dumps(data)))
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+        code: str | None = None,
+        severity: str | None = None,
+        data: Any = None,
+    ) -> None:
+        self._rows_events.append((time.time(), step, epoch, kind, code, severity, message, _dumps(data)))
+
+    # ---- committing ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Commit everything buffered in one transaction."""
+        if self.closed:
+            return
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            for name, (steps, vals) in self._scalars.items():
+                if steps:
+                    con.execute(
+                        "INSERT INTO scalar_chunks(name, steps, vals) VALUES(?, ?, ?)",
+                        (name, np.asarray(steps, dtype="<i8").tobytes(), np.asarray(vals, dtype="<f8").tobytes()),
+                    )
+            for stat, (steps, rows) in self._layers.items():
+                if steps:
+                    con.execute(
+                        "INSERT INTO layer_chunks(stat, steps, vals) VALUES(?, ?, ?)",
+                        (stat, np.asarray(steps, dtype="<i8").tobytes(), np.stack(rows).astype("<f4").tobytes()),
+                    )
+            if self._rows_evals:
+                con.executemany("INSERT INTO evals(epoch, step, split, name, value) VALUES(?,?,?,?,?)", self._rows_evals)
+            if self._rows_records:
+                con.executemany("INSERT INTO records(kind, epoch, step, split, data) VALUES(?,?,?,?,?)", self._rows_records)
+            if self._rows_events:
+                con.executemany(
+                    "INSERT INTO events(time, step, epoch, kind, code, severity, message, data) VALUES(?,?,?,?,?,?,?,?)",
+                    self._rows_events,
+                )
+            if self._meta:
+                con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", list(self._meta.items()))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._scalars.clear()
+        self._layers.clear()
+        self._rows_evals.clear()
+        self._rows_records.clear()
+        self._rows_events.clear()
+        self._meta.clear()
+
+    def close(self, status: str = "closed") -> None:
+        if self.closed:
+            return
+        self.set_meta(status=status, closed_at=time.time())
+        self.flush()
+        self.con.close()
+        self.closed = True

@@ -1,0 +1,745 @@
+"""Watching a training run: ``run = tm.watch(model, optimizer)``, ``run.log(loss=...)``, ``run.evaluate(...)``.
+
+The :class:`Run` attaches optimizer step hooks (gradients, weights, updates, hyperparameters) and forward
+hooks on activation modules, keeps every statistic on the device, and moves them to the host in one batch per
+flush, where the store writes them. Anything that goes wrong inside trainmedic is caught, recorded with its
+traceback and warned about once: the user's training never stops because of us and computes exactly what it
+would compute unwatched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import time
+import traceback
+import warnings
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TrainmedicError, describe_shape
+from .findings import Finding, Severity
+from .live import LiveMonitor, TrainingProblemError
+from .probes.activations import ACT_STATS, ActivationProbe
+from .probes.layers import LayerIndex, is_compiled, unwrap
+from .probes.optimizer import OptimizerProbe
+from .probes.summary import model_summary
+from .settings import Thresholds, load_thresholds
+from .store.reader import RunReader
+from .store.writer import RunWriter
+
+LAYER_NORM_STATS = ("grad_norm", "weight_norm", "update_norm")
+MAX_PROBE_FAILURES = 20
+
+
+def _name_all(objs: Any, kind: str) -> dict[str, Any]:
+    if objs is None:
+        return {}
+    if isinstance(objs, Mapping):
+        return {str(k): v for k, v in objs.items()}
+    if isinstance(objs, (list, tuple)):
+        out: dict[str, Any] = {}
+        for o in objs:
+            base = type(unwrap(o) if isinstance(o, nn.Module) else o).__name__.lower()
+            name, n = base, 1
+            while name in out:
+                n += 1
+                name = f"{base}{n}"
+            out[name] = o
+        return out
+    return {kind: objs}
+
+
+def default_run_dir(name: str | None = None) -> Path:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>`` under the current directory (``TRAINMEDIC_RUNS`` overrides ``runs``)."""
+    root = Path(os.environ.get("TRAINMEDIC_RUNS", "runs"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{name or 'run'}-{stamp}"
+    p, n = base, 1
+    while p.exists():
+        n += 1
+        p = Path(f"{base}-{n}")
+    return p
+
+
+def _dist_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Run:
+    """One watched training run. Create it with :func:`trainmedic.watch`."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        every: int = 10,
+        activations: bool = True,
+        activation_rows: int = 64,
+        overwrite: bool = False,
+        resume: bool = False,
+        flush_secs: float = 2.0,
+        flush_steps: int = 1000,
+        live: bool = True,
+        on_problem: Callable[[Finding], Any] | None = None,
+        raise_on: str | None = None,
+        thresholds: Thresholds | Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        all_ranks: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise TrainmedicError(f"`every` must be a positive integer (record per-layer statistics every N steps); got {every!r}")
+        if overwrite and resume:
+            raise TrainmedicError("`overwrite` and `resume` exclude each other; pass one of them")
+        self.rank, self.world_size = _dist_rank()
+        self.enabled = all_ranks or self.rank == 0
+        if run_dir is None:
+            run_dir = default_run_dir(name)
+        if all_ranks and self.world_size > 1:
+            run_dir = Path(run_dir) / f"rank{self.rank}"
+        self.run_dir = Path(run_dir)
+        self.name = name or self.run_dir.name
+        self.every = every
+        self.activations_enabled = activations
+        self.activation_rows = activation_rows
+        self.flush_secs = flush_secs
+        self.flush_steps = flush_steps
+        self.thresholds = load_thresholds(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
+        self.on_problem = on_problem
+        self.raise_on = Severity.parse(raise_on) if raise_on else None
+        self.quiet = quiet
+        self.findings: list[Finding] = []  # live findings
+        self.closed = False
+        self.models: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._probes: list[OptimizerProbe] = []
+        self._act_probe: ActivationProbe | None = None
+        self._index: LayerIndex | None = None
+        self._handles: list[Any] = []
+        self._step = 0  # completed steps of the primary optimizer
+        self._log_count = 0
+        self._log_after_step: bool | None = None
+        self._stepped_since_log = False
+        self._capture = True
+        self._epoch_counter: dict[str, int] = defaultdict(int)
+        self.epoch: int | None = None
+        self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
+        self._pending_layers: list[tuple[str, int, torch.Tensor]] = []
+        self._pending_acts: list[tuple[int, int, torch.Tensor]] = []
+        self._last_hparams: dict[str, float] = {}
+        self._last_flush_time = time.monotonic()
+        self._last_flush_step = 0
+        self._failures: dict[str, int] = defaultdict(int)
+        self._disabled: set[str] = set()
+        self._pending_problem: TrainingProblemError | None = None
+        self._host_check = True  # read values on the host every step (CPU); set False for accelerators
+        self._batch_size = batch_size
+        self.treatment: Any = None  # set by trainmedic.remedies.treatment
+        self._writer: RunWriter | None = None
+        self._monitor = LiveMonitor(self.thresholds, self._emit) if live else None
+        if self.enabled:
+            mode = "overwrite" if overwrite else "resume" if resume else "new"
+            self._writer = RunWriter(self.run_dir, mode=mode)
+            if resume and self._writer.resumed:
+                with RunReader(self.run_dir) as r:
+                    self._step = int(r.meta.get("steps", 0) or 0)
+                    self._epoch_counter.update({sp: len(r.epochs(sp)) for sp in r.splits})
+            self._writer.set_meta(
+                name=self.name,
+                status="running",
+                created=time.time(),
+                trainmedic_version=_version(),
+                torch_version=torch.__version__,
+                every=every,
+                thresholds=self.thresholds.to_dict(),
+                config=dict(config or {}),
+                world_size=self.world_size,
+                rank=self.rank,
+            )
+            self._writer.flush()
+        self._finalizer = weakref.finalize(self, Run._atexit_close, weakref.ref(self))
+        atexit.register(self._finalizer)
+
+    # ---- attaching -----------------------------------------------------------------------------
+    def watch(
+        self,
+        model: nn.Module | Mapping[str, nn.Module] | Iterable[nn.Module],
+        optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | Iterable[torch.optim.Optimizer] | None = None,
+    ) -> Run:
+        """Attach model(s) and optimizer(s). Call once per run (before training)."""
+        if self.models:
+            raise TrainmedicError("this run already watches a model; start a new run (tm.watch) for another model")
+        models = _name_all(model, "model")
+        if not models:
+            raise TrainmedicError("`model` must be a torch.nn.Module (or a dict/list of them); got None")
+        for n, m in models.items():
+            if not isinstance(m, nn.Module):
+                raise TrainmedicError(f"`model` must be a torch.nn.Module; got {type(m).__name__} for {n!r}")
+        optimizers = _name_all(optimizer, "optimizer")
+        for n, o in optimizers.items():
+            if not isinstance(o, torch.optim.Optimizer):
+                raise TrainmedicError(f"`optimizer` must be a torch.optim.Optimizer; got {type(o).__name__} for {n!r}")
+        self.models, self.optimizers = models, optimizers
+        index = LayerIndex.build(models)
+        self._index = index
+        for oname, opt in optimizers.items():
+            params = [p for g in opt.param_groups for p in g["params"]]
+            foreign = [p for p in params if id(p) not in index.param_layer]
+            if foreign:
+                raise TrainmedicError(
+                    f"`optimizer` {oname!r} updates {len(foreign)} parameter tensor(s) that are not in the watched "
+                    f"model(s) {sorted(models)}; pass every model it trains (e.g. tm.watch({{'G': g, 'D': d}}, ...))"
+                )
+        if not self.enabled:
+            return self
+        compiled = [n for n, m in models.items() if is_compiled(m)]
+        for n, m in models.items():
+            if not any(True for _ in m.parameters()):
+                raise TrainmedicError(f"`model` {n!r} has no parameters; nothing to watch")
+        assert self._writer is not None
+        w = self._writer
+        prefix = len(models) > 1
+        summaries = [model_summary(n, m, prefix) for n, m in models.items()]
+        w.set_meta(models=summaries, layers=index.layers, activations=index.activations, compiled=compiled)
+        w.add_record("model_summary", summaries)
+        for stat in LAYER_NORM_STATS:
+            w.set_layer_set(stat, index.layers)
+        for oname, opt in optimizers.items():
+            probe = OptimizerProbe(oname, opt, index)
+            self._probes.append(probe)
+            self._handles.append(opt.register_step_pre_hook(self._make_pre_hook(probe, primary=len(self._probes) == 1)))
+            self._handles.append(opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1)))
+        w.set_meta(optimizers=[p.describe() for p in self._probes])
+        if self.activations_enabled and index.activations:
+            for stat in ACT_STATS:
+                w.set_layer_set(stat, index.activations)
+            self._act_probe = ActivationProbe(
+                index.activation_modules,
+                index.activation_kinds,
+                index.activation_unit_dim,
+                sink=self._sink_activation,
+                guard=self._guard,
+                rows=self.activation_rows,
+            )
+            self._act_probe.start_capture()
+        notes = []
+        if compiled:
+            notes.append(
+                "model(s) "
+                + ", ".join(compiled)
+                + " were compiled before watch: hooks added after torch.compile never fire, so activation "
+                "statistics come only from eager forwards; gradient, weight and hyperparameter signals are complete"
+            )
+        if not index.activations:
+            notes.append("no activation modules found (functional activations?): dead/saturated units are not measured")
+        w.set_meta(notes=notes)
+        for n, m in models.items():
+            root = unwrap(m)
+            self._handles.append(root.register_forward_pre_hook(self._make_input_hook(n)))
+        first_device = next(iter(models.values())).parameters().__next__().device
+        self._host_check = first_device.type == "cpu"
+        w.set_meta(device=str(first_device))
+        w.flush()
+        return self
+
+    def _make_input_hook(self, model_name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any) -> None:
+            if getattr(hook, "done", False):
+                return
+            hook.done = True  # type: ignore[attr-defined]
+
+            def record() -> None:
+                t = next((a for a in args if isinstance(a, torch.Tensor)), None)
+                if t is None or self._writer is None:
+                    return
+                self._writer.set_meta(**{f"input_shape/{model_name}": list(t.shape), f"input_dtype/{model_name}": str(t.dtype)})
+                if self._batch_size is None and t.dim() >= 1 and model_name == next(iter(self.models)):
+                    self._batch_size = int(t.shape[0])
+                    self._writer.set_meta(batch_size=self._batch_size, batch_size_source="first forward input")
+
+            self._guard("input", record)
+
+        return hook
+
+    # ---- the fail-open guard -------------------------------------------------------------------
+    def _guard(self, probe: str, fn: Callable[[], Any]) -> Any:
+        if probe in self._disabled:
+            return None
+        try:
+            return fn()
+        except TrainingProblemError:
+            raise
+        except Exception as e:  # never break the user's training
+            self._internal_error(probe, e)
+            return None
+
+    def _internal_error(self, probe: str, e: BaseException) -> None:
+        try:
+            self._failures[probe] += 1
+            n = self._failures[probe]
+            if n == 1:
+                warnings.warn(
+                    f"trainmedic: the {probe!r} probe failed ({type(e).__name__}: {e}); training continues, "
+                    f"the error is recorded in {self.run_dir}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            if n <= 3 and self._writer is not None:
+                self._writer.add_event(
+                    "internal_error",
+                    f"{probe}: {type(e).__name__}: {e}",
+                    step=self._step,
+                    code="internal_error",
+                    severity="warning",
+                    data={"probe": probe, "traceback": traceback.format_exc(), "count": n},
+                )
+            if n >= MAX_PROBE_FAILURES:
+                self._disabled.add(probe)
+        except Exception:
+            pass
+
+    # ---- optimizer hooks -----------------------------------------------------------------------
+    def _sig(self, probe: OptimizerProbe, name: str) -> str:
+        return name if len(self._probes) == 1 else f"{probe.name}/{name}"
+
+    def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
+        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if self.closed:
+                return
+            step = self._step
+            capture = step % self.every == 0
+
+            def measure() -> None:
+                res = probe.grad_param_norms()
+                if res is not None:
+                    gnorm = probe.global_norm(res[1])
+                    self._push_scalar(self._sig(probe, "grad_norm"), step, gnorm)
+                    if capture:
+                        lg = probe.layer_grad_norms()
+                        if lg is not None:
+                            self._pending_layers.append(("grad_norm", step, lg))
+                hp = probe.hyperparameters()
+                for k, v in hp.items():
+                    key = self._sig(probe, k)
+                    if capture or self._last_hparams.get(key) != v:
+                        self._last_hparams[key] = v
+                        if self._writer is not None:
+                            self._writer.add_scalar(key, step, v)
+                if capture:
+                    probe.snapshot_weights()
+
+            self._guard("gradients", measure)
+            if self.treatment is not None:
+                self._guard("treatment", lambda: self.treatment.before_step(self, probe, step))
+
+        return hook
+
+    def _make_post_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
+        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if self.closed:
+                return
+            step = self._step
+            if step % self.every == 0:
+
+                def measure() -> None:
+                    w, u = probe.layer_weight_and_update()
+                    self._pending_layers.append(("weight_norm", step, w))
+                    if u is not None:
+                        self._pending_layers.append(("update_norm", step, u))
+
+                self._guard("weights", measure)
+            if self.treatment is not None:
+                self._guard("treatment", lambda: self.treatment.after_step(self, probe, step))
+            if primary:
+                self._step += 1
+                self._stepped_since_log = True
+                if self._act_probe is not None:
+                    if self._step % self.every == 0:
+                        self._act_probe.start_capture()
+                    else:
+                        self._act_probe.capture = False
+                self._maybe_flush()
+            self._raise_pending()
+
+        return hook
+
+    def _sink_activation(self, i: int, stats: torch.Tensor) -> None:
+        self._pending_acts.append((self._step, i, stats))
+
+    def _push_scalar(self, name: str, step: int, value: torch.Tensor) -> None:
+        if self._host_check:
+            v = float(value)
+            if self._writer is not None:
+                self._writer.add_scalar(name, step, v)
+            if self._monitor is not None:
+                self._monitor.observe(name, step, v)
+        else:
+            self._pending_scalars.append((name, step, value.detach()))
+
+    # ---- user calls ----------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """Optimizer steps completed so far (or ``log`` calls when no optimizer is watched)."""
+        return self._step if self._probes else self._log_count
+
+    def log(self, step: int | None = None, **scalars: Any) -> None:
+        """Record per-step scalars: ``run.log(loss=loss, acc=acc)``. Tensors stay on the device until a flush."""
+        if self.closed:
+            raise TrainmedicError("`log()` was called after `close()`; start a new run with tm.watch(...)")
+        if not scalars:
+            raise TrainmedicError("`log()` needs at least one scalar, e.g. run.log(loss=loss)")
+        values: dict[str, Any] = {}
+        for k, v in scalars.items():
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise TrainmedicError(
+                        f"`{k}` must be a scalar (a 0-d tensor or a number); got a tensor of shape "
+                        f"{describe_shape(v)}; reduce it first, e.g. {k}={k}.mean()"
+                    )
+                values[k] = v.detach().reshape(())
+            elif isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                values[k] = float(v)
+            else:
+                raise TrainmedicError(f"`{k}` must be a number or a one-element tensor; got {type(v).__name__}")
+        if not self.enabled:
+            return
+        if step is None:
+            if self._probes:
+                if self._log_after_step is None:
+                    self._log_after_step = self._stepped_since_log
+                step = self._step - 1 if (self._log_after_step and self._step > 0) else self._step
+            else:
+                step = self._log_count
+        self._log_count += 1
+        self._stepped_since_log = False
+
+        def record() -> None:
+            for k, v in values.items():
+                if isinstance(v, torch.Tensor):
+                    self._push_scalar(k, int(step), v)
+                else:
+                    assert self._writer is not None
+                    self._writer.add_scalar(k, int(step), v)
+                    if self._monitor is not None:
+                        self._monitor.observe(k, int(step), v)
+            if not self._probes:
+                self._maybe_flush()
+
+        self._guard("log", record)
+        self._raise_pending()
+
+    def evaluate(
+        self,
+        split: str,
+        targets: Any,
+        outputs: Any,
+        loss: Any = None,
+        *,
+        epoch: int | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        threshold: float = 0.5,
+        **scalars: Any,
+    ) -> dict[str, Any]:
+        """Score one split at the end of an epoch and store the metrics and the confusion matrix.
+
+        ``outputs`` may be logits, probabilities or class indices; ``targets`` class indices. For object
+        detection pass lists of dicts (``{"boxes", "labels"}`` and ``{"boxes", "scores", "labels"}``).
+        Under ``torch.distributed`` call it on every rank: the shards are gathered before scoring.
+        Returns the metrics (``result["scalars"]["accuracy"]`` …).
+        """
+        if self.closed:
+            raise TrainmedicError("`evaluate()` was called after `close()`; start a new run with tm.watch(...)")
+        if not isinstance(split, str) or not split:
+            raise TrainmedicError(f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}")
+        targets, outputs = _to_host(targets), _to_host(outputs)
+        if self.world_size > 1:
+            targets, outputs = _gather(targets), _gather(outputs)
+        from .metrics import evaluate_classification, evaluate_detection
+
+        detection = isinstance(outputs, list) and (not outputs or isinstance(outputs[0], Mapping))
+        if detection:
+            result = evaluate_detection(targets, outputs, iou_threshold=self.thresholds.iou_match)
+        else:
+            result = evaluate_classification(targets, outputs, num_classes=num_classes, threshold=threshold)
+        loss_value = _scalar_value("loss", loss) if loss is not None else None
+        extra = {k: _scalar_value(k, v) for k, v in scalars.items()}
+        if not self.enabled:
+            return result
+        if epoch is None:
+            epoch = self._epoch_counter[split]
+        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
+        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+        step = self.step
+
+        def record() -> None:
+            w = self._writer
+            assert w is not None
+            for k, v in result["scalars"].items():
+                w.add_eval(split, epoch, step, k, v)
+            if loss_value is not None:
+                w.add_eval(split, epoch, step, "loss", loss_value)
+            for k, v in extra.items():
+                w.add_eval(split, epoch, step, k, v)
+            data = dict(result)
+            if class_names is not None:
+                data["class_names"] = [str(c) for c in class_names]
+            w.add_record("detection" if detection else "classification", data, epoch=epoch, step=step, split=split)
+            if not detection:
+                cm = np.asarray(result["confusion_matrix"])
+                w.set_meta(**{f"split/{split}": {"samples": int(cm.sum()), "class_counts": cm.sum(axis=1).tolist()}})
+            w.set_meta(steps=self.step, epochs=self.epoch + 1 if self.epoch is not None else 0)
+            self.flush()
+
+        self._guard("evaluate", record)
+        if self.treatment is not None:
+            self._guard("treatment", lambda: self.treatment.after_evaluate(self, split, epoch, result, loss_value))
+        self._raise_pending()
+        return result
+
+    def record(self, kind: str, data: Any, *, epoch: int | None = None, split: str | None = None) -> None:
+        """Store a JSON record (e.g. a data audit, an autofix trial) with this run."""
+        if self._writer is not None and not self.closed:
+            self._writer.add_record(kind, data, epoch=epoch, step=self.step, split=split)
+            self._writer.flush()
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        """Record an event (a treatment action, a note) at the current step."""
+        if self._writer is not None and not self.closed:
+            self._writer.add_event(kind, message, step=self.step, epoch=self.epoch, data=data or None)
+
+    # ---- live findings -------------------------------------------------------------------------
+    def _emit(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        if self._writer is not None:
+            self._writer.add_event(
+                "live_finding",
+                finding.message,
+                step=finding.step,
+                epoch=self.epoch,
+                code=finding.code,
+                severity=finding.severity.value,
+                data=finding.to_dict(),
+            )
+        if not self.quiet:
+            warnings.warn(f"trainmedic: {finding}", RuntimeWarning, stacklevel=5)
+        if self.on_problem is not None:
+            try:
+                self.on_problem(finding)
+            except Exception as e:
+                self._internal_error("on_problem callback", e)
+        if self.raise_on is not None and finding.severity.rank >= self.raise_on.rank:
+            self._pending_problem = TrainingProblemError(finding)
+
+    def _raise_pending(self) -> None:
+        if self._pending_problem is not None:
+            e, self._pending_problem = self._pending_problem, None
+            self.flush()
+            raise e
+
+    # ---- flushing ------------------------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        now = time.monotonic()
+        if now - self._last_flush_time >= self.flush_secs or self.step - self._last_flush_step >= self.flush_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        """Move pending device statistics to the host in one batch and commit them to the run directory."""
+        if self._writer is None or self._writer.closed:
+            return
+        self._last_flush_time = time.monotonic()
+        self._last_flush_step = self.step
+        self._guard("flush", self._flush_pending)
+        try:
+            self._writer.set_meta(steps=self.step)
+            self._writer.flush()
+        except Exception as e:
+            self._internal_error("writer", e)
+
+    def _flush_pending(self) -> None:
+        w = self._writer
+        assert w is not None
+        scalars, self._pending_scalars = self._pending_scalars, []
+        layers, self._pending_layers = self._pending_layers, []
+        acts, self._pending_acts = self._pending_acts, []
+        if scalars:
+            vals = _batch_to_host([t for _, _, t in scalars])
+            for (name, step, _), v in zip(scalars, vals):
+                w.add_scalar(name, step, float(v))
+                if self._monitor is not None:
+                    self._monitor.observe(name, step, float(v))
+        if layers:
+            vals = _batch_to_host([t for _, _, t in layers])
+            merged: dict[tuple[str, int], np.ndarray] = {}
+            for (stat, step, _), v in zip(layers, vals):
+                key = (stat, step)
+                merged[key] = np.sqrt(merged[key] ** 2 + v**2) if key in merged else v
+            for (stat, step), v in sorted(merged.items(), key=lambda kv: kv[0][1]):
+                w.add_layer_values(stat, step, v)
+                if stat == "update_norm" and ("weight_norm", step) in merged:
+                    wn = merged[("weight_norm", step)]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        ratio = np.where(wn > 0, v / wn, np.nan)
+                    if "update_ratio" not in w._known_layer_sets:
+                        w.set_layer_set("update_ratio", self._index.layers if self._index else [])
+                    w.add_layer_values("update_ratio", step, ratio)
+        if acts and self._index is not None:
+            vals = _batch_to_host([t for _, _, t in acts])
+            n_act = len(self._index.activations)
+            by_step: dict[int, np.ndarray] = {}
+            for (step, i, _), v in zip(acts, vals):
+                arr = by_step.setdefault(step, np.full((len(ACT_STATS), n_act), np.nan, dtype=np.float32))
+                arr[:, i] = v
+            for step, arr in sorted(by_step.items()):
+                for si, stat in enumerate(ACT_STATS):
+                    w.add_layer_values(stat, step, arr[si])
+
+    # ---- closing -------------------------------------------------------------------------------
+    def close(self, status: str = "closed") -> None:
+        """Remove every hook and write what is pending. Safe to call twice."""
+        if self.closed:
+            return
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if self._act_probe is not None:
+            self._act_probe.remove()
+        if self._writer is not None and not self._writer.closed:
+            self.flush()
+            try:
+                self._writer.set_meta(steps=self.step, epochs=(self.epoch + 1) if self.epoch is not None else 0)
+                self._writer.close(status=status)
+            except Exception as e:
+                self._internal_error("writer", e)
+        self.closed = True
+        self._finalizer.detach()
+
+    @staticmethod
+    def _atexit_close(ref: weakref.ReferenceType[Run]) -> None:
+        run = ref()
+        if run is not None and not run.closed:
+            try:
+                run.close(status="unclosed")
+            except Exception:
+                pass
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None and self._writer is not None and not self._writer.closed:
+            self._writer.add_event("training_exception", f"{exc_type.__name__}: {exc}", step=self.step, data={"traceback": "".join(traceback.format_exception(exc_type, exc, tb))})
+        self.close(status="failed" if exc is not None else "closed")
+
+    # ---- reading back --------------------------------------------------------------------------
+    def reader(self) -> RunReader:
+        """A reader over what has been flushed so far."""
+        self.flush()
+        return RunReader(self.run_dir)
+
+    def diagnose(self, **kwargs: Any) -> Any:
+        """Diagnose this run (flushes first); see :func:`trainmedic.diagnose`."""
+        from .checks import diagnose
+
+        self.flush()
+        return diagnose(self.run_dir, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir)!r}, step={self.step}, models={list(self.models)})"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _batch_to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """One device→host copy per device for a list of same-shaped-or-not tensors."""
+    out: list[np.ndarray | None] = [None] * len(tensors)
+    groups: dict[tuple[torch.device, tuple[int, ...]], list[int]] = defaultdict(list)
+    for i, t in enumerate(tensors):
+        groups[(t.device, tuple(t.shape))].append(i)
+    for (_, _), idx in groups.items():
+        stacked = torch.stack([tensors[i].float() for i in idx]).cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = stacked[j]
+    return [o for o in out if o is not None] if all(o is not None for o in out) else []
+
+
+def _to_host(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
+        return [{k: _to_host(v) for k, v in d.items()} for d in x]
+    if isinstance(x, (list, tuple)):
+        try:
+            return torch.as_tensor(x)
+        except (TypeError, ValueError):
+            return x
+    return x
+
+
+def _gather(x: Any) -> Any:
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, x)
+    if isinstance(x, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(x, list):
+        return [item for p in parts for item in p]
+    return x
+
+
+def _scalar_value(name: str, v: Any) -> float:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise TrainmedicError(f"`{name}` must be a scalar; got a tensor of shape {describe_shape(v)}")
+        return float(v.detach().cpu())
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TrainmedicError(f"`{name}` must be a number or a one-element tensor; got {type(v).__name__}") from None
+    return f if math.isfinite(f) else f
+
+
+def watch(
+    model: Any = None,
+    optimizer: Any = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Run:
+    """Start watching a training run. Three lines in a plain PyTorch loop::
+
+        run = tm.watch(model, optimizer, run_dir="runs/exp1")
+        ...  run.log(loss=loss)  # every step
+        run.close()              # or use ``with tm.watch(...) as run:``
+
+    ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
+    statistics cadence, default 10 steps), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
+    ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``.
+    """
+    if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
+        raise TrainmedicError(f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}")
+    run = Run(run_dir, **options)
+    if model is not None:
+        try:
+            run.watch(model, optimizer)
+        except BaseException:
+            run.close(status="failed")
+            raise
+    return run
