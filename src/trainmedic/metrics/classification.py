@@ -1,0 +1,293 @@
+"""Classification metrics as pure functions: tensors in, a confusion matrix and its derived numbers out.
+
+Everything is derived from one confusion matrix (rows = true class, columns = predicted class), so the
+one-shot functions and the streaming classes (which only add confusion matrices) give identical results.
+
+Zero division, the same rule as scikit-learn's ``zero_division=0``; no metric is ever NaN:
+
+* precision of class c = TP / (TP + FP), and 0 when the class was never predicted;
+* recall of class c = TP / (TP + FN), and 0 when the class has no samples;
+* F1 of class c = 2 TP / (2 TP + FP + FN), and 0 when the class has neither samples nor predictions.
+
+Macro averages are taken over **all** ``num_classes`` classes, absent ones included (they count as 0),
+exactly like scikit-learn with ``labels=range(num_classes)``. The absent classes are listed in
+``classes_without_samples`` / ``classes_without_predictions`` so that a reader can tell a weak class from a
+missing one. Weighted averages weight by support, so absent classes weigh nothing; micro averages pool all
+counts and equal accuracy for single-label data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import TrainmedicError
+from ._checks import (
+    as_tensor,
+    check_label_range,
+    check_no_nan,
+    check_num_classes,
+    check_threshold,
+    shape_of,
+    to_class_indices,
+)
+
+__all__ = [
+    "ClassificationMetrics",
+    "classification_metrics",
+    "confusion_matrix",
+    "predicted_classes",
+]
+
+
+def _targets_1d(targets: Any) -> Tensor:
+    t = as_tensor(targets, "targets")
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim == 0:
+        raise TrainmedicError("`targets` must be class indices of shape (N,); got a scalar")
+    if t.ndim != 1:
+        hint = " (one-hot targets? pass targets.argmax(1))" if t.ndim == 2 else ""
+        raise TrainmedicError(f"`targets` must be class indices of shape (N,); got shape {shape_of(t)}{hint}")
+    if t.numel() == 0:
+        raise TrainmedicError("`targets` must hold at least one sample; got an empty batch of shape (0,)")
+    return to_class_indices(t, "targets")
+
+
+def predicted_classes(
+    outputs: Any, num_classes: int | None = None, threshold: float = 0.5
+) -> tuple[Tensor, int | None]:
+    """Read ``outputs`` as predicted class indices; return them and the class count the outputs imply.
+
+    * ``(N, C)`` scores (logits or probabilities, C >= 2): argmax; they imply ``C`` classes.
+    * ``(N,)`` or ``(N, 1)`` floating scores: binary. Values all inside [0, 1] are probabilities, anything
+      else are logits (passed through a sigmoid); class 1 when the probability is ``> threshold`` (as
+      torchmetrics does). They imply 2 classes.
+    * ``(N,)`` integer or bool: class indices already; they imply nothing.
+    """
+    num_classes = check_num_classes(num_classes)
+    threshold = check_threshold(threshold)
+    o = as_tensor(outputs, "outputs")
+    if o.ndim == 2 and o.shape[1] == 1:
+        o = o[:, 0]
+    if o.ndim == 0 or o.ndim > 2:
+        raise TrainmedicError(
+            "`outputs` must be scores of shape (N, C), binary scores of shape (N,) or class indices of shape (N,); "
+            f"got shape {shape_of(o)}"
+        )
+    if o.shape[0] == 0:
+        raise TrainmedicError(
+            f"`outputs` must hold at least one sample; got an empty batch of shape {shape_of(o)}"
+        )
+    check_no_nan(o, "outputs")
+    if o.ndim == 2:
+        if num_classes is not None and o.shape[1] != num_classes:
+            raise TrainmedicError(
+                f"`outputs` must have num_classes={num_classes} columns; got shape {shape_of(o)}"
+            )
+        return o.argmax(dim=1), int(o.shape[1])
+    if o.is_floating_point():
+        if num_classes is not None and num_classes != 2:
+            raise TrainmedicError(
+                f"`outputs` of shape {shape_of(o)} with floating values are binary scores, which need num_classes=2; "
+                f"got num_classes={num_classes} (pass class indices as an integer tensor, or scores of shape (N, {num_classes}))"
+            )
+        probs = o if bool((o.min() >= 0) & (o.max() <= 1)) else torch.sigmoid(o)
+        return (probs > threshold).long(), 2
+    return to_class_indices(o, "outputs"), None
+
+
+def _prepare(
+    targets: Any, outputs: Any, num_classes: int | None, threshold: float
+) -> tuple[Tensor, Tensor, int]:
+    """Validate and align targets and predictions; settle the number of classes."""
+    num_classes = check_num_classes(num_classes)
+    t = _targets_1d(targets)
+    p, implied = predicted_classes(outputs, num_classes, threshold)
+    if p.shape[0] != t.shape[0]:
+        raise TrainmedicError(
+            f"`outputs` must have one row per target (N={t.shape[0]}); got {p.shape[0]} rows"
+        )
+    if p.device != t.device:
+        p = p.to(t.device)
+    if num_classes is None:
+        if implied is not None:
+            num_classes = implied
+        else:
+            # Inferred from the labels seen, at least 2: a batch of only zeros is most often a binary problem.
+            num_classes = max(int(t.max()), int(p.max()), 1) + 1
+    check_label_range(t, num_classes, "targets")
+    check_label_range(p, num_classes, "outputs")
+    return t, p, num_classes
+
+
+def confusion_matrix(
+    targets: Any, outputs: Any, num_classes: int | None = None, threshold: float = 0.5
+) -> Tensor:
+    """Count (true, predicted) pairs: a ``[C, C]`` long tensor, rows = true class, columns = predicted.
+
+    One ``bincount`` over ``target * C + predicted`` keeps it linear in N (1M predictions, 1,000 classes:
+    a few milliseconds). ``outputs`` may be scores, binary scores or class indices (see
+    :func:`predicted_classes`); ``num_classes`` is inferred when omitted.
+    """
+    t, p, c = _prepare(targets, outputs, num_classes, threshold)
+    return _bincount_confusion(t, p, c)
+
+
+def _bincount_confusion(t: Tensor, p: Tensor, num_classes: int) -> Tensor:
+    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """num / den with 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
+    num = num.to(torch.float64)
+    den = den.to(torch.float64)
+    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+
+
+def _weighted(values: Tensor, weights: Tensor) -> float:
+    total = float(weights.sum())
+    return float((values * weights.to(torch.float64)).sum() / total) if total > 0 else 0.0
+
+
+@dataclass
+class ClassificationMetrics:
+    """Everything derived from one confusion matrix; see the module docstring for the zero-division rule."""
+
+    num_classes: int
+    confusion_matrix: Tensor  # [C, C] long, rows = true, columns = predicted
+    tp: Tensor  # [C] long
+    fp: Tensor
+    fn: Tensor
+    tn: Tensor
+    support: Tensor  # [C] long, samples per true class (tp + fn)
+    predicted: Tensor  # [C] long, predictions per class (tp + fp)
+    precision: Tensor  # [C] float64
+    recall: Tensor
+    f1: Tensor
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    precision_micro: float
+    recall_micro: float
+    f1_micro: float
+    precision_weighted: float
+    recall_weighted: float
+    f1_weighted: float
+    num_samples: int
+    classes_without_samples: list[int] = field(default_factory=list)  # support == 0 (still in macro, as 0)
+    classes_without_predictions: list[int] = field(default_factory=list)  # never predicted: precision is 0
+
+    @classmethod
+    def from_confusion_matrix(cls, cm: Tensor) -> ClassificationMetrics:
+        """Derive every number from a ``[C, C]`` confusion matrix (rows = true, columns = predicted)."""
+        cm = as_tensor(cm, "cm")
+        if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 1:
+            raise TrainmedicError(f"`cm` must be a square [C, C] confusion matrix; got shape {shape_of(cm)}")
+        cm = cm.detach().to("cpu", torch.int64)
+        n = int(cm.sum())
+        if n == 0:
+            raise TrainmedicError(
+                "`cm` must count at least one sample; got an empty confusion matrix (no updates?)"
+            )
+        tp = cm.diagonal().clone()
+        support = cm.sum(dim=1)
+        predicted = cm.sum(dim=0)
+        fn = support - tp
+        fp = predicted - tp
+        tn = n - tp - fp - fn
+        precision = _safe_div(tp, predicted)
+        recall = _safe_div(tp, support)
+        f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
+        tp_sum, pred_sum, true_sum = int(tp.sum()), int(predicted.sum()), int(support.sum())
+        p_micro = tp_sum / pred_sum if pred_sum else 0.0
+        r_micro = tp_sum / true_sum if true_sum else 0.0
+        f_den = 2 * tp_sum + (pred_sum - tp_sum) + (true_sum - tp_sum)
+        f_micro = 2 * tp_sum / f_den if f_den else 0.0
+        return cls(
+            num_classes=int(cm.shape[0]),
+            confusion_matrix=cm,
+            tp=tp,
+            fp=fp,
+            fn=fn,
+            tn=tn,
+            support=support,
+            predicted=predicted,
+            precision=precision,
+            recall=recall,
+            f1=f1,
+            accuracy=tp_sum / n,
+            precision_macro=float(precision.mean()),
+            recall_macro=float(recall.mean()),
+            f1_macro=float(f1.mean()),
+            precision_micro=p_micro,
+            recall_micro=r_micro,
+            f1_micro=f_micro,
+            precision_weighted=_weighted(precision, support),
+            recall_weighted=_weighted(recall, support),
+            f1_weighted=_weighted(f1, support),
+            num_samples=n,
+            classes_without_samples=[int(i) for i in torch.nonzero(support == 0).flatten()],
+            classes_without_predictions=[int(i) for i in torch.nonzero(predicted == 0).flatten()],
+        )
+
+    def scalars(self) -> dict[str, float]:
+        """The flat name → float view that the run recorder stores."""
+        return {
+            "accuracy": float(self.accuracy),
+            "precision_macro": self.precision_macro,
+            "recall_macro": self.recall_macro,
+            "f1_macro": self.f1_macro,
+            "precision_micro": self.precision_micro,
+            "recall_micro": self.recall_micro,
+            "f1_micro": self.f1_micro,
+            "precision_weighted": self.precision_weighted,
+            "recall_weighted": self.recall_weighted,
+            "f1_weighted": self.f1_weighted,
+            "num_samples": float(self.num_samples),
+        }
+
+    def per_class(self) -> dict[str, list[float] | list[int]]:
+        """Per-class lists, index = class id."""
+        return {
+            "precision": [float(v) for v in self.precision.tolist()],
+            "recall": [float(v) for v in self.recall.tolist()],
+            "f1": [float(v) for v in self.f1.tolist()],
+            "support": [int(v) for v in self.support.tolist()],
+            "predicted": [int(v) for v in self.predicted.tolist()],
+            "tp": [int(v) for v in self.tp.tolist()],
+            "fp": [int(v) for v in self.fp.tolist()],
+            "fn": [int(v) for v in self.fn.tolist()],
+            "tn": [int(v) for v in self.tn.tolist()],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able python: floats, ints and lists only."""
+        return {
+            "task": "classification",
+            "num_classes": self.num_classes,
+            "scalars": self.scalars(),
+            "per_class": self.per_class(),
+            "confusion_matrix": [[int(v) for v in row] for row in self.confusion_matrix.tolist()],
+            "classes_without_samples": list(self.classes_without_samples),
+            "classes_without_predictions": list(self.classes_without_predictions),
+        }
+
+
+def classification_metrics(
+    targets: Any, outputs: Any, num_classes: int | None = None, threshold: float = 0.5
+) -> ClassificationMetrics:
+    """Confusion matrix, per-class and averaged precision/recall/F1 and accuracy in one pass.
+
+    ``num_classes`` is inferred when omitted: the score columns for ``(N, C)`` outputs, 2 for binary scores,
+    otherwise the largest label seen + 1 (at least 2). Pass it whenever a class might be missing from a batch.
+    """
+    return ClassificationMetrics.from_confusion_matrix(
+        confusion_matrix(targets, outputs, num_classes, threshold)
+    )
