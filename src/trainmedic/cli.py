@@ -23,6 +23,11 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Watch a deep-learning training run, diagnose what goes wrong, and fix it."""
+
+
 def _register_all() -> None:
     from .checks import commands as checks_commands
     from .data import commands as data_commands
