@@ -36,7 +36,14 @@ def _register_all() -> None:
     from .report import commands as report_commands
     from .store import commands as store_commands
 
-    for mod in (store_commands, checks_commands, report_commands, remedies_commands, data_commands, metrics_commands):
+    for mod in (
+        store_commands,
+        checks_commands,
+        report_commands,
+        remedies_commands,
+        data_commands,
+        metrics_commands,
+    ):
         mod.register(app)
 
 

@@ -128,7 +128,9 @@ class Finding:
             message=d.get("message", ""),
             evidence=dict(d.get("evidence") or {}),
             remedies=[
-                RemedySuggestion(r["code"], r.get("title", r["code"]), bool(r.get("auto", False)), r.get("why", ""))
+                RemedySuggestion(
+                    r["code"], r.get("title", r["code"]), bool(r.get("auto", False)), r.get("why", "")
+                )
                 for r in d.get("remedies") or []
             ],
             confidence=float(d.get("confidence", 1.0)),

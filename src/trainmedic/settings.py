@@ -69,7 +69,9 @@ def _coerce(name: str, value: Any, like: Any) -> Any:
         raise TrainmedicError(f"threshold `{name}` must be like {like!r}; got {value!r}") from None
 
 
-def load_thresholds(overrides: dict[str, Any] | Thresholds | None = None, start: Path | None = None) -> Thresholds:
+def load_thresholds(
+    overrides: dict[str, Any] | Thresholds | None = None, start: Path | None = None
+) -> Thresholds:
     """Defaults ← pyproject ``[tool.trainmedic]`` ← ``TRAINMEDIC_*`` environment ← ``overrides``."""
     if isinstance(overrides, Thresholds):
         return overrides

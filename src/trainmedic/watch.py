@@ -10,6 +10,7 @@ would compute unwatched.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import time
@@ -101,7 +102,9 @@ class Run:
         quiet: bool = False,
     ) -> None:
         if not isinstance(every, int) or every < 1:
-            raise TrainmedicError(f"`every` must be a positive integer (record per-layer statistics every N steps); got {every!r}")
+            raise TrainmedicError(
+                f"`every` must be a positive integer (record per-layer statistics every N steps); got {every!r}"
+            )
         if overwrite and resume:
             raise TrainmedicError("`overwrite` and `resume` exclude each other; pass one of them")
         self.rank, self.world_size = _dist_rank()
@@ -177,11 +180,16 @@ class Run:
     def watch(
         self,
         model: nn.Module | Mapping[str, nn.Module] | Iterable[nn.Module],
-        optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | Iterable[torch.optim.Optimizer] | None = None,
+        optimizer: torch.optim.Optimizer
+        | Mapping[str, torch.optim.Optimizer]
+        | Iterable[torch.optim.Optimizer]
+        | None = None,
     ) -> Run:
         """Attach model(s) and optimizer(s). Call once per run (before training)."""
         if self.models:
-            raise TrainmedicError("this run already watches a model; start a new run (tm.watch) for another model")
+            raise TrainmedicError(
+                "this run already watches a model; start a new run (tm.watch) for another model"
+            )
         models = _name_all(model, "model")
         if not models:
             raise TrainmedicError("`model` must be a torch.nn.Module (or a dict/list of them); got None")
@@ -191,7 +199,9 @@ class Run:
         optimizers = _name_all(optimizer, "optimizer")
         for n, o in optimizers.items():
             if not isinstance(o, torch.optim.Optimizer):
-                raise TrainmedicError(f"`optimizer` must be a torch.optim.Optimizer; got {type(o).__name__} for {n!r}")
+                raise TrainmedicError(
+                    f"`optimizer` must be a torch.optim.Optimizer; got {type(o).__name__} for {n!r}"
+                )
         self.models, self.optimizers = models, optimizers
         index = LayerIndex.build(models)
         self._index = index
@@ -220,8 +230,12 @@ class Run:
         for oname, opt in optimizers.items():
             probe = OptimizerProbe(oname, opt, index)
             self._probes.append(probe)
-            self._handles.append(opt.register_step_pre_hook(self._make_pre_hook(probe, primary=len(self._probes) == 1)))
-            self._handles.append(opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1)))
+            self._handles.append(
+                opt.register_step_pre_hook(self._make_pre_hook(probe, primary=len(self._probes) == 1))
+            )
+            self._handles.append(
+                opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1))
+            )
         w.set_meta(optimizers=[p.describe() for p in self._probes])
         if self.activations_enabled and index.activations:
             for stat in ACT_STATS:
@@ -244,7 +258,9 @@ class Run:
                 "statistics come only from eager forwards; gradient, weight and hyperparameter signals are complete"
             )
         if not index.activations:
-            notes.append("no activation modules found (functional activations?): dead/saturated units are not measured")
+            notes.append(
+                "no activation modules found (functional activations?): dead/saturated units are not measured"
+            )
         w.set_meta(notes=notes)
         for n, m in models.items():
             root = unwrap(m)
@@ -265,10 +281,14 @@ class Run:
                 t = next((a for a in args if isinstance(a, torch.Tensor)), None)
                 if t is None or self._writer is None:
                     return
-                self._writer.set_meta(**{f"input_shape/{model_name}": list(t.shape), f"input_dtype/{model_name}": str(t.dtype)})
+                self._writer.set_meta(
+                    **{f"input_shape/{model_name}": list(t.shape), f"input_dtype/{model_name}": str(t.dtype)}
+                )
                 if self._batch_size is None and t.dim() >= 1 and model_name == next(iter(self.models)):
                     self._batch_size = int(t.shape[0])
-                    self._writer.set_meta(batch_size=self._batch_size, batch_size_source="first forward input")
+                    self._writer.set_meta(
+                        batch_size=self._batch_size, batch_size_source="first forward input"
+                    )
 
             self._guard("input", record)
 
@@ -413,7 +433,9 @@ class Run:
             elif isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
                 values[k] = float(v)
             else:
-                raise TrainmedicError(f"`{k}` must be a number or a one-element tensor; got {type(v).__name__}")
+                raise TrainmedicError(
+                    f"`{k}` must be a number or a one-element tensor; got {type(v).__name__}"
+                )
         if not self.enabled:
             return
         if step is None:
@@ -462,9 +484,13 @@ class Run:
         Returns the metrics (``result["scalars"]["accuracy"]`` …).
         """
         if self.closed:
-            raise TrainmedicError("`evaluate()` was called after `close()`; start a new run with tm.watch(...)")
+            raise TrainmedicError(
+                "`evaluate()` was called after `close()`; start a new run with tm.watch(...)"
+            )
         if not isinstance(split, str) or not split:
-            raise TrainmedicError(f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}")
+            raise TrainmedicError(
+                f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}"
+            )
         targets, outputs = _to_host(targets), _to_host(outputs)
         if self.world_size > 1:
             targets, outputs = _gather(targets), _gather(outputs)
@@ -497,16 +523,22 @@ class Run:
             data = dict(result)
             if class_names is not None:
                 data["class_names"] = [str(c) for c in class_names]
-            w.add_record("detection" if detection else "classification", data, epoch=epoch, step=step, split=split)
+            w.add_record(
+                "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
+            )
             if not detection:
                 cm = np.asarray(result["confusion_matrix"])
-                w.set_meta(**{f"split/{split}": {"samples": int(cm.sum()), "class_counts": cm.sum(axis=1).tolist()}})
+                w.set_meta(
+                    **{f"split/{split}": {"samples": int(cm.sum()), "class_counts": cm.sum(axis=1).tolist()}}
+                )
             w.set_meta(steps=self.step, epochs=self.epoch + 1 if self.epoch is not None else 0)
             self.flush()
 
         self._guard("evaluate", record)
         if self.treatment is not None:
-            self._guard("treatment", lambda: self.treatment.after_evaluate(self, split, epoch, result, loss_value))
+            self._guard(
+                "treatment", lambda: self.treatment.after_evaluate(self, split, epoch, result, loss_value)
+            )
         self._raise_pending()
         return result
 
@@ -553,7 +585,10 @@ class Run:
     # ---- flushing ------------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
         now = time.monotonic()
-        if now - self._last_flush_time >= self.flush_secs or self.step - self._last_flush_step >= self.flush_steps:
+        if (
+            now - self._last_flush_time >= self.flush_secs
+            or self.step - self._last_flush_step >= self.flush_steps
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -620,7 +655,9 @@ class Run:
         if self._writer is not None and not self._writer.closed:
             self.flush()
             try:
-                self._writer.set_meta(steps=self.step, epochs=(self.epoch + 1) if self.epoch is not None else 0)
+                self._writer.set_meta(
+                    steps=self.step, epochs=(self.epoch + 1) if self.epoch is not None else 0
+                )
                 self._writer.close(status=status)
             except Exception as e:
                 self._internal_error("writer", e)
@@ -631,17 +668,20 @@ class Run:
     def _atexit_close(ref: weakref.ReferenceType[Run]) -> None:
         run = ref()
         if run is not None and not run.closed:
-            try:
+            with contextlib.suppress(Exception):
                 run.close(status="unclosed")
-            except Exception:
-                pass
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None and self._writer is not None and not self._writer.closed:
-            self._writer.add_event("training_exception", f"{exc_type.__name__}: {exc}", step=self.step, data={"traceback": "".join(traceback.format_exception(exc_type, exc, tb))})
+            self._writer.add_event(
+                "training_exception",
+                f"{exc_type.__name__}: {exc}",
+                step=self.step,
+                data={"traceback": "".join(traceback.format_exception(exc_type, exc, tb))},
+            )
         self.close(status="failed" if exc is not None else "closed")
 
     # ---- reading back --------------------------------------------------------------------------
@@ -652,10 +692,10 @@ class Run:
 
     def diagnose(self, **kwargs: Any) -> Any:
         """Diagnose this run (flushes first); see :func:`trainmedic.diagnose`."""
-        from .checks import diagnose
+        from . import checks
 
         self.flush()
-        return diagnose(self.run_dir, **kwargs)
+        return checks.diagnose(self.run_dir, **kwargs)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, step={self.step}, models={list(self.models)})"
@@ -713,7 +753,9 @@ def _scalar_value(name: str, v: Any) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError):
-        raise TrainmedicError(f"`{name}` must be a number or a one-element tensor; got {type(v).__name__}") from None
+        raise TrainmedicError(
+            f"`{name}` must be a number or a one-element tensor; got {type(v).__name__}"
+        ) from None
     return f if math.isfinite(f) else f
 
 
@@ -734,7 +776,9 @@ def watch(
     ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``.
     """
     if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
-        raise TrainmedicError(f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}")
+        raise TrainmedicError(
+            f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}"
+        )
     run = Run(run_dir, **options)
     if model is not None:
         try:

@@ -66,7 +66,8 @@ class ActivationProbe:
         self._guard = guard
         self._done: set[int] = set()
         self.handles = [
-            m.register_forward_hook(self._make_hook(i, k, u)) for i, (m, k, u) in enumerate(zip(modules, kinds, unit_dims))
+            m.register_forward_hook(self._make_hook(i, k, u))
+            for i, (m, k, u) in enumerate(zip(modules, kinds, unit_dims))
         ]
 
     def start_capture(self) -> None:
@@ -86,7 +87,9 @@ class ActivationProbe:
                     out = out.data
                 else:
                     return
-            self._guard("activations", lambda: self._sink(i, activation_stats(out, kind, unit_dim, self.rows)))
+            self._guard(
+                "activations", lambda: self._sink(i, activation_stats(out, kind, unit_dim, self.rows))
+            )
 
         return hook
 

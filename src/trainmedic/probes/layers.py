@@ -13,12 +13,39 @@ from torch import nn
 
 # Activation module types and how their output is judged.
 RELU_LIKE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
-LEAKY_LIKE: tuple[type[nn.Module], ...] = (nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Softplus)
+LEAKY_LIKE: tuple[type[nn.Module], ...] = (
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+)
 SIGMOID_LIKE: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Hardsigmoid)
 TANH_LIKE: tuple[type[nn.Module], ...] = (nn.Tanh, nn.Hardtanh, nn.Softsign)
 RECURRENT: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
-CONV: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-NORM: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.RMSNorm)
+CONV: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+NORM: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.RMSNorm,
+)
 
 
 def activation_kind(module: nn.Module) -> str | None:
@@ -52,7 +79,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def is_compiled(model: nn.Module) -> bool:
     return hasattr(model, "_orig_mod") or (
-        isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) and hasattr(model.module, "_orig_mod")
+        isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+        and hasattr(model.module, "_orig_mod")
     )
 
 
@@ -76,7 +104,9 @@ class LayerIndex:
         for mname, model in models.items():
             last_was_conv = False
             for path, mod in unwrap(model).named_modules():
-                name = (f"{mname}/{path}" if path else mname) if prefix_names else (path or type(mod).__name__)
+                name = (
+                    (f"{mname}/{path}" if path else mname) if prefix_names else (path or type(mod).__name__)
+                )
                 direct = [p for p in mod.parameters(recurse=False)]
                 if direct:
                     i = len(idx.layers)

@@ -49,7 +49,9 @@ class OptimizerProbe:
         self.params = params
         self.n_layers = len(index.layers)
         dev = params[0].device if params else torch.device("cpu")
-        self.layer_ids = torch.tensor([index.param_layer[id(p)] for p in params], dtype=torch.long, device=dev)
+        self.layer_ids = torch.tensor(
+            [index.param_layer[id(p)] for p in params], dtype=torch.long, device=dev
+        )
         self._before: list[torch.Tensor] | None = None
         self._grad_cache: tuple[list[int], torch.Tensor] | None = None
 
@@ -76,9 +78,9 @@ class OptimizerProbe:
             suffix = "" if len(groups) == 1 else f"/{gi}"
             for key in ("lr", "momentum", "weight_decay"):
                 v = g.get(key)
-                if isinstance(v, (int, float)):
-                    out[f"{key}{suffix}"] = float(v)
-                elif isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
+                if isinstance(v, (int, float)) or (
+                    isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu"
+                ):
                     out[f"{key}{suffix}"] = float(v)
             betas = g.get("betas")
             if isinstance(betas, (tuple, list)) and len(betas) == 2:
@@ -92,7 +94,11 @@ class OptimizerProbe:
         if cache is None:
             return None
         idx, norms = cache
-        ids = self.layer_ids if len(idx) == len(self.params) else self.layer_ids[torch.tensor(idx, device=self.layer_ids.device)]
+        ids = (
+            self.layer_ids
+            if len(idx) == len(self.params)
+            else self.layer_ids[torch.tensor(idx, device=self.layer_ids.device)]
+        )
         return layer_norms(norms, ids, self.n_layers)
 
     def snapshot_weights(self) -> None:
@@ -108,7 +114,7 @@ class OptimizerProbe:
         w = layer_norms(_per_param_norms(weights), self.layer_ids, self.n_layers)
         if self._before is None:
             return w, None
-        diffs = torch._foreach_sub(weights, self._before)
+        diffs = list(torch._foreach_sub(weights, self._before))
         u = layer_norms(_per_param_norms(diffs), self.layer_ids, self.n_layers)
         self._before = None
         return w, u

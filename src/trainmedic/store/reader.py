@@ -88,7 +88,9 @@ class RunReader:
 
     def scalar(self, name: str) -> Series:
         """The full series of a per-step signal (empty arrays when it was never recorded)."""
-        rows = self.con.execute("SELECT steps, vals FROM scalar_chunks WHERE name=? ORDER BY id", (name,)).fetchall()
+        rows = self.con.execute(
+            "SELECT steps, vals FROM scalar_chunks WHERE name=? ORDER BY id", (name,)
+        ).fetchall()
         if not rows:
             return Series(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
         steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
@@ -102,15 +104,24 @@ class RunReader:
     @cached_property
     def layer_stats(self) -> dict[str, list[str]]:
         """Each recorded per-layer statistic and its layer order."""
-        return {stat: json.loads(layers) for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")}
+        return {
+            stat: json.loads(layers)
+            for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
+        }
 
     def layer_stat(self, stat: str) -> LayerSeries:
         layers = self.layer_stats.get(stat, [])
-        rows = self.con.execute("SELECT steps, vals FROM layer_chunks WHERE stat=? ORDER BY id", (stat,)).fetchall()
+        rows = self.con.execute(
+            "SELECT steps, vals FROM layer_chunks WHERE stat=? ORDER BY id", (stat,)
+        ).fetchall()
         if not rows:
-            return LayerSeries(stat, layers, np.zeros(0, dtype=np.int64), np.zeros((0, len(layers)), dtype=np.float32))
+            return LayerSeries(
+                stat, layers, np.zeros(0, dtype=np.int64), np.zeros((0, len(layers)), dtype=np.float32)
+            )
         steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
-        vals = np.concatenate([np.frombuffer(r[1], dtype="<f4") for r in rows]).reshape(len(steps), len(layers))
+        vals = np.concatenate([np.frombuffer(r[1], dtype="<f4") for r in rows]).reshape(
+            len(steps), len(layers)
+        )
         return LayerSeries(stat, layers, steps, vals)
 
     # ---- evaluations -----------------------------------------------------------------------------
@@ -141,16 +152,24 @@ class RunReader:
         return {int(e): int(s) for e, s in rows if s is not None}
 
     def epochs(self, split: str) -> list[int]:
-        return [r[0] for r in self.con.execute("SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,))]
+        return [
+            r[0]
+            for r in self.con.execute(
+                "SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,)
+            )
+        ]
 
     # ---- records and events ----------------------------------------------------------------------
     def records(self, kind: str, split: str | None = None) -> list[dict[str, Any]]:
         """JSON records of a kind, oldest first, each with ``epoch``, ``step``, ``split`` and ``data``."""
         if split is None:
-            q = self.con.execute("SELECT epoch, step, split, data FROM records WHERE kind=? ORDER BY id", (kind,))
+            q = self.con.execute(
+                "SELECT epoch, step, split, data FROM records WHERE kind=? ORDER BY id", (kind,)
+            )
         else:
             q = self.con.execute(
-                "SELECT epoch, step, split, data FROM records WHERE kind=? AND split=? ORDER BY id", (kind, split)
+                "SELECT epoch, step, split, data FROM records WHERE kind=? AND split=? ORDER BY id",
+                (kind, split),
             )
         return [{"epoch": e, "step": s, "split": sp, "data": json.loads(d)} for e, s, sp, d in q]
 
@@ -170,9 +189,22 @@ class RunReader:
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT time, step, epoch, kind, code, severity, message, data FROM events"
-        q = self.con.execute(sql + " WHERE kind=? ORDER BY id", (kind,)) if kind else self.con.execute(sql + " ORDER BY id")
+        q = (
+            self.con.execute(sql + " WHERE kind=? ORDER BY id", (kind,))
+            if kind
+            else self.con.execute(sql + " ORDER BY id")
+        )
         return [
-            {"time": t, "step": s, "epoch": e, "kind": k, "code": c, "severity": sv, "message": m, "data": json.loads(d) if d else None}
+            {
+                "time": t,
+                "step": s,
+                "epoch": e,
+                "kind": k,
+                "code": c,
+                "severity": sv,
+                "message": m,
+                "data": json.loads(d) if d else None,
+            }
             for t, s, e, k, c, sv, m, d in q
         ]
 

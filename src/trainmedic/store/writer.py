@@ -83,7 +83,8 @@ class RunWriter:
         self._rows_events: list[tuple[Any, ...]] = []
         self._meta: dict[str, str] = {}
         self._known_layer_sets: dict[str, list[str]] = {
-            stat: json.loads(layers) for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
+            stat: json.loads(layers)
+            for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
         }
         self.closed = False
         self.set_meta(lock={"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
@@ -98,7 +99,11 @@ class RunWriter:
             return
         if row and status and json.loads(status[0]) == "running":
             lock = json.loads(row[0])
-            if lock.get("host") == socket.gethostname() and lock.get("pid") != os.getpid() and _pid_alive(int(lock["pid"])):
+            if (
+                lock.get("host") == socket.gethostname()
+                and lock.get("pid") != os.getpid()
+                and _pid_alive(int(lock["pid"]))
+            ):
                 raise RunDirError(
                     f"`run_dir` {str(self.run_dir)!r} is in use by process {lock['pid']}; use another directory"
                 )
@@ -125,7 +130,9 @@ class RunWriter:
             raise RunDirError(f"layer set of {stat!r} changed within a run: {known} → {layers}")
         if known is None:
             self._known_layer_sets[stat] = list(layers)
-            self.con.execute("INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers)))
+            self.con.execute(
+                "INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers))
+            )
 
     def add_layer_values(self, stat: str, step: int, values: np.ndarray) -> None:
         steps, rows = self._layers[stat]
@@ -135,7 +142,14 @@ class RunWriter:
     def add_eval(self, split: str, epoch: int, step: int | None, name: str, value: float) -> None:
         self._rows_evals.append((epoch, step, split, name, float(value)))
 
-    def add_record(self, kind: str, data: Any, epoch: int | None = None, step: int | None = None, split: str | None = None) -> None:
+    def add_record(
+        self,
+        kind: str,
+        data: Any,
+        epoch: int | None = None,
+        step: int | None = None,
+        split: str | None = None,
+    ) -> None:
         self._rows_records.append((kind, epoch, step, split, _dumps(data)))
 
     def add_event(
@@ -163,25 +177,40 @@ class RunWriter:
                 if steps:
                     con.execute(
                         "INSERT INTO scalar_chunks(name, steps, vals) VALUES(?, ?, ?)",
-                        (name, np.asarray(steps, dtype="<i8").tobytes(), np.asarray(vals, dtype="<f8").tobytes()),
+                        (
+                            name,
+                            np.asarray(steps, dtype="<i8").tobytes(),
+                            np.asarray(vals, dtype="<f8").tobytes(),
+                        ),
                     )
             for stat, (steps, rows) in self._layers.items():
                 if steps:
                     con.execute(
                         "INSERT INTO layer_chunks(stat, steps, vals) VALUES(?, ?, ?)",
-                        (stat, np.asarray(steps, dtype="<i8").tobytes(), np.stack(rows).astype("<f4").tobytes()),
+                        (
+                            stat,
+                            np.asarray(steps, dtype="<i8").tobytes(),
+                            np.stack(rows).astype("<f4").tobytes(),
+                        ),
                     )
             if self._rows_evals:
-                con.executemany("INSERT INTO evals(epoch, step, split, name, value) VALUES(?,?,?,?,?)", self._rows_evals)
+                con.executemany(
+                    "INSERT INTO evals(epoch, step, split, name, value) VALUES(?,?,?,?,?)", self._rows_evals
+                )
             if self._rows_records:
-                con.executemany("INSERT INTO records(kind, epoch, step, split, data) VALUES(?,?,?,?,?)", self._rows_records)
+                con.executemany(
+                    "INSERT INTO records(kind, epoch, step, split, data) VALUES(?,?,?,?,?)",
+                    self._rows_records,
+                )
             if self._rows_events:
                 con.executemany(
                     "INSERT INTO events(time, step, epoch, kind, code, severity, message, data) VALUES(?,?,?,?,?,?,?,?)",
                     self._rows_events,
                 )
             if self._meta:
-                con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", list(self._meta.items()))
+                con.executemany(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", list(self._meta.items())
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
