@@ -7,7 +7,6 @@ and fetches single rows by index (:meth:`SplitData.rows`); only the labels (one 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,9 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except Exception:
-        raise TrainmedicError(f"`{name}` must be an array, a tensor or a torch Dataset; got {type(x).__name__}") from None
+        raise TrainmedicError(
+            f"`{name}` must be an array, a tensor or a torch Dataset; got {type(x).__name__}"
+        ) from None
 
 
 def as_labels(y: Any, name: str, n: int | None = None) -> np.ndarray:
@@ -37,7 +38,9 @@ def as_labels(y: Any, name: str, n: int | None = None) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise TrainmedicError(f"`{name}` must be class indices of shape (N,); got shape {describe_shape(arr)}")
+        raise TrainmedicError(
+            f"`{name}` must be class indices of shape (N,); got shape {describe_shape(arr)}"
+        )
     if n is not None and arr.shape[0] != n:
         raise TrainmedicError(f"`{name}` must have one label per sample ({n}); got {arr.shape[0]} labels")
     if arr.dtype.kind == "b":
@@ -47,7 +50,9 @@ def as_labels(y: Any, name: str, n: int | None = None) -> np.ndarray:
             bad = int(np.sum(~np.isfinite(arr)))
             raise TrainmedicError(f"`{name}` must be finite class indices; got {bad} NaN/Inf labels")
         if not np.all(arr == np.round(arr)):
-            raise TrainmedicError(f"`{name}` must be integer class indices; got non-integer values such as {arr[arr != np.round(arr)][0]!r}")
+            raise TrainmedicError(
+                f"`{name}` must be integer class indices; got non-integer values such as {arr[arr != np.round(arr)][0]!r}"
+            )
     elif arr.dtype.kind not in "iu":
         raise TrainmedicError(f"`{name}` must be integer class indices; got dtype {arr.dtype}")
     out = arr.astype(np.int64)
@@ -81,7 +86,9 @@ def dataset_labels(ds: Dataset[Any], name: str) -> np.ndarray:
     try:
         n = len(ds)  # type: ignore[arg-type]
     except TypeError:
-        raise TrainmedicError(f"`{name}` must be a map-style Dataset with a length; got {type(ds).__name__}") from None
+        raise TrainmedicError(
+            f"`{name}` must be a map-style Dataset with a length; got {type(ds).__name__}"
+        ) from None
     values = []
     for i in range(n):
         item = ds[i]

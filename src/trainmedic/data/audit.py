@@ -52,7 +52,9 @@ class _Progress:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            )
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None] | None]:
@@ -75,11 +77,24 @@ class _Progress:
             self.bar.stop()
 
 
-def _finding(code: str, severity: Severity, message: str, split: str | None, evidence: dict[str, Any],
-             remedies: Sequence[tuple[str, str]] = (), confidence: float = 1.0) -> Finding:
+def _finding(
+    code: str,
+    severity: Severity,
+    message: str,
+    split: str | None,
+    evidence: dict[str, Any],
+    remedies: Sequence[tuple[str, str]] = (),
+    confidence: float = 1.0,
+) -> Finding:
     return Finding(
-        code=code, severity=severity, message=message, evidence=evidence, split=split, source="audit",
-        remedies=[RemedySuggestion.of(c, why) for c, why in remedies], confidence=confidence,
+        code=code,
+        severity=severity,
+        message=message,
+        evidence=evidence,
+        split=split,
+        source="audit",
+        remedies=[RemedySuggestion.of(c, why) for c, why in remedies],
+        confidence=confidence,
     )
 
 
@@ -95,55 +110,113 @@ def check_sufficient(ctx: _Context, model: Any, curve: LearningCurve | None) -> 
     k = len(ctx.classes)
     j = int(np.argmin(train))
     fewest, cls = int(train[j]), int(ctx.classes[j])
-    ev = {"samples_per_class": dict(zip(ctx.classes.tolist(), train.tolist())), "num_classes": k,
-          "n_train": n_train, "min_samples_per_class": th.min_samples_per_class}
+    ev = {
+        "samples_per_class": dict(zip(ctx.classes.tolist(), train.tolist())),
+        "num_classes": k,
+        "n_train": n_train,
+        "min_samples_per_class": th.min_samples_per_class,
+    }
     if fewest < th.min_samples_per_class:
-        out.append(_finding(
-            "insufficient_data", Severity.WARNING,
-            f"class {cls} has {fewest} training samples, fewer than {th.min_samples_per_class} per class",
-            "train", ev, [("more_data", f"collect samples of class {cls} first"),
-                          ("data_augmentation", "multiply the scarce classes"),
-                          ("transfer_learning", "start from features learnt elsewhere")]))
+        out.append(
+            _finding(
+                "insufficient_data",
+                Severity.WARNING,
+                f"class {cls} has {fewest} training samples, fewer than {th.min_samples_per_class} per class",
+                "train",
+                ev,
+                [
+                    ("more_data", f"collect samples of class {cls} first"),
+                    ("data_augmentation", "multiply the scarce classes"),
+                    ("transfer_learning", "start from features learnt elsewhere"),
+                ],
+            )
+        )
     else:
-        out.append(_finding(
-            "insufficient_data", Severity.INFO,
-            f"every class has at least {fewest} training samples (>= {th.min_samples_per_class})", "train", ev))
+        out.append(
+            _finding(
+                "insufficient_data",
+                Severity.INFO,
+                f"every class has at least {fewest} training samples (>= {th.min_samples_per_class})",
+                "train",
+                ev,
+            )
+        )
     if model is not None:
         try:
             n_params = int(sum(p.numel() for p in model.parameters()))
         except AttributeError:
-            raise TrainmedicError(f"`model` must be a torch.nn.Module (with .parameters()); got {type(model).__name__}") from None
+            raise TrainmedicError(
+                f"`model` must be a torch.nn.Module (with .parameters()); got {type(model).__name__}"
+            ) from None
         per = n_params / max(n_train, 1)
-        ev2 = {"parameters": n_params, "n_train": n_train, "parameters_per_sample": per,
-               "max_params_per_sample": th.max_params_per_sample}
+        ev2 = {
+            "parameters": n_params,
+            "n_train": n_train,
+            "parameters_per_sample": per,
+            "max_params_per_sample": th.max_params_per_sample,
+        }
         if per > th.max_params_per_sample:
-            out.append(_finding(
-                "insufficient_data", Severity.WARNING,
-                f"the model has {per:.3g} parameters per training sample ({n_params} / {n_train}), more than "
-                f"{th.max_params_per_sample:g}", "train", ev2,
-                [("more_data", "more samples per parameter"), ("smaller_model", "fewer parameters to fit"),
-                 ("transfer_learning", "pretrained weights need fewer samples"),
-                 ("data_augmentation", "more effective samples")]))
+            out.append(
+                _finding(
+                    "insufficient_data",
+                    Severity.WARNING,
+                    f"the model has {per:.3g} parameters per training sample ({n_params} / {n_train}), more than "
+                    f"{th.max_params_per_sample:g}",
+                    "train",
+                    ev2,
+                    [
+                        ("more_data", "more samples per parameter"),
+                        ("smaller_model", "fewer parameters to fit"),
+                        ("transfer_learning", "pretrained weights need fewer samples"),
+                        ("data_augmentation", "more effective samples"),
+                    ],
+                )
+            )
         else:
-            out.append(_finding(
-                "insufficient_data", Severity.INFO,
-                f"the model has {per:.3g} parameters per training sample, within {th.max_params_per_sample:g}",
-                "train", ev2))
+            out.append(
+                _finding(
+                    "insufficient_data",
+                    Severity.INFO,
+                    f"the model has {per:.3g} parameters per training sample, within {th.max_params_per_sample:g}",
+                    "train",
+                    ev2,
+                )
+            )
     if curve is not None:
         gain = curve.last_gain
-        ev3 = {"fractions": curve.fractions, "sizes": curve.sizes, "scores": curve.scores, "gain": gain,
-               "learning_curve_gain": th.learning_curve_gain}
+        ev3 = {
+            "fractions": curve.fractions,
+            "sizes": curve.sizes,
+            "scores": curve.scores,
+            "gain": gain,
+            "learning_curve_gain": th.learning_curve_gain,
+        }
         if gain >= th.learning_curve_gain:
-            out.append(_finding(
-                "insufficient_data", Severity.WARNING,
-                f"the validation score still rises by {gain:.3g} from {curve.sizes[-2]} to {curve.sizes[-1]} training "
-                f"samples (>= {th.learning_curve_gain:g}): more data would help", "train", ev3,
-                [("more_data", "the learning curve has not flattened"), ("data_augmentation", "cheaper than new labels")]))
+            out.append(
+                _finding(
+                    "insufficient_data",
+                    Severity.WARNING,
+                    f"the validation score still rises by {gain:.3g} from {curve.sizes[-2]} to {curve.sizes[-1]} training "
+                    f"samples (>= {th.learning_curve_gain:g}): more data would help",
+                    "train",
+                    ev3,
+                    [
+                        ("more_data", "the learning curve has not flattened"),
+                        ("data_augmentation", "cheaper than new labels"),
+                    ],
+                )
+            )
         else:
-            out.append(_finding(
-                "insufficient_data", Severity.INFO,
-                f"the learning curve has flattened: +{gain:.3g} from {curve.sizes[-2]} to {curve.sizes[-1]} samples "
-                f"(< {th.learning_curve_gain:g})", "train", ev3))
+            out.append(
+                _finding(
+                    "insufficient_data",
+                    Severity.INFO,
+                    f"the learning curve has flattened: +{gain:.3g} from {curve.sizes[-2]} to {curve.sizes[-1]} samples "
+                    f"(< {th.learning_curve_gain:g})",
+                    "train",
+                    ev3,
+                )
+            )
     return out
 
 
@@ -157,25 +230,43 @@ def check_balanced(ctx: _Context) -> list[Finding]:
         p = c / c.sum()
         nz = p[p > 0]
         eff = float(np.exp(-(nz * np.log(nz)).sum()))
-        ev = {"class_counts": dict(zip(ctx.classes.tolist(), c.tolist())), "imbalance_ratio": ratio,
-              "effective_classes": eff, "num_classes": len(c),
-              "largest_class": int(ctx.classes[np.argmax(c)]), "smallest_class": int(ctx.classes[np.argmin(c)]),
-              "threshold_imbalance_ratio": th.imbalance_ratio, "severe_imbalance_ratio": th.severe_imbalance_ratio}
+        ev = {
+            "class_counts": dict(zip(ctx.classes.tolist(), c.tolist())),
+            "imbalance_ratio": ratio,
+            "effective_classes": eff,
+            "num_classes": len(c),
+            "largest_class": int(ctx.classes[np.argmax(c)]),
+            "smallest_class": int(ctx.classes[np.argmin(c)]),
+            "threshold_imbalance_ratio": th.imbalance_ratio,
+            "severe_imbalance_ratio": th.severe_imbalance_ratio,
+        }
         ctx.signals.setdefault("splits", {}).setdefault(sp.name, {}).update(
-            {"imbalance_ratio": ratio, "effective_classes": eff})
-        desc = (f"largest/smallest class = {big}/{small} = {_fmt_ratio(ratio)}; effective classes {eff:.3g} of {len(c)}")
+            {"imbalance_ratio": ratio, "effective_classes": eff}
+        )
+        desc = f"largest/smallest class = {big}/{small} = {_fmt_ratio(ratio)}; effective classes {eff:.3g} of {len(c)}"
         if ratio >= th.imbalance_ratio:
             sev = Severity.ERROR if ratio >= th.severe_imbalance_ratio else Severity.WARNING
             limit = th.severe_imbalance_ratio if sev is Severity.ERROR else th.imbalance_ratio
-            out.append(_finding(
-                "data_imbalance", sev, f"{desc} (>= {limit:g})", sp.name, ev,
-                [("class_weights", "weight the loss by inverse class frequency"),
-                 ("oversample", f"draw class {ev['smallest_class']} more often"),
-                 ("undersample", f"draw class {ev['largest_class']} less often"),
-                 ("more_data", "collect samples of the small classes")],
-                confidence=min(1.0, 0.5 + 0.5 * (1 - th.imbalance_ratio / ratio))))
+            out.append(
+                _finding(
+                    "data_imbalance",
+                    sev,
+                    f"{desc} (>= {limit:g})",
+                    sp.name,
+                    ev,
+                    [
+                        ("class_weights", "weight the loss by inverse class frequency"),
+                        ("oversample", f"draw class {ev['smallest_class']} more often"),
+                        ("undersample", f"draw class {ev['largest_class']} less often"),
+                        ("more_data", "collect samples of the small classes"),
+                    ],
+                    confidence=min(1.0, 0.5 + 0.5 * (1 - th.imbalance_ratio / ratio)),
+                )
+            )
         else:
-            out.append(_finding("data_imbalance", Severity.INFO, f"{desc} (< {th.imbalance_ratio:g})", sp.name, ev))
+            out.append(
+                _finding("data_imbalance", Severity.INFO, f"{desc} (< {th.imbalance_ratio:g})", sp.name, ev)
+            )
     return out
 
 
@@ -194,47 +285,94 @@ def check_relevant(ctx: _Context) -> list[Finding]:
         table = np.stack([train[both], c[both]])
         pval = float(chi2_contingency(table)[1]) if both.sum() > 1 else 1.0
         tv = float(0.5 * np.abs(train / train.sum() - c / c.sum()).sum())
-        ev = {"total_variation": tv, "chi2_pvalue": pval, "classes_unseen_in_train": unseen,
-              "classes_missing_here": missing, "label_shift_tv": th.label_shift_tv, "shift_alpha": th.shift_alpha}
+        ev = {
+            "total_variation": tv,
+            "chi2_pvalue": pval,
+            "classes_unseen_in_train": unseen,
+            "classes_missing_here": missing,
+            "label_shift_tv": th.label_shift_tv,
+            "shift_alpha": th.shift_alpha,
+        }
         if unseen:
-            out.append(_finding(
-                "train_test_mismatch", Severity.ERROR,
-                f"classes {unseen} occur in {sp.name} but never in train: the model cannot learn them", sp.name, ev,
-                [("more_data", "add training samples of these classes")]))
+            out.append(
+                _finding(
+                    "train_test_mismatch",
+                    Severity.ERROR,
+                    f"classes {unseen} occur in {sp.name} but never in train: the model cannot learn them",
+                    sp.name,
+                    ev,
+                    [("more_data", "add training samples of these classes")],
+                )
+            )
         elif pval < th.shift_alpha and tv >= th.label_shift_tv:
-            out.append(_finding(
-                "train_test_mismatch", Severity.WARNING,
-                f"label distribution of {sp.name} differs from train: total variation {tv:.3f} >= "
-                f"{th.label_shift_tv:g} (chi-square p = {pval:.2g} < {th.shift_alpha:g})", sp.name, ev,
-                [("more_data", "resplit with trainmedic.split(stratify=True)")]))
+            out.append(
+                _finding(
+                    "train_test_mismatch",
+                    Severity.WARNING,
+                    f"label distribution of {sp.name} differs from train: total variation {tv:.3f} >= "
+                    f"{th.label_shift_tv:g} (chi-square p = {pval:.2g} < {th.shift_alpha:g})",
+                    sp.name,
+                    ev,
+                    [("more_data", "resplit with trainmedic.split(stratify=True)")],
+                )
+            )
         else:
-            out.append(_finding(
-                "train_test_mismatch", Severity.INFO,
-                f"label distribution of {sp.name} matches train: total variation {tv:.3f}, chi-square p = {pval:.2g}",
-                sp.name, ev))
+            out.append(
+                _finding(
+                    "train_test_mismatch",
+                    Severity.INFO,
+                    f"label distribution of {sp.name} matches train: total variation {tv:.3f}, chi-square p = {pval:.2g}",
+                    sp.name,
+                    ev,
+                )
+            )
         feats, _ = summary_features(st.sample, sp.sample_shape)
         d_stat, p_feat = ks_tests(feats_tr, feats)
         q = benjamini_hochberg(p_feat)
         shifted = np.flatnonzero((q < th.shift_alpha) & (d_stat >= th.shift_ks_effect))
         shifted = shifted[np.argsort(-d_stat[shifted])]
         tested = "per-sample channel statistics" if names and names[0].startswith("channel") else "features"
-        ev2 = {"tested": tested, "n_tested": len(names), "n_shifted": len(shifted),
-               "shifted": [{"name": names[i], "ks": float(d_stat[i]), "q": float(q[i])} for i in shifted[:20]],
-               "max_ks": float(d_stat.max()) if len(d_stat) else 0.0, "sample_rows": [len(feats_tr), len(feats)],
-               "shift_alpha": th.shift_alpha, "shift_ks_effect": th.shift_ks_effect, "correction": "benjamini-hochberg"}
+        ev2 = {
+            "tested": tested,
+            "n_tested": len(names),
+            "n_shifted": len(shifted),
+            "shifted": [{"name": names[i], "ks": float(d_stat[i]), "q": float(q[i])} for i in shifted[:20]],
+            "max_ks": float(d_stat.max()) if len(d_stat) else 0.0,
+            "sample_rows": [len(feats_tr), len(feats)],
+            "shift_alpha": th.shift_alpha,
+            "shift_ks_effect": th.shift_ks_effect,
+            "correction": "benjamini-hochberg",
+        }
         if len(shifted):
             top = ", ".join(f"{names[i]} (KS {d_stat[i]:.2f})" for i in shifted[:3])
-            out.append(_finding(
-                "train_test_mismatch", Severity.WARNING,
-                f"{len(shifted)} of {len(names)} {tested} of {sp.name} are shifted from train (KS >= "
-                f"{th.shift_ks_effect:g}, BH q < {th.shift_alpha:g}): {top}", sp.name, ev2,
-                [("more_data", "collect held-out data from the training distribution"),
-                 ("normalize_inputs", "if the shift is a scale/offset, normalize each split the same way")],
-                confidence=float(min(1.0, d_stat[shifted[0]] / (2 * th.shift_ks_effect)))))
+            out.append(
+                _finding(
+                    "train_test_mismatch",
+                    Severity.WARNING,
+                    f"{len(shifted)} of {len(names)} {tested} of {sp.name} are shifted from train (KS >= "
+                    f"{th.shift_ks_effect:g}, BH q < {th.shift_alpha:g}): {top}",
+                    sp.name,
+                    ev2,
+                    [
+                        ("more_data", "collect held-out data from the training distribution"),
+                        (
+                            "normalize_inputs",
+                            "if the shift is a scale/offset, normalize each split the same way",
+                        ),
+                    ],
+                    confidence=float(min(1.0, d_stat[shifted[0]] / (2 * th.shift_ks_effect))),
+                )
+            )
         else:
-            out.append(_finding(
-                "train_test_mismatch", Severity.INFO,
-                f"no {tested} of {sp.name} shifted from train (largest KS {ev2['max_ks']:.3f})", sp.name, ev2))
+            out.append(
+                _finding(
+                    "train_test_mismatch",
+                    Severity.INFO,
+                    f"no {tested} of {sp.name} shifted from train (largest KS {ev2['max_ks']:.3f})",
+                    sp.name,
+                    ev2,
+                )
+            )
     return out
 
 
@@ -246,23 +384,45 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
     y_all = np.concatenate([s.y for s in ctx.splits])
     conflicts = [g for g in ctx.exact if len(np.unique(y_all[g])) > 1]
     if conflicts:
-        listed = [[(ctx.splits[int(ctx.pooled.split_of(np.array([i]))[0])].name,
-                    int(ctx.pooled.local(np.array([i]))[0]), int(y_all[i])) for i in g[:10]] for g in conflicts[:20]]
+        listed = [
+            [
+                (
+                    ctx.splits[int(ctx.pooled.split_of(np.array([i]))[0])].name,
+                    int(ctx.pooled.local(np.array([i]))[0]),
+                    int(y_all[i]),
+                )
+                for i in g[:10]
+            ]
+            for g in conflicts[:20]
+        ]
         where = sorted({t[0] for grp in listed for t in grp}, key=[s.name for s in ctx.splits].index)
         n_rows = int(sum(len(g) for g in conflicts))
-        out.append(_finding(
-            "label_noise", Severity.WARNING,
-            f"{len(conflicts)} groups of identical inputs ({n_rows} samples, in {', '.join(where)}) carry different labels",
-            where[0], {"conflicting_groups": len(conflicts), "samples": n_rows, "examples": listed,
-                       "format": "(split, index, label)"},
-            [("fix_labels", "one input cannot have two classes"), ("deduplicate_splits", "keep one copy per input")]))
+        out.append(
+            _finding(
+                "label_noise",
+                Severity.WARNING,
+                f"{len(conflicts)} groups of identical inputs ({n_rows} samples, in {', '.join(where)}) carry different labels",
+                where[0],
+                {
+                    "conflicting_groups": len(conflicts),
+                    "samples": n_rows,
+                    "examples": listed,
+                    "format": "(split, index, label)",
+                },
+                [
+                    ("fix_labels", "one input cannot have two classes"),
+                    ("deduplicate_splits", "keep one copy per input"),
+                ],
+            )
+        )
     if label_check == "off" and outputs is None:
         ctx.skipped.append(SkippedCheck("label_noise", "label_check='off'"))
         return out
     if outputs is not None:
         train = ctx.splits[0]
-        probs = as_probabilities(np.asarray(outputs.detach().cpu() if hasattr(outputs, "detach") else outputs),
-                                 train.n, k)
+        probs = as_probabilities(
+            np.asarray(outputs.detach().cpu() if hasattr(outputs, "detach") else outputs), train.n, k
+        )
         scope = np.arange(train.n)
         method = "confident learning on the given outputs"
     else:
@@ -279,8 +439,10 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
             probs = cross_val_probabilities(x, y_all[scope], k, seed=ctx.seed)
             if tick:
                 tick(1)
-        method = (f"confident learning on 5-fold cross-validated logistic regression over {len(scope)} of "
-                  f"{ctx.pooled.n} samples")
+        method = (
+            f"confident learning on 5-fold cross-validated logistic regression over {len(scope)} of "
+            f"{ctx.pooled.n} samples"
+        )
     labels = y_all[scope]
     issues = find_label_issues(probs, labels)
     suspects_pooled = scope[issues.suspects]
@@ -292,24 +454,43 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
         if not in_scope:
             continue
         idx = local[which == s]
-        ev = {"estimated_noise_rate": rate, "suspected": int(len(idx)), "suspected_share": len(idx) / in_scope,
-              "suspected_indices": idx[:MAX_LISTED].tolist(), "checked_samples": in_scope, "method": method,
-              "label_noise_rate": th.label_noise_rate, "label_noise_error_rate": th.label_noise_error_rate}
-        share = len(idx) / in_scope
-        if rate >= th.label_noise_rate and share >= th.label_noise_rate / 2:
-            sev = Severity.ERROR if rate >= th.label_noise_error_rate else Severity.WARNING
-            limit = th.label_noise_error_rate if sev is Severity.ERROR else th.label_noise_rate
-            out.append(_finding(
-                "label_noise", sev,
-                f"estimated {rate:.1%} wrong labels (>= {limit:.0%}); {len(idx)} of {in_scope} {sp.name} samples "
-                f"suspected", sp.name, ev,
-                [("fix_labels", f"review the {len(idx)} suspected samples, most suspicious first")],
-                confidence=min(1.0, rate / (2 * th.label_noise_rate))))
+        ev = {
+            "estimated_noise_rate": rate,
+            "suspected": int(len(idx)),
+            "suspected_share": len(idx) / in_scope,
+            "suspected_indices": idx[:MAX_LISTED].tolist(),
+            "checked_samples": in_scope,
+            "method": method,
+            "label_noise_rate": th.label_noise_rate,
+            "label_noise_error_rate": th.label_noise_error_rate,
+        }
+        share = len(idx) / in_scope  # the verdict is per split: its share of suspected labels
+        if share >= th.label_noise_rate:
+            sev = Severity.ERROR if share >= th.label_noise_error_rate else Severity.WARNING
+            bound = th.label_noise_error_rate if sev is Severity.ERROR else th.label_noise_rate
+            out.append(
+                _finding(
+                    "label_noise",
+                    sev,
+                    f"{len(idx)} of {in_scope} {sp.name} labels ({share:.1%} >= {bound:.0%}) look wrong "
+                    f"(estimated noise rate over all checked samples {rate:.1%})",
+                    sp.name,
+                    ev,
+                    [("fix_labels", f"review the {len(idx)} suspected samples, most suspicious first")],
+                    confidence=min(1.0, share / (2 * th.label_noise_rate)),
+                )
+            )
         else:
-            out.append(_finding(
-                "label_noise", Severity.INFO,
-                f"estimated {rate:.1%} wrong labels (< {th.label_noise_rate:.0%}); {len(idx)} of {in_scope} "
-                f"{sp.name} samples suspected", sp.name, ev))
+            out.append(
+                _finding(
+                    "label_noise",
+                    Severity.INFO,
+                    f"{len(idx)} of {in_scope} {sp.name} labels ({share:.1%} < {th.label_noise_rate:.0%}) look wrong "
+                    f"(estimated noise rate over all checked samples {rate:.1%})",
+                    sp.name,
+                    ev,
+                )
+            )
         if outputs is not None:
             break
     ctx.signals["label_noise_rate"] = rate
@@ -317,7 +498,9 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
 
 
 # ------------------------------------------------------------------------------------------ diverse/leakage
-def check_duplicates(ctx: _Context, near_pairs: tuple[np.ndarray, np.ndarray] | None, radius: float) -> list[Finding]:
+def check_duplicates(
+    ctx: _Context, near_pairs: tuple[np.ndarray, np.ndarray] | None, radius: float
+) -> list[Finding]:
     th, out = ctx.th, []
     names = [s.name for s in ctx.splits]
     n_s = len(ctx.splits)
@@ -349,39 +532,67 @@ def check_duplicates(ctx: _Context, near_pairs: tuple[np.ndarray, np.ndarray] | 
             nr = sorted(leaked_near.get((earlier, later), set()) - set(ex))
             total = len(ex) + len(nr)
             share = total / n_held
-            ev = {"other_split": names[earlier], "exact_duplicates": len(ex), "near_duplicates": len(nr),
-                  "leaked_share": share,
-                  "exact_indices": ctx.pooled.local(np.array(ex, dtype=np.int64))[:MAX_LISTED].tolist(),
-                  "near_indices": ctx.pooled.local(np.array(nr, dtype=np.int64))[:MAX_LISTED].tolist(),
-                  "near_duplicate_radius": radius, "leakage_error_fraction": th.leakage_error_fraction,
-                  "hash": "blake2b-64 of rows rounded to 6 decimals; near: random-projection LSH"}
+            ev = {
+                "other_split": names[earlier],
+                "exact_duplicates": len(ex),
+                "near_duplicates": len(nr),
+                "leaked_share": share,
+                "exact_indices": ctx.pooled.local(np.array(ex, dtype=np.int64))[:MAX_LISTED].tolist(),
+                "near_indices": ctx.pooled.local(np.array(nr, dtype=np.int64))[:MAX_LISTED].tolist(),
+                "near_duplicate_radius": radius,
+                "leakage_error_fraction": th.leakage_error_fraction,
+                "hash": "blake2b-64 of rows rounded to 6 decimals; near: random-projection LSH",
+            }
             pair = f"{names[later]} and {names[earlier]}"
             if total:
                 sev = Severity.ERROR if share >= th.leakage_error_fraction else Severity.WARNING
                 cmp = ">=" if sev is Severity.ERROR else "<"
-                out.append(_finding(
-                    "data_leakage", sev,
-                    f"{total} of {n_held} {names[later]} samples ({share:.1%} {cmp} {th.leakage_error_fraction:.0%}) "
-                    f"also occur in {names[earlier]}: {len(ex)} exact, {len(nr)} near duplicates", names[later], ev,
-                    [("deduplicate_splits", f"drop the {total} shared samples from {names[later]}")],
-                    confidence=1.0 if ex else 0.8))
+                out.append(
+                    _finding(
+                        "data_leakage",
+                        sev,
+                        f"{total} of {n_held} {names[later]} samples ({share:.1%} {cmp} {th.leakage_error_fraction:.0%}) "
+                        f"also occur in {names[earlier]}: {len(ex)} exact, {len(nr)} near duplicates",
+                        names[later],
+                        ev,
+                        [("deduplicate_splits", f"drop the {total} shared samples from {names[later]}")],
+                        confidence=1.0 if ex else 0.8,
+                    )
+                )
             else:
-                out.append(_finding("data_leakage", Severity.INFO, f"no sample shared between {pair}", names[later], ev))
+                out.append(
+                    _finding(
+                        "data_leakage", Severity.INFO, f"no sample shared between {pair}", names[later], ev
+                    )
+                )
     for s, sp in enumerate(ctx.splits):
         near_extra = len(within_near[s])
         copies = int(within_exact[s])
         share = (copies + near_extra) / sp.n
-        ev = {"exact_redundant_copies": copies, "rows_in_near_duplicate_pairs": near_extra, "share": share,
-              "duplicate_fraction": th.duplicate_fraction, "near_duplicate_radius": radius}
+        ev = {
+            "exact_redundant_copies": copies,
+            "rows_in_near_duplicate_pairs": near_extra,
+            "share": share,
+            "duplicate_fraction": th.duplicate_fraction,
+            "near_duplicate_radius": radius,
+        }
         if copies + near_extra == 0:
             continue
         sev = Severity.WARNING if share >= th.duplicate_fraction else Severity.INFO
         cmp = ">=" if sev is Severity.WARNING else "<"
-        out.append(_finding(
-            "data_leakage", sev,
-            f"{sp.name} repeats itself: {copies} redundant exact copies and {near_extra} rows in near-duplicate pairs "
-            f"({share:.1%} {cmp} {th.duplicate_fraction:.0%}), less diversity than its size suggests", sp.name, ev,
-            [("deduplicate_splits", "keep one copy of each repeated sample")] if sev is Severity.WARNING else ()))
+        out.append(
+            _finding(
+                "data_leakage",
+                sev,
+                f"{sp.name} repeats itself: {copies} redundant exact copies and {near_extra} rows in near-duplicate pairs "
+                f"({share:.1%} {cmp} {th.duplicate_fraction:.0%}), less diversity than its size suggests",
+                sp.name,
+                ev,
+                [("deduplicate_splits", "keep one copy of each repeated sample")]
+                if sev is Severity.WARNING
+                else (),
+            )
+        )
     return out
 
 
@@ -391,65 +602,121 @@ def check_quality(ctx: _Context, label_signal: tuple[float, float, float] | None
     for sp, st in zip(ctx.splits, ctx.stats):
         if st.rows_nonfinite:
             cols = np.flatnonzero(st.nonfinite)
-            out.append(_finding(
-                "low_data_quality", Severity.ERROR,
-                f"{st.rows_nonfinite} of {st.n} {sp.name} samples contain NaN/Inf values ({len(cols)} features)",
-                sp.name, {"rows_nonfinite": st.rows_nonfinite, "features_nonfinite": cols[:MAX_LISTED].tolist(),
-                          "values_nonfinite": int(st.nonfinite.sum())},
-                [("normalize_inputs", "impute or drop non-finite values before normalizing")]))
+            out.append(
+                _finding(
+                    "low_data_quality",
+                    Severity.ERROR,
+                    f"{st.rows_nonfinite} of {st.n} {sp.name} samples contain NaN/Inf values ({len(cols)} features)",
+                    sp.name,
+                    {
+                        "rows_nonfinite": st.rows_nonfinite,
+                        "features_nonfinite": cols[:MAX_LISTED].tolist(),
+                        "values_nonfinite": int(st.nonfinite.sum()),
+                    },
+                    [("normalize_inputs", "impute or drop non-finite values before normalizing")],
+                )
+            )
     st, sp = ctx.stats[0], ctx.splits[0]
     std = st.std
     observed = st.count > 0
     const = np.flatnonzero(observed & (std == 0))
     frac = len(const) / max(len(std), 1)
-    ev = {"constant_features": const[:MAX_LISTED].tolist(), "n_constant": len(const), "n_features": len(std),
-          "constant_share": frac, "constant_feature_fraction": th.constant_feature_fraction}
+    ev = {
+        "constant_features": const[:MAX_LISTED].tolist(),
+        "n_constant": len(const),
+        "n_features": len(std),
+        "constant_share": frac,
+        "constant_feature_fraction": th.constant_feature_fraction,
+    }
     if len(const):
         sev = Severity.WARNING if frac >= th.constant_feature_fraction else Severity.INFO
         cmp = ">=" if sev is Severity.WARNING else "<"
-        out.append(_finding(
-            "low_data_quality", sev,
-            f"{len(const)} of {len(std)} training features are constant ({frac:.0%} {cmp} "
-            f"{th.constant_feature_fraction:.0%}); they carry no information", "train", ev,
-            [("normalize_inputs", "drop constant features")] if sev is Severity.WARNING else ()))
+        out.append(
+            _finding(
+                "low_data_quality",
+                sev,
+                f"{len(const)} of {len(std)} training features are constant ({frac:.0%} {cmp} "
+                f"{th.constant_feature_fraction:.0%}); they carry no information",
+                "train",
+                ev,
+                [("normalize_inputs", "drop constant features")] if sev is Severity.WARNING else (),
+            )
+        )
     varying = std[observed & (std > 0)]
     if len(varying) and sp.n > 1:
         spread = float(varying.max() / varying.min())
         off = np.abs(st.mean[observed & (std > 0)]) / varying
         far = float(np.median(off))
-        ev2 = {"std_min": float(varying.min()), "std_max": float(varying.max()), "std_spread": spread,
-               "median_abs_mean_over_std": far, "unnormalized_scale_ratio": th.unnormalized_scale_ratio,
-               "info_scale_ratio": 100.0, "info_mean_over_std": 3.0}
+        ev2 = {
+            "std_min": float(varying.min()),
+            "std_max": float(varying.max()),
+            "std_spread": spread,
+            "median_abs_mean_over_std": far,
+            "unnormalized_scale_ratio": th.unnormalized_scale_ratio,
+            "info_scale_ratio": 100.0,
+            "info_mean_over_std": 3.0,
+        }
         if spread >= th.unnormalized_scale_ratio:
-            out.append(_finding(
-                "low_data_quality", Severity.WARNING,
-                f"feature scales differ by a factor {spread:.3g} (>= {th.unnormalized_scale_ratio:g}): inputs are not "
-                f"normalized", "train", ev2, [("normalize_inputs", "standardize each feature with training statistics")]))
+            out.append(
+                _finding(
+                    "low_data_quality",
+                    Severity.WARNING,
+                    f"feature scales differ by a factor {spread:.3g} (>= {th.unnormalized_scale_ratio:g}): inputs are not "
+                    f"normalized",
+                    "train",
+                    ev2,
+                    [("normalize_inputs", "standardize each feature with training statistics")],
+                )
+            )
         elif spread >= 100.0 or far >= 3.0:
             why = [f"feature scales differ by {spread:.3g} (>= 100)"] if spread >= 100.0 else []
             why += [f"median |mean|/std is {far:.3g} (>= 3)"] if far >= 3.0 else []
-            out.append(_finding(
-                "low_data_quality", Severity.INFO,
-                f"inputs look unnormalized: {' and '.join(why)}; standardize them for gradient-based models",
-                "train", ev2,
-                [("normalize_inputs", "standardize each feature with training statistics")]))
+            out.append(
+                _finding(
+                    "low_data_quality",
+                    Severity.INFO,
+                    f"inputs look unnormalized: {' and '.join(why)}; standardize them for gradient-based models",
+                    "train",
+                    ev2,
+                    [("normalize_inputs", "standardize each feature with training statistics")],
+                )
+            )
     if label_signal is not None:
         agree, chance, kappa = label_signal
-        ev3 = {"knn_agreement": agree, "chance_agreement": chance, "kappa": kappa, "k": 5,
-               "min_label_signal": th.min_label_signal,
-               "method": "share of 5 nearest neighbours (standardized inputs, training sample) with the same label"}
+        ev3 = {
+            "knn_agreement": agree,
+            "chance_agreement": chance,
+            "kappa": kappa,
+            "k": 5,
+            "min_label_signal": th.min_label_signal,
+            "method": "share of 5 nearest neighbours (standardized inputs, training sample) with the same label",
+        }
         if kappa < th.min_label_signal:
-            out.append(_finding(
-                "low_data_quality", Severity.WARNING,
-                f"inputs barely predict labels: nearest neighbours agree {agree:.1%} vs chance {chance:.1%} "
-                f"(kappa {kappa:.2f} < {th.min_label_signal:g}); the inputs look noisy", "train", ev3,
-                [("normalize_inputs", "scale features so noise-dominated ones do not swamp the rest"),
-                 ("fix_labels", "check that labels belong to these inputs")]))
+            out.append(
+                _finding(
+                    "low_data_quality",
+                    Severity.WARNING,
+                    f"inputs barely predict labels: nearest neighbours agree {agree:.1%} vs chance {chance:.1%} "
+                    f"(kappa {kappa:.2f} < {th.min_label_signal:g}); the inputs look noisy",
+                    "train",
+                    ev3,
+                    [
+                        ("normalize_inputs", "scale features so noise-dominated ones do not swamp the rest"),
+                        ("fix_labels", "check that labels belong to these inputs"),
+                    ],
+                )
+            )
         else:
-            out.append(_finding(
-                "low_data_quality", Severity.INFO,
-                f"inputs carry label signal: nearest neighbours agree {agree:.1%} vs chance {chance:.1%} (kappa "
-                f"{kappa:.2f} >= {th.min_label_signal:g})", "train", ev3))
+            out.append(
+                _finding(
+                    "low_data_quality",
+                    Severity.INFO,
+                    f"inputs carry label signal: nearest neighbours agree {agree:.1%} vs chance {chance:.1%} (kappa "
+                    f"{kappa:.2f} >= {th.min_label_signal:g})",
+                    "train",
+                    ev3,
+                )
+            )
     return out
 
 
@@ -474,8 +741,12 @@ def _neighbours(ctx: _Context, limit: int = 3000) -> tuple[float, tuple[float, f
 
 
 def _scale(st: SplitStats) -> np.ndarray:
+    """Per-feature std, floored at a tenth of the median std so that near-constant features (image borders)
+    do not turn tiny noise into large standardized distances."""
     s = st.std
-    return np.where((s > 0) & np.isfinite(s), s, 1.0)
+    ok = (s > 0) & np.isfinite(s)
+    floor = 0.1 * float(np.median(s[ok])) if ok.any() else 1.0
+    return np.where(ok, np.maximum(s, floor), 1.0)
 
 
 def _safe(name: str, fn: Callable[[], list[Finding]], skipped: list[SkippedCheck]) -> list[Finding]:
@@ -485,8 +756,15 @@ def _safe(name: str, fn: Callable[[], list[Finding]], skipped: list[SkippedCheck
     except TrainmedicError:
         raise
     except Exception as e:  # pragma: no cover - exercised only by bugs
-        return [_finding("internal_error", Severity.WARNING, f"audit check {name} failed: {type(e).__name__}: {e}",
-                         None, {"check": name, "error": repr(e)})]
+        return [
+            _finding(
+                "internal_error",
+                Severity.WARNING,
+                f"audit check {name} failed: {type(e).__name__}: {e}",
+                None,
+                {"check": name, "error": repr(e)},
+            )
+        ]
 
 
 def audit(
@@ -533,7 +811,8 @@ def audit(
     for sp in splits[1:]:
         if sp.sample_shape != splits[0].sample_shape:
             raise TrainmedicError(
-                f"`{sp.name}` samples must have the training shape {splits[0].sample_shape}; got {sp.sample_shape}")
+                f"`{sp.name}` samples must have the training shape {splits[0].sample_shape}; got {sp.sample_shape}"
+            )
     top = max(int(sp.y.max()) for sp in splits)
     if num_classes is not None:
         if top >= num_classes:
@@ -553,22 +832,40 @@ def audit(
             ctx.counts[sp.name] = np.array([int(np.sum(sp.y == c)) for c in classes], dtype=np.int64)
         ctx.exact = exact_groups(np.concatenate([st.hashes for st in stats]))
         ctx.signals["splits"] = {
-            sp.name: {"n": sp.n, "sample_shape": list(sp.sample_shape),
-                      "class_counts": dict(zip(classes.tolist(), ctx.counts[sp.name].tolist())),
-                      "feature_mean": st.mean[:256].tolist(), "feature_std": st.std[:256].tolist()}
-            for sp, st in zip(splits, stats)}
+            sp.name: {
+                "n": sp.n,
+                "sample_shape": list(sp.sample_shape),
+                "class_counts": dict(zip(classes.tolist(), ctx.counts[sp.name].tolist())),
+                "feature_mean": st.mean[:256].tolist(),
+                "feature_std": st.std[:256].tolist(),
+            }
+            for sp, st in zip(splits, stats)
+        }
         ctx.signals["thresholds"] = th.to_dict()
         radius, signal = _neighbours(ctx)
         radius *= th.near_duplicate_radius
         near = None
         if near_duplicates and radius > 0:
             with bar.task("near-duplicates (LSH)", 3 * pooled.n) as tick:
-                near = near_duplicate_pairs(pooled, stats[0].mean, _scale(stats[0]), radius,
-                                            np.concatenate([st.hashes for st in stats]), seed=seed,
-                                            chunk_rows=chunk_rows, tick=tick)
+                near = near_duplicate_pairs(
+                    pooled,
+                    stats[0].mean,
+                    _scale(stats[0]),
+                    radius,
+                    np.concatenate([st.hashes for st in stats]),
+                    seed=seed,
+                    chunk_rows=chunk_rows,
+                    tick=tick,
+                )
         elif near_duplicates:
-            ctx.skipped.append(SkippedCheck("data_leakage", "near-duplicates: no distinct neighbours to set a radius"))
-        curve = learning_curve(train_fn, train, val, seed=seed) if train_fn is not None and val is not None else None
+            ctx.skipped.append(
+                SkippedCheck("data_leakage", "near-duplicates: no distinct neighbours to set a radius")
+            )
+        curve = (
+            learning_curve(train_fn, train, val, seed=seed)
+            if train_fn is not None and val is not None
+            else None
+        )
         if train_fn is not None and val is None:
             ctx.skipped.append(SkippedCheck("insufficient_data", "learning curve needs a `val` split"))
         found: list[Finding] = []

@@ -25,8 +25,10 @@ def hash_rows(block: np.ndarray, decimals: int = 6) -> np.ndarray:
     """One 64-bit blake2b digest per row of ``block`` (rows rounded to ``decimals``; -0.0 and 0.0 hash alike)."""
     rounded = np.ascontiguousarray(np.round(block, decimals) + 0.0)
     width = rounded.shape[1] * rounded.itemsize
-    raw = memoryview(rounded.view(np.uint8).reshape(-1))
-    digests = b"".join(hashlib.blake2b(raw[i : i + width], digest_size=8).digest() for i in range(0, len(raw), width))
+    raw = memoryview(rounded.tobytes())
+    digests = b"".join(
+        hashlib.blake2b(raw[i : i + width], digest_size=8).digest() for i in range(0, len(raw), width)
+    )
     return np.frombuffer(digests, dtype=np.uint64).copy()
 
 

@@ -48,9 +48,7 @@ def find_label_issues(pred_probs: np.ndarray, labels: np.ndarray) -> LabelIssues
     """Confident learning with prune-by-noise-rate; see the module docstring."""
     n, k = pred_probs.shape
     counts = np.bincount(labels, minlength=k).astype(np.float64)
-    thresholds = np.array(
-        [pred_probs[labels == j, j].mean() if counts[j] else np.inf for j in range(k)]
-    )
+    thresholds = np.array([pred_probs[labels == j, j].mean() if counts[j] else np.inf for j in range(k)])
     above = pred_probs >= thresholds[None, :] - 1e-12
     masked = np.where(above, pred_probs, -np.inf)
     confident = masked.argmax(axis=1)
@@ -81,7 +79,9 @@ def find_label_issues(pred_probs: np.ndarray, labels: np.ndarray) -> LabelIssues
     return LabelIssues(suspects=suspects, noise_rate=noise_rate, confident_joint=calibrated)
 
 
-def cross_val_probabilities(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, cv: int = 5) -> np.ndarray:
+def cross_val_probabilities(
+    x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0, cv: int = 5
+) -> np.ndarray:
     """Out-of-sample probabilities from a standardized logistic regression, ``cross_val_predict(cv=5)``.
 
     Classes too small for ``cv`` folds reduce the folds (at least 2); absent classes get probability 0.

@@ -55,6 +55,8 @@ def learning_curve(
         try:
             scores.append(float(score))
         except (TypeError, ValueError):
-            raise TrainmedicError(f"`train_fn` must return a number (a validation score); got {score!r}") from None
+            raise TrainmedicError(
+                f"`train_fn` must return a number (a validation score); got {score!r}"
+            ) from None
         sizes.append(len(idx))
     return LearningCurve(fr, sizes, scores)

@@ -48,11 +48,15 @@ def check_ratios(ratios: Sequence[float]) -> np.ndarray:
     except (TypeError, ValueError):
         raise TrainmedicError(f"`ratios` must be three numbers (train, val, test); got {ratios!r}") from None
     if r.shape != (3,):
-        raise TrainmedicError(f"`ratios` must be three numbers (train, val, test); got {len(r)} values {tuple(ratios)!r}")
+        raise TrainmedicError(
+            f"`ratios` must be three numbers (train, val, test); got {len(r)} values {tuple(ratios)!r}"
+        )
     if np.any(~np.isfinite(r)) or np.any(r <= 0):
         raise TrainmedicError(f"`ratios` must all be positive; got {tuple(float(v) for v in r)!r}")
     if abs(r.sum() - 1.0) > 1e-6:
-        raise TrainmedicError(f"`ratios` must sum to 1; got {tuple(float(v) for v in r)!r} (sum {r.sum():.6g})")
+        raise TrainmedicError(
+            f"`ratios` must sum to 1; got {tuple(float(v) for v in r)!r} (sum {r.sum():.6g})"
+        )
     return r
 
 
@@ -93,12 +97,16 @@ def split_indices(
     if groups is not None:
         g = to_numpy(groups, "groups")
         if g.shape[:1] != (n,) or g.ndim != 1:
-            raise TrainmedicError(f"`groups` must have one entry per sample, shape ({n},); got {describe_shape(g)}")
+            raise TrainmedicError(
+                f"`groups` must have one entry per sample, shape ({n},); got {describe_shape(g)}"
+            )
         return _group_split(labels, g, r, rng)
     parts: list[list[np.ndarray]] = [[], [], []]
     carry = np.zeros(3)
     classes = np.unique(labels)
-    for c in rng.permutation(classes):  # class order random so the carry does not always favour the same class
+    for c in rng.permutation(
+        classes
+    ):  # class order random so the carry does not always favour the same class
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
         counts = _allocate(len(idx), r, carry)
@@ -114,7 +122,9 @@ def _group_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     uniq, inverse = np.unique(groups, return_inverse=True)
     if len(uniq) < 3:
-        raise TrainmedicError(f"`groups` must contain at least 3 distinct groups to split three ways; got {len(uniq)}")
+        raise TrainmedicError(
+            f"`groups` must contain at least 3 distinct groups to split three ways; got {len(uniq)}"
+        )
     classes, lab = np.unique(labels, return_inverse=True)
     per_group = np.zeros((len(uniq), len(classes)), dtype=np.int64)
     np.add.at(per_group, (inverse, lab), 1)

@@ -21,17 +21,29 @@ class AuditThresholds:
     severe_imbalance_ratio: float = 20.0  # ... and error when >= this
     min_samples_per_class: int = 10  # insufficient_data (warning) when a training class has fewer samples
     max_params_per_sample: float = 100.0  # insufficient_data when model parameters / training samples > this
-    learning_curve_gain: float = 0.02  # insufficient_data when the score still rises this much from 50% to 100%
+    learning_curve_gain: float = (
+        0.02  # insufficient_data when the score still rises this much from 50% to 100%
+    )
     shift_alpha: float = 0.01  # false-discovery rate (Benjamini-Hochberg) of the two-sample tests
-    shift_ks_effect: float = 0.1  # ... and a KS statistic at least this large, so large n cannot flag tiny shifts
-    label_shift_tv: float = 0.1  # label distributions differ when total-variation distance >= this (and significant)
-    label_noise_rate: float = 0.03  # label_noise (warning) when the estimated share of wrong labels >= this
+    shift_ks_effect: float = (
+        0.1  # ... and a KS statistic at least this large, so large n cannot flag tiny shifts
+    )
+    label_shift_tv: float = (
+        0.1  # label distributions differ when total-variation distance >= this (and significant)
+    )
+    label_noise_rate: float = 0.03  # label_noise (warning) when a split's share of suspected labels >= this
     label_noise_error_rate: float = 0.20  # ... and error when >= this
-    label_check_max_samples: int = 10_000  # label_check="auto" fits the cross-validated model on at most this many
+    label_check_max_samples: int = (
+        10_000  # label_check="auto" fits the cross-validated model on at most this many
+    )
     leakage_error_fraction: float = 0.05  # data_leakage is an error when this share of a held-out split leaks
-    duplicate_fraction: float = 0.05  # duplicates inside one split: warning when this share of it is duplicated
-    near_duplicate_radius: float = 0.1  # near-duplicate: distance <= this * median nearest-neighbour distance
-    constant_feature_fraction: float = 0.25  # low_data_quality (warning) when this share of features is constant
+    duplicate_fraction: float = (
+        0.05  # duplicates inside one split: warning when this share of it is duplicated
+    )
+    near_duplicate_radius: float = 0.2  # near-duplicate: distance <= this * median nearest-neighbour distance
+    constant_feature_fraction: float = (
+        0.25  # low_data_quality (warning) when this share of features is constant
+    )
     unnormalized_scale_ratio: float = 1e6  # warning when feature std spread (max/min) >= this (info from 100)
     min_label_signal: float = 0.2  # warning when the kNN label agreement above chance (kappa) is below this
 
@@ -39,14 +51,18 @@ class AuditThresholds:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def load_audit_thresholds(overrides: dict[str, Any] | Thresholds | AuditThresholds | None = None) -> AuditThresholds:
+def load_audit_thresholds(
+    overrides: dict[str, Any] | Thresholds | AuditThresholds | None = None,
+) -> AuditThresholds:
     """Merge defaults, pyproject, environment and ``overrides`` (a dict, Thresholds or AuditThresholds)."""
     if isinstance(overrides, AuditThresholds):
         return overrides
     base = AuditThresholds()
     own = {f.name for f in fields(base)}
     shared = load_thresholds(
-        overrides if isinstance(overrides, Thresholds) else {k: v for k, v in (overrides or {}).items() if k not in own or k == "imbalance_ratio"}
+        overrides
+        if isinstance(overrides, Thresholds)
+        else {k: v for k, v in (overrides or {}).items() if k not in own or k == "imbalance_ratio"}
     )
     merged: dict[str, Any] = {"imbalance_ratio": shared.imbalance_ratio}
     for k, v in _pyproject_settings().items():
