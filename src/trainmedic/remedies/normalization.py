@@ -3,7 +3,8 @@
 Why: normalizing pre-activations keeps them in the activation's useful range (fewer dead ReLUs, less
 saturation, better-conditioned gradients). Only Sequentials are edited — there the data flow is the module
 order, so "Linear followed by an activation" is a fact, not a guess. New layers get a name next to the
-layer they normalize (``"0_norm"``), so the state-dict keys of existing layers do not move.
+layer they normalize (``"0_norm"``), so the state-dict keys of existing layers do not move (integer
+indexing, ``seq[i]``, is positional and does shift).
 """
 
 from __future__ import annotations
