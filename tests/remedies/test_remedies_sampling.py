@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from trainmedic.errors import TrainmedicError
@@ -86,3 +88,15 @@ def test_sampler_errors() -> None:
         balanced_sampler(LABELS, target_ratio=2.0)
     with pytest.raises(TrainmedicError, match="`mode`"):
         balanced_sampler(LABELS, mode="smote")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=12).filter(any),
+    scheme=st.sampled_from(["inverse", "sqrt_inverse", "effective"]),
+)
+def test_mean_weight_over_samples_is_one(counts: list[int], scheme: str) -> None:
+    w = class_weights(counts=counts, scheme=scheme).double().numpy()
+    n = np.asarray(counts, dtype=float)
+    assert np.all(np.isfinite(w)) and np.all(w > 0)
+    assert float((w * n).sum() / n.sum()) == pytest.approx(1.0, rel=1e-5)
