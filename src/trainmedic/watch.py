@@ -335,10 +335,10 @@ class Run:
     def _sig(self, probe: OptimizerProbe, name: str) -> str:
         return name if len(self._probes) == 1 else f"{probe.name}/{name}"
 
-    def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
-        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., Any]:
+        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
             if self.closed:
-                return
+                return None
             step = self._step
             capture = step % self.every == 0
 
@@ -361,9 +361,33 @@ class Run:
                 if capture:
                     probe.snapshot_weights()
 
-            self._guard("gradients", measure)
-            if self.treatment is not None:
-                self._guard("treatment", lambda: self.treatment.before_step(self, probe, step))
+            def before_update() -> None:
+                self._guard("gradients", measure)
+                if self.treatment is not None:
+                    self._guard("treatment", lambda: self.treatment.before_step(self, probe, step))
+
+            # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
+            # when the closure first returns, so a step's gradients are its own, not the previous step's.
+            # args[0] is the optimizer itself, args[1] a positional closure
+            closure = kwargs.get("closure") if kwargs else None
+            in_args = closure is None and len(args) > 1 and callable(args[1])
+            closure = args[1] if in_args else closure
+            if not callable(closure):
+                before_update()
+                return None
+            done = False
+
+            def measured_closure() -> Any:
+                nonlocal done
+                result = closure()
+                if not done:
+                    done = True
+                    before_update()
+                return result
+
+            if in_args:
+                return (args[0], measured_closure, *args[2:]), kwargs
+            return args, {**kwargs, "closure": measured_closure}
 
         return hook
 
