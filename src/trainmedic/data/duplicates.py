@@ -127,9 +127,10 @@ def near_duplicate_pairs(
     keep_b: list[np.ndarray] = []
     for start in range(0, len(pairs), chunk_rows):
         pa, pb = pairs[start : start + chunk_rows, 0], pairs[start : start + chunk_rows, 1]
-        za = np.nan_to_num((pooled.rows(pa) - mean) / scale)
-        zb = np.nan_to_num((pooled.rows(pb) - mean) / scale)
-        dist = np.sqrt(np.sum((za - zb) ** 2, axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            za = np.nan_to_num((pooled.rows(pa) - mean) / scale, nan=0.0, posinf=0.0, neginf=0.0)
+            zb = np.nan_to_num((pooled.rows(pb) - mean) / scale, nan=0.0, posinf=0.0, neginf=0.0)
+            dist = np.sqrt(np.sum((za - zb) ** 2, axis=1))
         ok = dist <= radius
         keep_a.append(pa[ok])
         keep_b.append(pb[ok])

@@ -96,7 +96,10 @@ def cross_val_probabilities(
     folds = int(max(2, min(cv, counts.min())))
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits
+
+    # small fits are slower with many BLAS threads (spin-up and contention), so use one
+    with warnings.catch_warnings(), threadpool_limits(1 if x.size < 2_000_000 else None):
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         proba = cross_val_predict(

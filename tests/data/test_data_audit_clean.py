@@ -1,0 +1,49 @@
+"""Clean data stays silent; the Diagnosis is complete and serializable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from trainmedic.data import audit, split
+from trainmedic.findings import Diagnosis
+
+
+@pytest.mark.parametrize("name", ["digits", "wine", "breast_cancer"])
+def test_clean_bundled_data_has_no_problems(bundled: dict[str, Any], name: str) -> None:
+    tr, va, te = split(bundled[name], seed=0)
+    d = audit(tr, va, te)
+    assert d.healthy, [str(f) for f in d.problems]
+    assert all(f.source == "audit" and f.split in ("train", "val", "test") for f in d.findings)
+    # every criterion reported something, even when healthy
+    assert {
+        "insufficient_data",
+        "data_imbalance",
+        "train_test_mismatch",
+        "label_noise",
+        "data_leakage",
+        "low_data_quality",
+    } <= {f.code for f in d.findings}
+
+
+def test_to_dict_is_complete_and_round_trips(digits_splits: Any) -> None:
+    d = audit(*digits_splits, label_check="off")
+    doc = json.loads(d.to_json())
+    assert doc["run"] == "audit" and doc["healthy"] is True
+    assert set(doc["signals"]["splits"]) == {"train", "val", "test"}
+    assert doc["signals"]["splits"]["train"]["class_counts"]["0"] > 0
+    assert {"imbalance_ratio", "near_duplicate_radius"} <= set(doc["signals"]["thresholds"])
+    assert doc["skipped"] == [{"code": "label_noise", "reason": "label_check='off'"}]
+    imb = next(f for f in doc["findings"] if f["code"] == "data_imbalance")
+    assert imb["evidence"]["threshold_imbalance_ratio"] == 3.0
+    back = Diagnosis.from_dict(doc)
+    assert [f.code for f in back.findings] == [f.code for f in d.findings]
+
+
+def test_train_only_and_reproducible(bundled: dict[str, Any]) -> None:
+    a = audit(bundled["wine"], seed=1)
+    b = audit(bundled["wine"], seed=1)
+    assert a.to_dict() == b.to_dict()
+    assert any(s.code == "train_test_mismatch" for s in a.skipped)
