@@ -82,13 +82,19 @@ def predicted_classes(
         raise TrainmedicError(
             f"`outputs` must hold at least one sample; got an empty batch of shape {shape_of(o)}"
         )
-    check_no_nan(o, "outputs")
     if o.ndim == 2:
         if num_classes is not None and o.shape[1] != num_classes:
             raise TrainmedicError(
                 f"`outputs` must have num_classes={num_classes} columns; got shape {shape_of(o)}"
             )
-        return o.argmax(dim=1), int(o.shape[1])
+        if not o.is_floating_point():
+            return o.argmax(dim=1), int(o.shape[1])
+        # max propagates NaN, so one pass gives the argmax and the NaN check.
+        best, index = o.max(dim=1)
+        if bool(torch.isnan(best).any()):
+            check_no_nan(o, "outputs")
+        return index, int(o.shape[1])
+    check_no_nan(o, "outputs")
     if o.is_floating_point():
         if num_classes is not None and num_classes != 2:
             raise TrainmedicError(

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from ..errors import TrainmedicError
 from ._checks import as_tensor, check_num_classes, shape_of, to_class_indices
-from .boxes import _iou
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
@@ -44,7 +43,7 @@ COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(
     float(t) for t in np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 )
 _RECALL_POINTS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1, endpoint=True)
-_CHUNK_ELEMENTS = 4_000_000  # IoU cells per vectorised chunk (≈ 32 MB in float64)
+_PAIR_BUDGET = 4_000_000  # same-image, same-class (detection, ground truth) pairs per IoU chunk
 
 
 def _iou_thresholds(iou_threshold: float) -> tuple[list[float], int]:
@@ -198,77 +197,117 @@ class DetectionMatches:
         )
 
 
-def _pad(seqs: list[Tensor], value: float) -> Tensor:
-    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)
+def _pair_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of matching rows of two validated xyxy box lists (``[P, 4]`` each → ``[P]``), float64."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return torch.where(
+        union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter)
+    )
 
 
-def _match_chunk(
-    d_boxes: list[Tensor],
-    d_scores: list[Tensor],
-    d_labels: list[Tensor],
-    g_boxes: list[Tensor],
-    g_labels: list[Tensor],
-    thr: Tensor,
+def _candidates(
+    d_boxes: Tensor, d_keys: Tensor, g_boxes: Tensor, g_keys: Tensor, min_thr: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Greedy matching for a chunk of images at once, vectorised over images and thresholds.
+    """All (detection, ground truth) pairs of the same image and class whose IoU can reach ``min_thr``.
 
-    The loop runs over detection rank k (0 … max detections per image), and at each step every image
-    matches its k-th best detection. Only ground truths with IoU >= the lowest threshold can ever match, so
-    each detection carries just its P best candidates instead of every ground truth of its image.
+    Only same-image, same-class pairs are ever formed (a sorted join on ``image * C + label``), so the work
+    is the number of such pairs, not images × detections × ground truths.
     """
-    t_count = thr.shape[0]
-    k_counts = torch.tensor([len(s) for s in d_scores])
-    b = len(d_scores)
-    k_max = int(k_counts.max()) if b else 0
-    if k_max == 0:
-        empty = torch.zeros(0, dtype=torch.float64)
-        return empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, t_count, dtype=torch.bool)
-    valid = torch.arange(k_max)[None, :] < k_counts[:, None]
-    scores = _pad(d_scores, 0.0)
-    # Descending score, stable: equal scores keep their input order (pycocotools uses a stable mergesort).
-    order = torch.sort(
-        torch.where(valid, scores, torch.full_like(scores, -torch.inf)), dim=1, descending=True, stable=True
-    ).indices
-    valid_sorted = valid.gather(1, order)
-    scores = scores.gather(1, order)
-    labels = _pad(d_labels, -1).gather(1, order)
-    boxes = _pad(d_boxes, 0.0).gather(1, order[..., None].expand(b, k_max, 4))
-    matched_det = torch.zeros(b, k_max, t_count, dtype=torch.bool)
+    g_order = torch.sort(g_keys, stable=True).indices
+    g_sorted = g_keys[g_order]
+    start = torch.searchsorted(g_sorted, d_keys, right=False)
+    n_pairs = torch.searchsorted(g_sorted, d_keys, right=True) - start
+    ends = torch.cumsum(n_pairs, 0)
+    out_d: list[Tensor] = []
+    out_g: list[Tensor] = []
+    out_iou: list[Tensor] = []
+    a, n_det = 0, d_keys.shape[0]
+    while a < n_det:
+        # The largest run of detections whose pairs fit the budget (at least one detection).
+        base = int(ends[a - 1]) if a else 0
+        b = max(a + 1, int(torch.searchsorted(ends, torch.tensor(base + _PAIR_BUDGET), right=True)))
+        b = min(b, n_det)
+        counts = n_pairs[a:b]
+        total = int(counts.sum())
+        if total:
+            pd = torch.repeat_interleave(torch.arange(a, b), counts)
+            first = torch.cumsum(counts, 0) - counts
+            pos = start[pd] + torch.arange(total) - first[pd - a]
+            pg = g_order[pos]
+            iou = _pair_iou(d_boxes[pd], g_boxes[pg])
+            keep = iou >= min_thr
+            out_d.append(pd[keep])
+            out_g.append(pg[keep])
+            out_iou.append(iou[keep])
+        a = b
+    if not out_d:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0, dtype=torch.float64)
+    return torch.cat(out_d), torch.cat(out_g), torch.cat(out_iou)
 
-    g_max = max(len(g) for g in g_labels)
-    if g_max > 0:
-        gt_boxes = _pad(g_boxes, 0.0)
-        gt_labels = _pad(g_labels, -2)
-        iou = _iou(boxes, gt_boxes)  # [B, K, G]
-        same_class = labels[:, :, None] == gt_labels[:, None, :]
-        iou = torch.where(same_class & valid_sorted[:, :, None], iou, torch.full_like(iou, -1.0))
-        min_thr = float(thr.min())
-        p = int((iou >= min_thr).sum(-1).max())
-        if p > 0:
-            cand_iou, cand_idx = torch.topk(iou, p, dim=-1)  # [B, K, P]
-            matched_gt = torch.zeros(b, t_count, g_max, dtype=torch.bool)
-            bi = torch.arange(b)[:, None].expand(b, t_count)
-            ti = torch.arange(t_count)[None, :].expand(b, t_count)
-            thr_b = thr[None, :, None]
-            for k in range(k_max):
-                vals = cand_iou[:, k, None, :]  # [B, 1, P]
-                idx = cand_idx[:, k, None, :].expand(b, t_count, p)  # [B, T, P]
-                ok = (vals >= thr_b) & ~matched_gt.gather(2, idx)
-                if not bool(ok.any()):
-                    continue
-                masked = torch.where(ok, vals.expand(b, t_count, p), torch.full((), -1.0, dtype=vals.dtype))
-                best = masked.max(-1, keepdim=True).values
-                # Among equal best IoUs pycocotools keeps the last ground truth: take the largest index.
-                chosen = (
-                    torch.where(ok & (masked == best), idx, torch.full((), -1, dtype=idx.dtype))
-                    .max(-1)
-                    .values
-                )
-                hit = chosen >= 0  # [B, T]
-                matched_det[:, k, :] = hit
-                cols = chosen.clamp(min=0)
-                matched_gt[bi, ti, cols] = matched_gt[bi, ti, cols] | hit
-    return scores[valid_sorted], labels[valid_sorted], matched_det[valid_sorted]
+
+def _greedy_match(
+    d_keys: Tensor, n_gt: int, pair_d: Tensor, pair_g: Tensor, pair_iou: Tensor, thr: Tensor
+) -> Tensor:
+    """pycocotools' greedy rule for every threshold at once; returns ``[D, T]`` matched flags.
+
+    Detections must come sorted by image, then descending score. Only detections of the same image and
+    class compete for ground truths, so the loop runs over a detection's rank inside its (image, class)
+    group, and each step handles every group at once: as many steps as the largest group has
+    detections with a candidate, not as many as there are detections.
+    """
+    n_det, t_count = d_keys.shape[0], thr.shape[0]
+    matched_det = torch.zeros(n_det, t_count, dtype=torch.bool)
+    if pair_d.numel() == 0:
+        return matched_det
+    # Candidate table: one row per detection that has a candidate, padded with a sentinel ground truth
+    # (index n_gt) that is always taken.
+    per_det = torch.bincount(pair_d, minlength=n_det)
+    rows = torch.nonzero(per_det).flatten()  # detections with candidates, in sorted order
+    row_of = torch.full((n_det,), -1, dtype=torch.long)
+    row_of[rows] = torch.arange(rows.shape[0])
+    first = torch.cumsum(per_det, 0) - per_det
+    col = torch.arange(pair_d.shape[0]) - first[pair_d]
+    p_max = int(per_det.max())
+    cand_iou = torch.full((rows.shape[0], p_max), -1.0, dtype=torch.float64)
+    cand_gt = torch.full((rows.shape[0], p_max), n_gt, dtype=torch.long)
+    cand_iou[row_of[pair_d], col] = pair_iou
+    cand_gt[row_of[pair_d], col] = pair_g
+    # Rank of each candidate row inside its (image, class) group, score order kept by the stable sort.
+    keys = d_keys[rows]
+    by_key = torch.sort(keys, stable=True).indices
+    sorted_keys = keys[by_key]
+    rank = torch.empty_like(by_key)
+    rank[by_key] = torch.arange(keys.shape[0]) - torch.searchsorted(sorted_keys, sorted_keys, right=False)
+    by_rank = torch.sort(rank, stable=True).indices
+    step_sizes = torch.bincount(rank).tolist()
+
+    matched_gt = torch.zeros(t_count, n_gt + 1, dtype=torch.bool)
+    matched_gt[:, n_gt] = True
+    t_index = torch.arange(t_count)
+    thr_b = thr[None, :, None]
+    offset = 0
+    for size in step_sizes:
+        r = by_rank[offset : offset + size]
+        offset += size
+        vals = cand_iou[r][:, None, :]  # [R, 1, P]
+        idx = cand_gt[r]  # [R, P]
+        taken = matched_gt[:, idx].permute(1, 0, 2)  # [R, T, P]
+        ok = (vals >= thr_b) & ~taken
+        masked = torch.where(ok, vals, torch.full((), -1.0, dtype=vals.dtype))
+        best = masked.max(-1, keepdim=True).values
+        # Among equal best IoUs pycocotools keeps the last ground truth: take the largest index.
+        idx_b = idx[:, None, :].expand_as(ok)
+        chosen = torch.where(ok & (masked == best), idx_b, torch.full((), -1, dtype=idx.dtype)).max(-1).values
+        hit = chosen >= 0  # [R, T]
+        matched_det[rows[r]] = hit
+        hit_r, hit_t = torch.nonzero(hit, as_tuple=True)
+        matched_gt[t_index[hit_t], chosen[hit_r, hit_t]] = True
+    return matched_det
 
 
 def detection_matches(
@@ -280,51 +319,43 @@ def detection_matches(
     """Validate one batch of images and match its detections at every IoU threshold."""
     num_classes = check_num_classes(num_classes)
     _check_image_lists(preds, targets)
-    d_boxes, d_scores, d_labels = _image_tensors(preds, "preds", with_scores=True)
-    g_boxes, _, g_labels = _image_tensors(targets, "targets", with_scores=False)
-    d_counts = torch.tensor([len(x) for x in d_labels])
-    g_counts = torch.tensor([len(x) for x in g_labels])
-    all_scores = torch.cat(d_scores)
-    if bool(torch.isnan(all_scores).any()):
-        img, k = _image_of(int(torch.nonzero(torch.isnan(all_scores))[0]), d_counts)
+    d_boxes_l, d_scores_l, d_labels_l = _image_tensors(preds, "preds", with_scores=True)
+    g_boxes_l, _, g_labels_l = _image_tensors(targets, "targets", with_scores=False)
+    d_counts = torch.tensor([len(x) for x in d_labels_l])
+    g_counts = torch.tensor([len(x) for x in g_labels_l])
+    d_boxes, scores, d_labels = torch.cat(d_boxes_l), torch.cat(d_scores_l), torch.cat(d_labels_l)
+    g_boxes, g_labels = torch.cat(g_boxes_l), torch.cat(g_labels_l)
+    if bool(torch.isnan(scores).any()):
+        img, k = _image_of(int(torch.nonzero(torch.isnan(scores))[0]), d_counts)
         raise TrainmedicError(f"`preds[{img}]['scores']` must not contain NaN; got NaN at box {k}")
-    _check_values(torch.cat(d_boxes), torch.cat(d_labels), d_counts, "preds", num_classes)
-    _check_values(torch.cat(g_boxes), torch.cat(g_labels), g_counts, "targets", num_classes)
+    _check_values(d_boxes, d_labels, d_counts, "preds", num_classes)
+    _check_values(g_boxes, g_labels, g_counts, "targets", num_classes)
 
+    n_images = len(d_boxes_l)
+    d_img = torch.repeat_interleave(torch.arange(n_images), d_counts)
+    g_img = torch.repeat_interleave(torch.arange(n_images), g_counts)
+    # Image order, then descending score; stable, so equal scores keep their input order (pycocotools
+    # sorts with a stable mergesort).
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(d_img[order], stable=True).indices]
+    d_boxes, scores, d_labels, d_img = d_boxes[order], scores[order], d_labels[order], d_img[order]
+
+    span = (
+        max(int(d_labels.max()) if d_labels.numel() else 0, int(g_labels.max()) if g_labels.numel() else 0)
+        + 1
+    )
+    d_keys, g_keys = d_img * span + d_labels, g_img * span + g_labels
     # IoU 1 is capped just below 1 as pycocotools does, so rounding never loses a perfect match.
     thr = torch.tensor([min(float(t), 1 - 1e-10) for t in iou_thresholds], dtype=torch.float64)
-    out_scores: list[Tensor] = []
-    out_labels: list[Tensor] = []
-    out_matched: list[Tensor] = []
-    start = 0
-    n = len(d_boxes)
-    while start < n:
-        # Grow the chunk while the padded IoU block stays within budget.
-        end, k_max, g_max = start, 1, 1
-        while end < n:
-            k2, g2 = max(k_max, len(d_labels[end])), max(g_max, len(g_labels[end]))
-            if end > start and (end - start + 1) * k2 * g2 > _CHUNK_ELEMENTS:
-                break
-            k_max, g_max, end = k2, g2, end + 1
-        s, lab, m = _match_chunk(
-            d_boxes[start:end],
-            d_scores[start:end],
-            d_labels[start:end],
-            g_boxes[start:end],
-            g_labels[start:end],
-            thr,
-        )
-        out_scores.append(s)
-        out_labels.append(lab)
-        out_matched.append(m)
-        start = end
+    pair_d, pair_g, pair_iou = _candidates(d_boxes, d_keys, g_boxes, g_keys, float(thr.min()))
+    matched = _greedy_match(d_keys, g_labels.shape[0], pair_d, pair_g, pair_iou, thr)
     return DetectionMatches(
-        scores=torch.cat(out_scores),
-        labels=torch.cat(out_labels),
-        matched=torch.cat(out_matched),
-        target_labels=torch.cat(g_labels),
+        scores=scores,
+        labels=d_labels,
+        matched=matched,
+        target_labels=g_labels,
         iou_thresholds=tuple(float(t) for t in iou_thresholds),
-        num_images=n,
+        num_images=n_images,
     )
 
 
