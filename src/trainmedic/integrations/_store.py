@@ -1,0 +1,93 @@
+"""What the integrations write that :class:`~trainmedic.watch.Run` has no public method for yet.
+
+Why a separate module: Keras and HF report per-epoch metrics without targets/outputs (``val_loss`` from
+``logs``), and Keras needs per-layer statistics that no torch optimizer hook produces. Every access to the
+run's private writer is here, in one place, so it can move to public ``Run`` methods (``log_epoch``,
+``log_layers``) without touching the callbacks' logic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..watch import Run
+
+
+def _number(v: Any) -> float | None:
+    """A plain float from a Python/numpy/torch scalar, or None for anything else (strings, arrays, bools)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        if hasattr(v, "numel") and v.numel() != 1:
+            return None
+        if isinstance(v, np.ndarray) and v.size != 1:
+            return None
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def numeric(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """The finite-or-not numeric entries of a framework's ``logs``/``metrics`` dict."""
+    out: dict[str, float] = {}
+    for k, v in (metrics or {}).items():
+        f = _number(v)
+        if f is not None:
+            out[str(k)] = f
+    return out
+
+
+def log_epoch(run: Run, split: str, metrics: Mapping[str, float], *, epoch: int | None = None) -> int | None:
+    """Store per-epoch metrics of ``split`` (no confusion matrix); returns the epoch used.
+
+    Uses the run's own epoch counter, so it interleaves with :meth:`Run.evaluate` of the same split.
+    """
+    w = run._writer
+    if w is None or run.closed or not metrics:
+        return None
+    if epoch is None:
+        epoch = run._epoch_counter[split]
+    run._epoch_counter[split] = max(run._epoch_counter[split], epoch + 1)
+    run.epoch = epoch if run.epoch is None else max(run.epoch, epoch)
+    step = run.step
+    for k, v in metrics.items():
+        w.add_eval(split, epoch, step, k, v if math.isfinite(v) else float("nan"))
+    w.set_meta(steps=step, epochs=run.epoch + 1)
+    run.flush()
+    return epoch
+
+
+def evaluate_with_extras(
+    run: Run, split: str, targets: Any, outputs: Any, loss: float | None, extra: Mapping[str, float]
+) -> dict[str, Any]:
+    """:meth:`Run.evaluate`, then the framework's own metrics of that epoch that the evaluation did not compute.
+
+    Why not ``evaluate(**extra)``: a logged ``accuracy`` would be stored twice, and a metric named like one of
+    ``evaluate``'s keywords (``threshold``, ``epoch``) would be taken for it.
+    """
+    result = run.evaluate(split, targets, outputs, loss=loss)
+    rest = {k: v for k, v in extra.items() if k not in result["scalars"] and k != "loss"}
+    if rest and run._writer is not None:
+        log_epoch(run, split, rest, epoch=run._epoch_counter[split] - 1)
+    return result
+
+
+def set_meta(run: Run, **items: Any) -> None:
+    if run._writer is not None and not run.closed:
+        run._writer.set_meta(**items)
+
+
+def declare_layers(run: Run, stats: Sequence[str], layers: list[str]) -> None:
+    """Fix the layer order of per-layer statistics (once per run)."""
+    if run._writer is not None and not run.closed:
+        for stat in stats:
+            run._writer.set_layer_set(stat, layers)
+
+
+def log_layers(run: Run, stat: str, step: int, values: np.ndarray) -> None:
+    if run._writer is not None and not run.closed:
+        run._writer.add_layer_values(stat, step, np.asarray(values, dtype=np.float32))

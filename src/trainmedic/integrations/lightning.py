@@ -1,0 +1,241 @@
+"""Lightning: ``Trainer(callbacks=[TrainmedicCallback("runs/exp1")])`` records the run like ``tm.watch`` does.
+
+At ``on_fit_start`` (optimizers exist by then) the callback calls ``tm.watch(pl_module, trainer.optimizers)``,
+so gradients, weights, updates, hyperparameters and activations come from the same optimizer and module
+hooks as in a plain loop. The training loss comes from ``training_step``'s return value; validation metrics
+and the confusion matrix from ``validation_step``'s return value when it carries predictions::
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        return {"loss": loss, "outputs": logits, "targets": y}
+
+Without ``outputs``/``targets`` the callback still stores what ``self.log("val_…")`` put into
+``trainer.callback_metrics`` (``val_loss`` → split ``val``, metric ``loss``). ``training_step`` may return
+the same dict to get per-epoch training metrics (computed on the training batches as they were seen).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from . import missing_extra
+
+try:
+    import lightning.pytorch as pl
+except ImportError as _e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("lightning", "lightning", "2.4", _e) from _e
+
+from ..errors import TrainmedicError
+from ..watch import Run, watch
+from ._store import evaluate_with_extras, log_epoch, numeric
+
+__all__ = ["TrainmedicCallback"]
+
+OUTPUT_KEYS = ("outputs", "logits", "preds")
+TARGET_KEYS = ("targets", "labels", "y")
+
+
+def _first(d: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((d[k] for k in keys if k in d and d[k] is not None), None)
+
+
+def _detached(x: Any) -> Any:
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+class _SplitCollector:
+    """Predictions, targets and the batch-size-weighted loss of one split over one epoch."""
+
+    def __init__(self) -> None:
+        self.outputs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.loss_sum = 0.0
+        self.loss_n = 0
+
+    def add(self, out: Any) -> None:
+        loss: Any
+        preds: Any
+        targets: Any
+        if isinstance(out, torch.Tensor):
+            loss, preds, targets = out, None, None
+        elif isinstance(out, Mapping):
+            loss, preds, targets = out.get("loss"), _first(out, OUTPUT_KEYS), _first(out, TARGET_KEYS)
+        else:
+            return
+        n = 1
+        if isinstance(preds, torch.Tensor) and isinstance(targets, torch.Tensor):
+            self.outputs.append(preds.detach().cpu())
+            self.targets.append(targets.detach().cpu())
+            n = int(targets.shape[0]) if targets.dim() else 1
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self.loss_sum += float(loss.detach()) * n
+            self.loss_n += n
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_sum / self.loss_n if self.loss_n else None
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+def _prefixed(metrics: Mapping[str, Any], split: str) -> dict[str, float]:
+    """``val_loss`` / ``val/acc`` of ``callback_metrics`` → ``{"loss": …, "acc": …}`` for split ``val``."""
+    out: dict[str, float] = {}
+    for k, v in numeric(metrics).items():
+        for sep in ("_", "/"):
+            if k.startswith(split + sep) and len(k) > len(split) + 1:
+                name = k[len(split) + 1 :]
+                for suffix in ("_epoch", "/epoch"):  # self.log(on_step=True, on_epoch=True) adds both
+                    if name.endswith(suffix):
+                        name = name[: -len(suffix)]
+                if not name.endswith(("_step", "/step")):
+                    out.setdefault(name, v)
+    return out
+
+
+class TrainmedicCallback(pl.Callback):
+    """Records a Lightning fit into a trainmedic run directory.
+
+    Args:
+        run_dir: the run directory (default ``runs/<name>-<time>``); rank 0 writes it under DDP.
+        **watch_options: passed to :func:`trainmedic.watch` (``every``, ``overwrite``, ``thresholds``,
+            ``treat``, ``quiet`` …).
+
+    After ``fit`` the run is in ``callback.run`` (closed); ``callback.run.run_dir`` is where it lies.
+    A second ``fit`` with the same callback continues the same run directory.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, **watch_options: Any) -> None:
+        super().__init__()
+        for bad in ("model", "optimizer"):
+            if bad in watch_options:
+                raise TrainmedicError(
+                    f"`{bad}` must not be given to TrainmedicCallback; the callback watches the "
+                    f"LightningModule and trainer.optimizers itself; got {bad}={watch_options[bad]!r}"
+                )
+        self.run_dir = run_dir
+        self.watch_options = watch_options
+        self.run: Run | None = None
+        self._step_losses: list[torch.Tensor] = []
+        self._logged_at = 0
+        self._train = _SplitCollector()
+        self._val: dict[int, _SplitCollector] = {}
+
+    # ---- start and end ------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        options = dict(self.watch_options)
+        if self.run is not None:  # a second fit continues the run
+            self.run_dir = self.run.run_dir
+            options.pop("overwrite", None)
+            options["resume"] = True
+        if "config" not in options:
+            options["config"] = {"framework": "lightning", "hparams": dict(pl_module.hparams)}
+        optimizers = list(trainer.optimizers)
+        self.run = watch(
+            pl_module, optimizers[0] if len(optimizers) == 1 else optimizers or None, self.run_dir, **options
+        )
+        self._logged_at = self.run.step
+        self._step_losses.clear()
+        self._train.reset()
+        self._val.clear()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.run is not None:
+            self.run.close()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if self.run is not None and not self.run.closed:
+            self.run.__exit__(type(exception), exception, exception.__traceback__)
+
+    # ---- training ----------------------------------------------------------------------------
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        run = self.run
+        if run is None or run.closed or outputs is None:
+            return
+        loss = outputs if isinstance(outputs, torch.Tensor) else None
+        if isinstance(outputs, Mapping):
+            loss = outputs.get("loss")
+            self._train.add(outputs)
+        elif isinstance(outputs, torch.Tensor):
+            self._train.add(outputs)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._step_losses.append(loss.detach().reshape(()))
+        # One loss per optimizer step: with gradient accumulation Lightning hands out loss / k per batch.
+        if self._step_losses and (run.step != self._logged_at or not run.optimizers):
+            total = torch.stack(self._step_losses).sum()
+            value = total if pl_module.automatic_optimization else total / len(self._step_losses)
+            self._step_losses.clear()
+            self._logged_at = run.step
+            run.log(loss=value)
+        if trainer.world_size == 1:
+            self._honour_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run = self.run
+        if run is None or run.closed:
+            return
+        extra = _prefixed(trainer.callback_metrics, "train")
+        col = self._train
+        if col.loss is not None:
+            extra["loss"] = col.loss
+        if col.targets:
+            targets, outputs = torch.cat(col.targets), torch.cat(col.outputs)
+            evaluate_with_extras(run, "train", targets, outputs, extra.get("loss"), extra)
+        else:
+            log_epoch(run, "train", extra)
+        col.reset()
+        self._honour_stop(trainer)
+
+    # ---- validation --------------------------------------------------------------------------
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or self.run is None:
+            return
+        self._val.setdefault(dataloader_idx, _SplitCollector()).add(outputs)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run = self.run
+        if trainer.sanity_checking or run is None or run.closed:
+            self._val.clear()
+            return
+        logged = _prefixed(trainer.callback_metrics, "val")
+        for idx, col in sorted(self._val.items()) or [(0, _SplitCollector())]:
+            split = "val" if idx == 0 else f"val{idx}"
+            extra = dict(logged) if idx == 0 else {}
+            if col.loss is not None:
+                extra["loss"] = col.loss
+            if col.targets:
+                targets, outputs = torch.cat(col.targets), torch.cat(col.outputs)
+                evaluate_with_extras(run, split, targets, outputs, extra.get("loss"), extra)
+            else:
+                log_epoch(run, split, extra)
+        self._val.clear()
+        self._honour_stop(trainer)
+
+    # ---- control -----------------------------------------------------------------------------
+    def _honour_stop(self, trainer: pl.Trainer) -> None:
+        """``run.control.should_stop`` (a live treatment asked to stop) → ``trainer.should_stop``."""
+        control = getattr(self.run, "control", None)
+        stop = bool(getattr(control, "should_stop", False))
+        if trainer.world_size > 1:  # every rank must agree, or DDP hangs on the next collective
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        if stop:
+            trainer.should_stop = True

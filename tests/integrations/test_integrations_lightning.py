@@ -1,0 +1,177 @@
+"""The Lightning callback records a real fit on digits: loss, gradients, weights, evals and stop requests."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pl = pytest.importorskip("lightning.pytorch")
+
+import trainmedic as tm  # noqa: E402
+from trainmedic.integrations.lightning import TrainmedicCallback  # noqa: E402
+
+
+class DigitsModule(pl.LightningModule):
+    def __init__(self, lr: float = 0.1, return_predictions: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.grad_norms: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        if self.hparams.return_predictions:
+            return {"loss": loss, "outputs": logits.detach(), "targets": y}
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.log("val_loss", loss)
+        if self.hparams.return_predictions:
+            return {"loss": loss, "outputs": logits, "targets": y}
+        return None
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+
+
+def _loaders(digits: Any, batch_size: int = 64) -> tuple[Any, Any]:
+    X_tr, y_tr, X_va, y_va = digits
+    ds_tr = torch.utils.data.TensorDataset(torch.from_numpy(X_tr[:640]), torch.from_numpy(y_tr[:640]))
+    ds_va = torch.utils.data.TensorDataset(torch.from_numpy(X_va), torch.from_numpy(y_va))
+    return (
+        torch.utils.data.DataLoader(ds_tr, batch_size=batch_size, shuffle=True),
+        torch.utils.data.DataLoader(ds_va, batch_size=120),
+    )
+
+
+def _trainer(callback: Any, **kw: Any) -> Any:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
+def test_lightning_callback_records_loss_gradients_and_evals(digits: Any, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DigitsModule()
+    cb = TrainmedicCallback(tmp_path / "run", quiet=True, every=2)
+    train, val = _loaders(digits)
+    _trainer(cb, max_epochs=3).fit(model, train, val)
+
+    assert cb.run is not None and cb.run.closed
+    with tm.open_run(tmp_path / "run") as r:
+        assert r.meta["status"] == "closed"
+        loss = r.scalar("loss")
+        assert loss.steps.tolist() == list(range(30))  # 10 steps/epoch, one loss per optimizer step
+        assert loss.values[-5:].mean() < loss.values[:5].mean()
+        # the gradients of step k are step k's own (measured after Lightning's closure ran backward)
+        gn = r.scalar("grad_norm")
+        assert gn.steps.tolist() == list(range(30))
+        np.testing.assert_allclose(gn.values, model.grad_norms, rtol=1e-5)
+        assert r.scalar("lr").values[0] == pytest.approx(0.1)
+        assert r.scalar("momentum").values[0] == pytest.approx(0.9)
+        wn = r.layer_stat("weight_norm")
+        assert wn.layers == ["net.0", "net.2"] and wn.steps.tolist() == list(range(0, 30, 2))
+        assert np.isfinite(r.layer_stat("update_ratio").values).all()
+        assert r.layer_stat("act_dead").layers == ["net.1"]
+        # sanity-check validation is skipped: exactly one val evaluation per epoch
+        assert r.epochs("val") == [0, 1, 2] and r.epochs("train") == [0, 1, 2]
+        acc = r.eval_series("val", "accuracy").values
+        assert acc[-1] > 0.7 and acc[-1] >= acc[0]
+        assert r.confusion_matrix("val").sum() == 360
+        assert r.confusion_matrix("train").sum() == 640
+        val_loss = r.eval_series("val", "loss").values
+        assert val_loss[-1] < val_loss[0]
+        assert r.meta["config"]["hparams"]["lr"] == pytest.approx(0.1)
+
+    diagnose = getattr(importlib.import_module("trainmedic.checks"), "diagnose", None)
+    if diagnose is not None:
+        assert isinstance(diagnose(tmp_path / "run"), tm.Diagnosis)
+
+
+def test_lightning_callback_uses_logged_metrics_without_predictions(digits: Any, tmp_path: Path) -> None:
+    """validation_step returning nothing: val loss still comes from self.log("val_loss", ...)."""
+    torch.manual_seed(0)
+    cb = TrainmedicCallback(tmp_path / "run", quiet=True)
+    train, val = _loaders(digits)
+    _trainer(cb, max_epochs=2, accumulate_grad_batches=2).fit(
+        DigitsModule(return_predictions=False), train, val
+    )
+    with tm.open_run(tmp_path / "run") as r:
+        assert r.scalar("loss").steps.tolist() == list(range(10))  # 20 batches, 2 per optimizer step
+        assert r.eval_names("val") == ["loss"] and len(r.eval_series("val", "loss")) == 2
+        assert r.confusion_matrix("val") is None
+        assert r.eval_series("train", "loss").values[1] < r.eval_series("train", "loss").values[0]
+
+
+class _StopAtStep:
+    """Stands in for a live treatment: requests a stop once the run reached a step."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def __call__(self, run: Any) -> None:
+        if run.step >= self.at:
+            run.control.request_stop("test stop", step=run.step)
+
+
+def test_lightning_callback_honours_control_stop_and_records_failures(digits: Any, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stopper = _StopAtStep(4)
+
+    class Stopping(TrainmedicCallback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            assert self.run is not None
+            if hasattr(self.run, "control"):
+                stopper(self.run)
+            super().on_train_batch_end(trainer, *args)
+
+    cb = Stopping(tmp_path / "stop", quiet=True)
+    train, val = _loaders(digits)
+    trainer = _trainer(cb, max_epochs=5)
+    trainer.fit(DigitsModule(), train, val)
+    if not hasattr(cb.run, "control"):
+        pytest.skip("Run.control (remedies) is not available in this tree")
+    assert trainer.global_step <= 5  # stopped at the request, not after 5 epochs (50 steps)
+
+    class Exploding(DigitsModule):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if batch_idx == 2:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    cb2 = TrainmedicCallback(tmp_path / "fail", quiet=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        _trainer(cb2, max_epochs=1).fit(Exploding(), train, val)
+    with tm.open_run(tmp_path / "fail") as r:
+        assert r.meta["status"] == "failed"
+        assert "boom" in r.events("training_exception")[0]["message"]
+
+
+def test_lightning_callback_rejects_model_option(tmp_path: Path) -> None:
+    with pytest.raises(tm.TrainmedicError, match="`model` must not be given"):
+        TrainmedicCallback(tmp_path, model=nn.Linear(2, 2))
