@@ -100,6 +100,7 @@ class Run:
         batch_size: int | None = None,
         all_ranks: bool = False,
         quiet: bool = False,
+        treat: Any = None,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise TrainmedicError(
@@ -150,7 +151,11 @@ class Run:
         self._pending_problem: TrainingProblemError | None = None
         self._host_check = True  # read values on the host every step (CPU); set False for accelerators
         self._batch_size = batch_size
-        self.treatment: Any = None  # set by trainmedic.remedies.treatment
+        from .remedies.control import Control
+        from .remedies.treatment import make_treatment
+
+        self.control = Control()  # requests (stop, lr, clipping) that the training loop honours
+        self.treatment: Any = make_treatment(treat)  # live treatment (treat="safe"), see remedies/treatment.py
         self._writer: RunWriter | None = None
         self._monitor = LiveMonitor(self.thresholds, self._emit) if live else None
         if self.enabled:
@@ -797,7 +802,9 @@ def watch(
 
     ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
     statistics cadence, default 10 steps), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
-    ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``.
+    ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,
+    ``treat`` (``"safe"``: skip bad updates, stop on overfitting, lower the lr on plateaus; check
+    ``run.control.should_stop`` in the loop).
     """
     if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
         raise TrainmedicError(

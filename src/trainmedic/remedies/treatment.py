@@ -247,7 +247,7 @@ class Treatment:
         if split != self.monitor_split or self._stopped:
             return
         use_loss = loss_value is not None
-        value = float(loss_value) if use_loss else (acc if acc is not None else math.nan)
+        value = float(loss_value) if loss_value is not None else (acc if acc is not None else math.nan)
         self.best_mode = "min" if use_loss else "max"
         if improved(value, self.best_value, self.best_mode):
             self.best_value, self.best_epoch, self.wait = value, epoch, 0

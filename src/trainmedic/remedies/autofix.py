@@ -1,0 +1,893 @@
+"""``tm.autofix``: train → diagnose → apply the best-ranked remedy as a config change → retrain → keep or roll back.
+
+Why a config loop and not in-place surgery: every remedy of the catalogue is a hyperparameter of
+``train_fn(config, run)`` (see :class:`~trainmedic.remedies.fit.FitConfig`), so a trial is a clean, seeded,
+reproducible training run, and a rollback is exact by construction — the kept config and its model, saved
+atomically under ``run_root/best/``, never change until a better trial replaces them. The audit log
+(``run_root/autofix.json``, rewritten atomically after every trial, and ``run.record("autofix", ...)`` in the
+best trial's run) says which finding led to which change, and what it did to the metric and the diagnosis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..errors import TrainmedicError
+from ..findings import Diagnosis, Finding, RemedySuggestion, Severity, _jsonable
+from ..settings import Thresholds, load_thresholds
+
+SEQUENCE_ARCHS = ("lstm", "gru", "rnn", "transformer")
+# How much a problem's remedies count when choosing the next trial: causes before symptoms.
+CAUSE_WEIGHT: dict[str, float] = {
+    "nonfinite": 4.0,
+    "exploding_gradient": 4.0,
+    "bad_initialization": 3.0,
+    "vanishing_gradient": 3.0,
+    "gradient_masking": 3.0,
+    "inefficient_learning": 2.0,
+    "data_imbalance": 2.0,
+    "overfitting": 2.0,
+    "underfitting": 1.5,
+    "train_test_mismatch": 1.5,
+    "insufficient_data": 1.5,
+    "low_data_quality": 1.5,
+}
+
+
+# ---- config tracking -----------------------------------------------------------------------------
+class TrackingConfig(dict):  # type: ignore[type-arg]
+    """A config dict that remembers which keys ``train_fn`` looked at: a remedy may only change keys the
+    training code reads (or that the config already holds)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(str(key))
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(str(key))
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+# ---- remedy -> config change ---------------------------------------------------------------------
+@dataclass
+class _Ctx:
+    cfg: dict[str, Any]  # effective config: train_fn defaults <- current config
+    run_dir: Path
+    known: set[str]
+
+
+def _off(v: Any) -> bool:
+    return v is None or v is False or v in ("none", "default", 0, 0.0)
+
+
+def _lr(ctx: _Ctx) -> float:
+    lr = ctx.cfg.get("lr")
+    if lr is None:
+        return {"sgd": 1e-2, "rmsprop": 1e-2}.get(str(ctx.cfg.get("optimizer", "adam")), 1e-3)
+    return float(lr)
+
+
+def _grad_clip(ctx: _Ctx) -> dict[str, Any] | None:
+    if not _off(ctx.cfg.get("grad_clip")):
+        return None
+    from ..store.reader import RunReader
+    from .clipping import clip_norm_from_history
+
+    with RunReader(ctx.run_dir) as r:
+        norms = r.scalar("grad_norm").values
+    try:
+        return {"grad_clip": round(clip_norm_from_history(norms), 6)}
+    except TrainmedicError:
+        return None
+
+
+def _dropout(ctx: _Ctx) -> dict[str, Any] | None:
+    p = float(ctx.cfg.get("dropout") or 0.0)
+    return None if p >= 0.5 else {"dropout": round(min(0.5, p + 0.2), 2)}
+
+
+def _weight_decay(ctx: _Ctx) -> dict[str, Any] | None:
+    wd = float(ctx.cfg.get("weight_decay") or 0.0)
+    return None if wd >= 1e-2 else {"weight_decay": 1e-4 if wd == 0 else wd * 10}
+
+
+def _early_stopping(ctx: _Ctx) -> dict[str, Any] | None:
+    if not _off(ctx.cfg.get("early_stopping")):
+        return None
+    change: dict[str, Any] = {"early_stopping": True}
+    if "restore_best" in ctx.known:
+        change["restore_best"] = True
+    return change
+
+
+def _width(factor: float) -> Callable[[_Ctx], dict[str, Any] | None]:
+    def rule(ctx: _Ctx) -> dict[str, Any] | None:
+        w = ctx.cfg.get("width")
+        if not isinstance(w, int):
+            return None
+        new = max(4, min(4096, int(round(w * factor))))
+        return None if new == w else {"width": new}
+
+    return rule
+
+
+def _unless_set(key: str, value: Any) -> Callable[[_Ctx], dict[str, Any] | None]:
+    def rule(ctx: _Ctx) -> dict[str, Any] | None:
+        return {key: value} if _off(ctx.cfg.get(key)) else None
+
+    return rule
+
+
+def _unless_equal(
+    key: str, value: Any, also: tuple[Any, ...] = ()
+) -> Callable[[_Ctx], dict[str, Any] | None]:
+    def rule(ctx: _Ctx) -> dict[str, Any] | None:
+        return None if ctx.cfg.get(key) == value or ctx.cfg.get(key) in also else {key: value}
+
+    return rule
+
+
+def _norm(ctx: _Ctx) -> dict[str, Any] | None:
+    if not _off(ctx.cfg.get("norm")):
+        return None
+    return {"norm": "layer" if str(ctx.cfg.get("arch", "")).lower() in SEQUENCE_ARCHS else "batch"}
+
+
+def _momentum(ctx: _Ctx) -> dict[str, Any] | None:
+    if (
+        str(ctx.cfg.get("optimizer", "adam")) not in ("sgd", "rmsprop")
+        or float(ctx.cfg.get("momentum") or 0) > 0
+    ):
+        return None
+    return {"momentum": 0.9}
+
+
+def _switch_optimizer(ctx: _Ctx) -> dict[str, Any] | None:
+    if str(ctx.cfg.get("optimizer", "adam")) in ("adam", "adamw"):
+        return None
+    return {"optimizer": "adam", "lr": 1e-3}
+
+
+def _normalize_inputs(ctx: _Ctx) -> dict[str, Any] | None:
+    return None if ctx.cfg.get("normalize_inputs") is True else {"normalize_inputs": True}
+
+
+REMEDY_CHANGES: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
+    "lower_learning_rate": lambda c: {"lr": _lr(c) / 10},
+    "raise_learning_rate": lambda c: None if _lr(c) >= 1.0 else {"lr": _lr(c) * 10},
+    "gradient_clipping": _grad_clip,
+    "non_saturating_activation": _unless_equal("activation", "leaky_relu", ("silu", "gelu", "elu", "mish")),
+    "he_init": _unless_equal("init", "he"),
+    "xavier_init": _unless_equal("init", "xavier"),
+    "batch_norm": _norm,
+    "add_dropout": _dropout,
+    "weight_decay": _weight_decay,
+    "early_stopping": _early_stopping,
+    "restore_best_checkpoint": _early_stopping,
+    "class_weights": _unless_set("class_weights", True),
+    "oversample": _unless_set("sampler", "oversample"),
+    "undersample": _unless_set("sampler", "undersample"),
+    "add_momentum": _momentum,
+    "switch_optimizer": _switch_optimizer,
+    "larger_model": _width(2.0),
+    "smaller_model": _width(0.5),
+    "train_longer": lambda c: (
+        {"epochs": int(c.cfg.get("epochs", 10)) * 2} if int(c.cfg.get("epochs", 10)) < 200 else None
+    ),
+    "data_augmentation": _unless_set("augmentation", True),
+    "lr_schedule": _unless_set("lr_schedule", "plateau"),
+    "normalize_inputs": _normalize_inputs,
+}
+
+
+# ---- results -------------------------------------------------------------------------------------
+@dataclass
+class Trial:
+    """One training run of the loop (index 0 is the baseline)."""
+
+    index: int
+    remedy: str | None
+    finding: str | None  # the problem code whose remedy was tried
+    config_change: dict[str, list[Any]]  # key -> [old, new]
+    metric_before: float | None
+    metric_after: float | None
+    kept: bool
+    codes_before: list[str]
+    codes_after: list[str]
+    seconds: float
+    run_dir: str
+    error: str | None = None
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self.__dict__)  # type: ignore[no-any-return]
+
+
+@dataclass
+class AutofixResult:
+    """What autofix did; ``to_dict()`` is the audit log."""
+
+    metric: str
+    mode: str
+    trials: list[Trial]
+    config: dict[str, Any]
+    initial_config: dict[str, Any]
+    best_model: nn.Module | None
+    best_metric: float | None
+    baseline_metric: float | None
+    best_trial: int
+    healthy: bool
+    codes: list[str]
+    run_root: Path
+    seconds: float
+    seconds_to_best: float
+    stop_reason: str
+    diagnosis: Diagnosis | None = field(default=None, repr=False)
+
+    @property
+    def gain(self) -> float | None:
+        """Improvement of the metric over the baseline (positive = better, for either direction)."""
+        if (
+            self.best_metric is None
+            or self.baseline_metric is None
+            or not math.isfinite(self.baseline_metric)
+        ):
+            return None
+        d = self.best_metric - self.baseline_metric
+        return d if self.mode == "max" else -d
+
+    @property
+    def best_model_path(self) -> Path:
+        return self.run_root / "best" / "model.pt"
+
+    @property
+    def final_run_dir(self) -> Path:
+        return Path(self.trials[self.best_trial].run_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(  # type: ignore[no-any-return]
+            {
+                "schema_version": 1,
+                "metric": self.metric,
+                "mode": self.mode,
+                "baseline_metric": self.baseline_metric,
+                "best_metric": self.best_metric,
+                "gain": self.gain,
+                "best_trial": self.best_trial,
+                "healthy": self.healthy,
+                "codes": self.codes,
+                "initial_config": self.initial_config,
+                "config": self.config,
+                "seconds": self.seconds,
+                "seconds_to_best": self.seconds_to_best,
+                "stop_reason": self.stop_reason,
+                "best_model": str(self.best_model_path),
+                "trials": [t.to_dict() for t in self.trials],
+            }
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def summary(self) -> str:
+        lines = [
+            f"autofix: {self.metric} {_fmt(self.baseline_metric)} -> {_fmt(self.best_metric)} in {len(self.trials)} run(s), {self.seconds:.1f}s ({self.stop_reason})"
+        ]
+        for t in self.trials:
+            change = (
+                ", ".join(f"{k} {_fmt(v[0])}->{_fmt(v[1])}" for k, v in t.config_change.items()) or "baseline"
+            )
+            verdict = "kept" if t.kept else ("failed: " + t.error if t.error else "rolled back")
+            lines.append(
+                f"  #{t.index} {t.remedy or '-'} ({change}): {_fmt(t.metric_after)} [{verdict}] problems {', '.join(t.codes_after) or 'none'}"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _parse_metric(metric: str) -> tuple[str, str, str]:
+    if "_" not in metric:
+        raise TrainmedicError(
+            f"`metric` must be '<split>_<name>' such as 'val_accuracy' or 'val_loss'; got {metric!r}"
+        )
+    split, name = metric.split("_", 1)
+    mode = "min" if "loss" in name else "max"
+    return split, name, mode
+
+
+def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") -> float | None:
+    """``metric`` of the model a run ended with: the restored epoch when the best weights were put back
+    (``tm.fit`` early stopping, treatment), else the last evaluated epoch. None when never evaluated or NaN."""
+    from ..store.reader import RunReader
+
+    split, name, _ = _parse_metric(metric)
+    with RunReader(run_dir) as r:
+        s = r.eval_series(split, name)
+        if not len(s):
+            return None
+        epoch: int | None = None
+        fit_rec = r.record("fit")
+        if isinstance(fit_rec, dict) and fit_rec.get("restored_epoch") is not None:
+            epoch = int(fit_rec["restored_epoch"])
+        else:
+            for e in r.events("treatment"):
+                d = e.get("data") or {}
+                if d.get("action") == "stop_restore_best" and d.get("best_epoch") is not None:
+                    epoch = int(d["best_epoch"])
+        idx = np.flatnonzero(s.steps == epoch) if epoch is not None else np.zeros(0, dtype=np.int64)
+        v = float(s.values[idx[-1]] if idx.size else s.values[-1])
+    return v if math.isfinite(v) else None
+
+
+def _better(a: float | None, b: float | None, mode: str, margin: float = 0.0) -> bool:
+    """``a`` beats ``b`` by more than ``margin`` (None is worst)."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return a > b + margin if mode == "max" else a < b - margin
+
+
+def _diagnose(run_dir: Path, thresholds: Thresholds, diagnose: Callable[..., Diagnosis] | None) -> Diagnosis:
+    if diagnose is not None:
+        return diagnose(run_dir)
+    try:
+        from ..checks import diagnose as checks_diagnose  # type: ignore[attr-defined]
+    except ImportError:
+        return basic_diagnose(run_dir, thresholds)
+    return checks_diagnose(run_dir, thresholds=thresholds)  # type: ignore[no-any-return]
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+@dataclass
+class _Best:
+    cfg: dict[str, Any]
+    model: nn.Module | None
+    value: float | None
+    diag: Diagnosis
+    run_dir: Path
+    trial: int
+
+
+def autofix(
+    train_fn: Callable[[dict[str, Any], Any], nn.Module | None],
+    config: Mapping[str, Any],
+    budget: int = 8,
+    metric: str = "val_accuracy",
+    run_root: str | os.PathLike[str] | None = None,
+    tolerance: float = 0.005,
+    *,
+    seconds: float | None = None,
+    min_gain: float = 0.0,
+    defaults: Mapping[str, Any] | None = None,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    diagnose: Callable[..., Diagnosis] | None = None,
+    abort_on_nonfinite: bool = True,
+    remedies: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]] | None = None,
+    verbose: bool = False,
+) -> AutofixResult:
+    """Repair a training configuration by trial: train, diagnose, change one hyperparameter, retrain, compare.
+
+    Args:
+        train_fn: ``train_fn(config, run)`` builds model and optimizer from ``config``, calls
+            ``run.watch(model, optimizer)``, trains (``run.log`` / ``run.evaluate`` each epoch; ``tm.fit`` does
+            all of it) and returns the trained model.
+        config: the starting hyperparameters (see :class:`~trainmedic.remedies.fit.FitConfig` for the keys
+            remedies change).
+        budget: training runs at most, the baseline included.
+        metric: ``<split>_<name>`` of the run's evaluations (``val_accuracy``: higher is better; names with
+            ``loss``: lower is better).
+        run_root: one run directory per trial (``trial-00`` …), ``best/model.pt`` + ``best/config.json``
+            (the best model so far, written atomically) and ``autofix.json`` (the audit log).
+        tolerance: a trial whose metric is within ``tolerance`` of the best but with fewer problems is kept.
+        seconds: stop starting new trials after this much wall time.
+        min_gain: a trial is kept when it beats the best metric by more than this.
+        defaults: the values ``train_fn`` uses for keys missing from ``config`` (also read from a
+            ``train_fn.defaults`` attribute); remedies may only change keys in ``config``, in ``defaults`` or
+            read by ``train_fn``.
+        diagnose: ``diagnose(run_dir) -> Diagnosis``; default :func:`trainmedic.diagnose`.
+        abort_on_nonfinite: end a trial at its first NaN/Inf (nothing more can be learned from it).
+
+    Exceptions raised by ``train_fn`` in a retrial are recorded (the trial is rolled back); in the baseline
+    they propagate. The best model so far is on disk whatever happens.
+    """
+    if not callable(train_fn):
+        raise TrainmedicError(
+            f"`train_fn` must be a callable train_fn(config, run); got {type(train_fn).__name__}"
+        )
+    if not isinstance(config, Mapping):
+        raise TrainmedicError(f"`config` must be a dict of hyperparameters; got {type(config).__name__}")
+    if not isinstance(budget, int) or budget < 1:
+        raise TrainmedicError(f"`budget` must be a positive number of training runs; got {budget!r}")
+    split, name, mode = _parse_metric(metric)
+    th = load_thresholds(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
+    root = (
+        Path(run_root)
+        if run_root is not None
+        else Path(os.environ.get("TRAINMEDIC_RUNS", "runs")) / time.strftime("autofix-%Y%m%d-%H%M%S")
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    rules = dict(REMEDY_CHANGES if remedies is None else remedies)
+    base_defaults = dict(defaults if defaults is not None else getattr(train_fn, "defaults", None) or {})
+    known: set[str] = set(config) | set(base_defaults)
+    t_start = time.perf_counter()
+
+    def train_once(
+        index: int, cfg: dict[str, Any]
+    ) -> tuple[nn.Module | None, Path, str | None, str | None, float]:
+        from ..live import TrainingProblemError
+        from ..watch import Run
+
+        run_dir = root / f"trial-{index:02d}"
+        run = Run(
+            run_dir,
+            overwrite=True,
+            quiet=True,
+            thresholds=th,
+            config=cfg,
+            name=f"{root.name}/trial-{index:02d}",
+        )
+        if abort_on_nonfinite:
+
+            def on_problem(f: Finding) -> None:
+                if f.code == "nonfinite":
+                    run.control.request_stop(f"autofix: {f.message}")
+                    run._pending_problem = TrainingProblemError(f)
+
+            run.on_problem = on_problem
+        tracked = TrackingConfig(cfg)
+        t0 = time.perf_counter()
+        model: nn.Module | None = None
+        error: str | None = None
+        stop: str | None = None
+        try:
+            model = train_fn(tracked, run)
+        except TrainingProblemError as e:
+            stop = f"aborted: {e.finding.message}"
+        except Exception as e:
+            if index == 0:
+                run.close(status="failed")
+                raise
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            known.update(tracked.read)
+            if not run.closed:
+                run.close(status="closed" if error is None else "failed")
+        if stop is None and run.control.should_stop:
+            stop = run.control.stop_reason
+        return model, run_dir, error, stop, time.perf_counter() - t0
+
+    def save_best(model: nn.Module | None, cfg: dict[str, Any], trial: int, value: float | None) -> None:
+        if model is None:
+            return
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(
+            root / "best" / "model.pt",
+            model,
+            extra={"trial": trial, "metric": metric, "value": float("nan") if value is None else value},
+        )
+        _atomic_write_text(root / "best" / "config.json", json.dumps(_jsonable(cfg), indent=2))
+
+    # baseline
+    cfg0 = dict(config)
+    model, rd, _, stop, secs = train_once(0, cfg0)
+    value = run_metric(rd, metric)
+    diag = _diagnose(rd, th, diagnose)
+    trials = [Trial(0, None, None, {}, None, value, True, [], sorted(diag.codes), secs, str(rd), None, stop)]
+    best = _Best(cfg0, model, value, diag, rd, 0)
+    best_time = time.perf_counter() - t_start
+    save_best(model, cfg0, 0, value)
+    tried: set[str] = set()
+    stop_reason = "budget exhausted"
+
+    def write_audit(final: bool = False) -> AutofixResult:
+        res = AutofixResult(
+            metric=metric,
+            mode=mode,
+            trials=trials,
+            config=dict(best.cfg),
+            initial_config=dict(config),
+            best_model=best.model,
+            best_metric=best.value,
+            baseline_metric=trials[0].metric_after,
+            best_trial=int(best.trial),
+            healthy=best.diag.healthy,
+            codes=sorted(best.diag.codes),
+            run_root=root,
+            seconds=time.perf_counter() - t_start,
+            seconds_to_best=best_time,
+            stop_reason=stop_reason if final else "running",
+            diagnosis=best.diag,
+        )
+        _atomic_write_text(root / "autofix.json", res.to_json())
+        return res
+
+    write_audit()
+    while True:
+        if best.diag.healthy:
+            stop_reason = "healthy"
+            break
+        if len(trials) >= budget:
+            stop_reason = f"budget of {budget} runs used"
+            break
+        if seconds is not None and time.perf_counter() - t_start >= seconds:
+            stop_reason = f"time budget of {seconds:g}s used"
+            break
+        choice = _pick(best.diag, {**base_defaults, **best.cfg}, Path(best.run_dir), known, tried, rules)
+        if choice is None:
+            stop_reason = "no applicable remedy left"
+            break
+        code, remedy, change = choice
+        tried.add(remedy)
+        cfg = {**best.cfg, **change}
+        old_view = {**base_defaults, **best.cfg}
+        index = len(trials)
+        model, rd, error, stop, secs = train_once(index, cfg)
+        value = None if error else run_metric(rd, metric)
+        diag = _diagnose(rd, th, diagnose) if error is None else Diagnosis(str(rd))
+        codes_before, codes_after = sorted(best.diag.codes), sorted(diag.codes)
+        kept = error is None and (
+            _better(value, best.value, mode, min_gain)
+            or (
+                value is not None
+                and best.value is not None
+                and abs(value - best.value) <= tolerance
+                and len(codes_after) < len(codes_before)
+            )
+        )
+        trials.append(
+            Trial(
+                index,
+                remedy,
+                code,
+                {k: [old_view.get(k), v] for k, v in change.items()},
+                best.value,
+                value,
+                kept,
+                codes_before,
+                codes_after,
+                secs,
+                str(rd),
+                error,
+                stop,
+            )
+        )
+        if verbose:
+            print(trials[-1])
+        if kept:
+            best = _Best(cfg, model, value, diag, rd, index)
+            best_time = time.perf_counter() - t_start
+            save_best(model, cfg, index, value)
+        write_audit()
+    result = write_audit(final=True)
+    _record_in_run(result.final_run_dir, result.to_dict())
+    return result
+
+
+def _pick(
+    diag: Diagnosis,
+    cfg: dict[str, Any],
+    run_dir: Path,
+    known: set[str],
+    tried: set[str],
+    rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The applicable, untried remedy with the highest vote: each problem votes for its remedies with
+    weight (cause rank x severity x confidence) / (1 + position in its list). Root causes (NaN, exploding or
+    masked gradients) outvote symptoms (low accuracy), and a remedy several findings agree on wins."""
+    ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known)
+    votes: dict[str, float] = {}
+    why: dict[str, tuple[float, str]] = {}
+    for f in diag.problems:
+        w = (
+            CAUSE_WEIGHT.get(f.code, 0.5)
+            * (1.5 if f.severity is Severity.ERROR else 1.0)
+            * max(f.confidence, 0.05)
+        )
+        for pos, r in enumerate(f.remedies):
+            v = w / (1 + pos)
+            votes[r.code] = votes.get(r.code, 0.0) + v
+            if v > why.get(r.code, (0.0, ""))[0]:
+                why[r.code] = (v, f.code)
+    for code in sorted(votes, key=lambda c: -votes[c]):
+        if code in tried or code not in rules:
+            continue
+        change = rules[code](ctx)
+        if not change or any(k not in known for k in change):
+            continue
+        if all(cfg.get(k) == v for k, v in change.items()):
+            continue
+        return why[code][1], code, change
+    return None
+
+
+def _record_in_run(run_dir: Path, data: dict[str, Any]) -> None:
+    """Store the audit log in a closed run (``records`` kind ``autofix``), keeping its status."""
+    from ..store.reader import RunReader
+    from ..store.writer import RunWriter
+
+    try:
+        with RunReader(run_dir) as r:
+            status = str(r.meta.get("status") or "closed")
+        w = RunWriter(run_dir, mode="resume")
+        w.add_record("autofix", data)
+        w.close(status=status)
+    except Exception as e:  # the audit is also in autofix.json; never lose the result over this
+        import warnings
+
+        warnings.warn(
+            f"trainmedic: could not store the autofix record in {run_dir}: {e}", RuntimeWarning, stacklevel=2
+        )
+
+
+# ---- a minimal diagnosis, used only while trainmedic.checks has no diagnose() --------------------
+def basic_diagnose(run_dir: str | os.PathLike[str], thresholds: Thresholds | None = None) -> Diagnosis:
+    """A small subset of the checks (NaN/Inf, exploding, overfitting, underfitting, dead/saturated units,
+    vanishing gradients, zero init, stalled loss, imbalance, low accuracy), each message built from the
+    comparison that decided it. Stand-in until :func:`trainmedic.diagnose` lands."""
+    from ..store.reader import RunReader
+
+    t = thresholds or load_thresholds()
+    out: list[Finding] = []
+    R = RemedySuggestion.of
+    with RunReader(run_dir) as r:
+        for sig in ("loss", "grad_norm"):
+            s = r.scalar(sig)
+            bad = np.flatnonzero(~np.isfinite(s.values))
+            if bad.size:
+                step = int(s.steps[bad[0]])
+                out.append(
+                    Finding(
+                        "nonfinite",
+                        Severity.ERROR,
+                        f"{sig} is NaN/Inf from step {step}",
+                        {"signal": sig, "first_step": step},
+                        [R("lower_learning_rate"), R("gradient_clipping"), R("normalize_inputs")],
+                        step=step,
+                    )
+                )
+                break
+        for e in r.events("live_finding"):
+            if e["code"] == "exploding_gradient":
+                out.append(
+                    Finding(
+                        "exploding_gradient",
+                        Severity.ERROR,
+                        e["message"],
+                        dict((e["data"] or {}).get("evidence", {})),
+                        [R("lower_learning_rate"), R("gradient_clipping"), R("batch_norm")],
+                        step=e["step"],
+                    )
+                )
+        tr_acc, va_acc = r.eval_series("train", "accuracy"), r.eval_series("val", "accuracy")
+        tr_loss, va_loss = r.eval_series("train", "loss"), r.eval_series("val", "loss")
+        fit_rec = r.record("fit")
+        end = (
+            int(fit_rec["restored_epoch"])
+            if isinstance(fit_rec, dict) and fit_rec.get("restored_epoch") is not None
+            else None
+        )
+
+        def at(s: Any) -> float | None:
+            if not len(s):
+                return None
+            idx = np.flatnonzero(s.steps == end) if end is not None else np.zeros(0, dtype=np.int64)
+            v = float(s.values[idx[-1]] if idx.size else s.values[-1])
+            return v if math.isfinite(v) else None
+
+        a_tr, a_va = at(tr_acc), at(va_acc)
+        if len(va_loss) >= 3 and np.isfinite(va_loss.values).all():
+            b = int(np.argmin(va_loss.values))
+            best, last = float(va_loss.values[b]), float(va_loss.values[-1])
+            rise = (last - best) / abs(best) if best else 0.0
+            tr_fall = len(tr_loss) == len(va_loss) and tr_loss.values[-1] < tr_loss.values[b]
+            gap = (a_tr - a_va) if a_tr is not None and a_va is not None else 0.0
+            if end is None and rise >= t.overfit_val_loss_rise and tr_fall and b < len(va_loss) - 1:
+                out.append(
+                    Finding(
+                        "overfitting",
+                        Severity.WARNING,
+                        f"val loss {last:.4g} is {rise:.0%} above its best {best:.4g} (epoch {b}; threshold {t.overfit_val_loss_rise:.0%}) while train loss kept falling",
+                        {"best_epoch": b, "rise": rise, "threshold": t.overfit_val_loss_rise},
+                        [R("early_stopping"), R("add_dropout"), R("weight_decay"), R("data_augmentation")],
+                    )
+                )
+            elif gap >= t.overfit_gap and (a_va or 0) < 0.97:
+                out.append(
+                    Finding(
+                        "overfitting",
+                        Severity.WARNING,
+                        f"train accuracy {a_tr:.3f} exceeds val accuracy {a_va:.3f} by {gap:.3f} (threshold {t.overfit_gap:g})",
+                        {"gap": gap, "threshold": t.overfit_gap},
+                        [R("add_dropout"), R("weight_decay"), R("data_augmentation"), R("early_stopping")],
+                    )
+                )
+        dead = r.layer_stat("act_dead")
+        sat = r.layer_stat("act_saturated")
+        masked = False
+        for ls, thr, what, rems in (
+            (
+                dead,
+                t.dead_fraction,
+                "dead ReLU units",
+                [R("non_saturating_activation"), R("he_init"), R("batch_norm"), R("lower_learning_rate")],
+            ),
+            (
+                sat,
+                t.saturated_fraction,
+                "saturated units",
+                [R("non_saturating_activation"), R("batch_norm"), R("xavier_init")],
+            ),
+        ):
+            if len(ls.steps):
+                last_row = np.nan_to_num(ls.values[-max(1, len(ls.steps) // 5) :].mean(axis=0), nan=0.0)
+                j = int(np.argmax(last_row))
+                if last_row[j] >= thr:
+                    masked = True
+                    out.append(
+                        Finding(
+                            "gradient_masking",
+                            Severity.WARNING,
+                            f"{last_row[j]:.0%} {what} in {ls.layers[j]} (threshold {thr:.0%})",
+                            {"layer": ls.layers[j], "fraction": float(last_row[j]), "threshold": thr},
+                            rems,
+                            layer=ls.layers[j],
+                        )
+                    )
+        g = r.layer_stat("grad_norm")
+        if len(g.steps) and g.values.shape[1] >= 2:
+            med = np.nanmedian(np.where(np.isfinite(g.values), g.values, np.nan), axis=0)
+            if (
+                np.isfinite(med[0])
+                and np.isfinite(med[-1])
+                and med[-1] > 0
+                and med[0] / med[-1] < t.vanishing_ratio
+            ):
+                out.append(
+                    Finding(
+                        "vanishing_gradient",
+                        Severity.WARNING,
+                        f"first/last layer gradient norm ratio {med[0] / med[-1]:.2e} < {t.vanishing_ratio:g}",
+                        {"ratio": float(med[0] / med[-1]), "threshold": t.vanishing_ratio},
+                        [R("non_saturating_activation"), R("he_init"), R("batch_norm")],
+                    )
+                )
+        w = r.layer_stat("weight_norm")
+        if len(w.steps) and np.any(w.values[0] == 0):
+            lay = w.layers[int(np.flatnonzero(w.values[0] == 0)[0])]
+            out.append(
+                Finding(
+                    "bad_initialization",
+                    Severity.WARNING,
+                    f"layer {lay} starts with all-zero weights: its units stay identical",
+                    {"layer": lay},
+                    [R("he_init"), R("xavier_init")],
+                    layer=lay,
+                )
+            )
+        if a_tr is not None and a_tr < t.underfit_train_accuracy and not masked:
+            loss = r.scalar("loss").values
+            loss = loss[np.isfinite(loss)]
+            k = max(1, len(loss) // 10)
+            rel = (
+                (loss[:k].mean() - loss[-k:].mean()) / abs(loss[:k].mean())
+                if len(loss) >= 4 and loss[:k].mean()
+                else 1.0
+            )
+            if rel < t.plateau_rel_improvement * 10:
+                out.append(
+                    Finding(
+                        "inefficient_learning",
+                        Severity.WARNING,
+                        f"training loss improved by {rel:.1%} over the run (threshold {t.plateau_rel_improvement * 10:.0%})",
+                        {"relative_improvement": float(rel), "threshold": t.plateau_rel_improvement * 10},
+                        [
+                            R("raise_learning_rate"),
+                            R("add_momentum"),
+                            R("switch_optimizer"),
+                            R("lr_schedule"),
+                        ],
+                    )
+                )
+            out.append(
+                Finding(
+                    "underfitting",
+                    Severity.WARNING,
+                    f"train accuracy {a_tr:.3f} < {t.underfit_train_accuracy:g}",
+                    {"train_accuracy": a_tr, "threshold": t.underfit_train_accuracy},
+                    [R("switch_optimizer"), R("raise_learning_rate"), R("train_longer"), R("larger_model")],
+                )
+            )
+        recs = r.records("classification", "val")
+        if recs:
+            per = recs[-1]["data"].get("per_class", {})
+            recall = per.get("recall") if isinstance(per, dict) else None
+            cm = np.asarray(recs[-1]["data"].get("confusion_matrix", []), dtype=float)
+            counts = cm.sum(axis=1) if cm.ndim == 2 else np.zeros(0)
+            tr_counts = np.asarray((r.meta.get("split/train") or {}).get("class_counts") or [], dtype=float)
+            ratio = (
+                tr_counts.max() / max(tr_counts[tr_counts > 0].min(), 1)
+                if tr_counts.size and (tr_counts > 0).any()
+                else 1.0
+            )
+            if recall is None and cm.ndim == 2 and cm.size:
+                recall = (np.diag(cm) / np.maximum(counts, 1)).tolist()
+            if recall and ratio >= t.imbalance_ratio and min(recall) < t.min_recall:
+                out.append(
+                    Finding(
+                        "data_imbalance",
+                        Severity.WARNING,
+                        f"classes are {ratio:.0f}:1 in training (threshold {t.imbalance_ratio:g}) and the weakest val recall is {min(recall):.2f} (< {t.min_recall:g})",
+                        {
+                            "ratio": float(ratio),
+                            "min_recall": float(min(recall)),
+                            "threshold_ratio": t.imbalance_ratio,
+                            "threshold_recall": t.min_recall,
+                        },
+                        [R("class_weights"), R("oversample")],
+                    )
+                )
+        if a_va is not None and a_va < t.min_accuracy:
+            out.append(
+                Finding(
+                    "low_accuracy",
+                    Severity.WARNING,
+                    f"val accuracy {a_va:.3f} < {t.min_accuracy:g}",
+                    {"accuracy": a_va, "threshold": t.min_accuracy},
+                    [R("lower_learning_rate"), R("switch_optimizer"), R("train_longer")],
+                    split="val",
+                )
+            )
+    d = Diagnosis(str(run_dir), signals={"source": "autofix.basic_diagnose"})
+    d.extend(out)
+    return d
+
+
+# ---- demo ----------------------------------------------------------------------------------------
+def demo_fix(out_dir: str | os.PathLike[str], budget: int = 4) -> AutofixResult:
+    """A faulty run (digits MLP, SGD at lr 3.0: the gradients explode) repaired by autofix, for ``trainmedic demo``."""
+    from ..scenarios.train import DEFAULTS, train_fn
+
+    faulty = {"optimizer": "sgd", "lr": 3.0, "epochs": 6}
+    return autofix(train_fn, faulty, budget=budget, run_root=out_dir, defaults=DEFAULTS)
