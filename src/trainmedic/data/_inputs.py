@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from ..errors import TrainmedicError, describe_shape
 
 DEFAULT_CHUNK_ROWS = 65_536
+CHUNK_VALUES = 2**22  # values per chunk: bounds the float64 working set to ~32 MiB (x a few temporaries)
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -112,7 +113,9 @@ class SplitData:
         return int(np.prod(self.sample_shape)) if self.sample_shape else 1
 
     def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, block)`` with ``block`` of shape (m, n_features) as float64."""
+        """Yield ``(start, block)`` with ``block`` of shape (m, n_features) as float64, at most ``rows`` rows
+        and about ``CHUNK_VALUES`` values (32 MiB), whichever is smaller."""
+        rows = max(1, min(rows, CHUNK_VALUES // max(self.n_features, 1)))
         for start in range(0, self.n, rows):
             yield start, self.rows(np.arange(start, min(self.n, start + rows)))
 

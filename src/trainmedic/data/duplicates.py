@@ -7,8 +7,9 @@ Near-duplicates: random-projection LSH (E2LSH). Rows are standardized, projected
 and bucketed with width ``w = 8 r`` (``r`` the near-duplicate radius); rows are then sorted by (bucket, one more
 projection) and each row is compared with its next ``window`` neighbours in the same bucket. ``tables``
 independent tables catch pairs a bucket edge separates. Candidates are filtered on the projections (a true pair
-of distance ``<= r`` differs by more than ``4 r`` on a projection with probability < 1e-4) and confirmed on the
-real distance. Memory per table: ``k + 1`` float32 and one int64 per sample; rows are read in chunks.
+of distance ``<= r`` differs by more than ``4 r`` on a projection with probability < 1e-4, and the mean squared
+difference over ``extra`` projections not used for bucketing estimates the squared distance) and confirmed on the
+real distance. Memory per table: ``k + 1 + extra`` float32 and one int64 per sample; rows are read in chunks.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def near_duplicate_pairs(
     tables: int = 3,
     k: int = 4,
     window: int = 8,
+    extra: int = 8,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     tick: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +92,10 @@ def near_duplicate_pairs(
     found_a: list[np.ndarray] = []
     found_b: list[np.ndarray] = []
     for _ in range(tables):
-        proj = rng.standard_normal((d, k + 1))
+        proj = rng.standard_normal((d, k + 1 + extra))
         offset = rng.uniform(0.0, w, size=k)
         mult = rng.integers(1, 2**61 - 1, size=k, dtype=np.int64) | 1
-        p = np.empty((pooled.n, k + 1), dtype=np.float32)
+        p = np.empty((pooled.n, k + 1 + extra), dtype=np.float32)
         for s, sp in enumerate(pooled.splits):
             base = int(pooled.offsets[s])
             for start, block in sp.chunks(chunk_rows):
@@ -107,13 +109,17 @@ def near_duplicate_pairs(
         del cells
         order = np.lexsort((p[:, k], key))
         tol = np.float32(4.0 * radius)
+        tol2 = np.float32(4.0 * radius**2)
         for step in range(1, window + 1):
             a, b = order[:-step], order[step:]
             m = key[a] == key[b]
             a, b = a[m], b[m]
             if not a.size:
                 continue
-            close = np.all(np.abs(p[a] - p[b]) <= tol, axis=1) & (exact_hash[a] != exact_hash[b])
+            diff = p[a] - p[b]
+            close = np.all(np.abs(diff) <= tol, axis=1)
+            close &= np.mean(diff[:, k + 1 :] ** 2, axis=1) <= tol2  # unbiased projections: ~ distance^2
+            close &= exact_hash[a] != exact_hash[b]
             found_a.append(a[close])
             found_b.append(b[close])
         del p, key, order
@@ -122,7 +128,8 @@ def near_duplicate_pairs(
     a = np.concatenate(found_a)
     b = np.concatenate(found_b)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    pairs = np.unique(np.stack([lo, hi], axis=1), axis=0) if lo.size else np.zeros((0, 2), np.int64)
+    code = np.unique(lo.astype(np.int64) * pooled.n + hi)  # one int64 per pair: a fast 1-D unique
+    pairs = np.stack([code // pooled.n, code % pooled.n], axis=1)
     keep_a: list[np.ndarray] = []
     keep_b: list[np.ndarray] = []
     for start in range(0, len(pairs), chunk_rows):
