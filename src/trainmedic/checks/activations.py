@@ -1,0 +1,195 @@
+"""Activation and initialization checks: gradient masking (dead/saturated units), bad initialization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..findings import Finding, Severity
+from ._stats import first_true, fmt
+from .context import Context, confidence
+from .registry import check
+
+
+@check(
+    "gradient_masking",
+    requires=("activations",),
+    thresholds=("dead_fraction", "saturated_fraction"),
+    remedies=("non_saturating_activation", "lower_learning_rate", "he_init", "xavier_init", "batch_norm"),
+    what="Per activation layer, the median (over the second half of training) share of dead ReLU units "
+    "(never positive on any sampled row) reaches `dead_fraction`, or the share of saturated "
+    "sigmoid/tanh outputs reaches `saturated_fraction`.",
+    why="A dead ReLU passes no gradient and a saturated sigmoid/tanh passes almost none: the weights "
+    "feeding those units stop learning, and the layer's capacity is lost.",
+    evidence="dead/saturated share per activation layer, the worst layer, the first step it exceeded "
+    "the threshold",
+)
+def check_gradient_masking(ctx: Context) -> Finding | None:
+    hits: list[dict[str, Any]] = []
+    for stat, thr, what in (
+        ("act_dead", ctx.t.dead_fraction, "dead"),
+        ("act_saturated", ctx.t.saturated_fraction, "saturated"),
+    ):
+        ls = ctx.layer(stat)
+        if ls.values.size == 0:
+            continue
+        half = ls.values[len(ls.values) // 2 :].astype(np.float64)
+        for j, name in enumerate(ls.layers):
+            col = half[:, j]
+            col = col[np.isfinite(col)]
+            if col.size == 0:
+                continue
+            med = float(np.median(col))
+            if med >= thr:
+                full = ls.values[:, j]
+                began = first_true(np.nan_to_num(full, nan=0.0) >= thr)
+                hits.append(
+                    {
+                        "layer": name,
+                        "kind": what,
+                        "share": med,
+                        "threshold": thr,
+                        "first_step": int(ls.steps[began]) if began is not None else None,
+                        "samples": int(col.size),
+                    }
+                )
+    if not hits:
+        return None
+    worst = max(hits, key=lambda h: h["share"] - h["threshold"])
+    kinds = {h["kind"] for h in hits}
+    layers = ", ".join(f"{h['layer']} {h['share']:.0%} {h['kind']}" for h in hits[:4])
+    more = f" and {len(hits) - 4} more" if len(hits) > 4 else ""
+    msg = (
+        f"{len(hits)} activation layer(s) pass little gradient: {layers}{more} "
+        f"(thresholds: dead ≥ {ctx.t.dead_fraction:.0%}, saturated ≥ {ctx.t.saturated_fraction:.0%})"
+    )
+    if "saturated" in kinds:
+        remedies = [
+            ("non_saturating_activation", "ReLU-family activations do not saturate for positive inputs"),
+            ("xavier_init", "keeps pre-activations small enough to stay off the flat tails"),
+            ("batch_norm", "re-centres pre-activations into the sensitive range"),
+            ("lower_learning_rate", "large updates push units into saturation"),
+        ]
+    else:
+        remedies = [
+            (
+                "non_saturating_activation",
+                "LeakyReLU/SiLU keep a gradient for negative inputs, so units can revive",
+            ),
+            ("lower_learning_rate", "large updates knock ReLU units into the always-negative region"),
+            ("he_init", "a proper initial scale keeps about half the units active"),
+            ("batch_norm", "re-centres pre-activations so units keep firing"),
+        ]
+    margin = (worst["share"] - worst["threshold"]) / max(1e-9, 1 - worst["threshold"])
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {"layers": hits, "worst_layer": worst["layer"], "worst_share": worst["share"]},
+        remedies,
+        confidence(2 * margin, min(1.0, worst["samples"] / 5)),
+        step=worst["first_step"],
+        layer=worst["layer"],
+    )
+
+
+@check(
+    "bad_initialization",
+    requires=("model_summary",),
+    thresholds=("init_scale_low", "init_scale_high"),
+    remedies=("he_init", "xavier_init", "batch_norm"),
+    what="At the start of training, a hidden weight layer's standard deviation is below `init_scale_low` "
+    "or above `init_scale_high` times the He (ReLU family) or Xavier (others) scale for its fan-in, or "
+    "all its units are identical (symmetric). The output layer is exempt (zero-initialized heads are "
+    "fine), and so are embeddings and recurrent layers (their own conventions).",
+    why="Too small an init shrinks the signal layer after layer (nothing learns), too large explodes or "
+    "saturates it, and identical units receive identical gradients forever, so a layer of N units "
+    "behaves like one.",
+    evidence="per layer: initial std, the reference std, their ratio, identical units; gradient norms "
+    "at the first recorded step",
+)
+def check_bad_initialization(ctx: Context) -> Finding | None:
+    bad: list[dict[str, Any]] = []
+    for m in ctx.models:
+        layers = [
+            lay for lay in m.get("layers", []) if isinstance(lay.get("init"), dict) and not lay.get("norm")
+        ]
+        for lay in layers[:-1]:  # the output layer may start at zero
+            init = lay["init"]
+            kind = lay.get("activation_kind")
+            ref_name = "he_std" if kind in ("relu", "leaky") else "xavier_std"
+            ref = float(init.get(ref_name) or 0.0)
+            # the scale of the weights, symmetric or not: a constant init has std 0 but a real magnitude
+            std = max(float(init.get("std") or 0.0), float(init.get("mean_abs") or 0.0))
+            ratio = std / ref if ref > 0 else float("nan")
+            skip_scale = lay.get("recurrent") or lay.get("type") == "Embedding"
+            problems = []
+            if init.get("identical_units"):
+                problems.append("identical units")
+            if not skip_scale and np.isfinite(ratio):
+                if ratio < ctx.t.init_scale_low:
+                    problems.append("too small")
+                elif ratio > ctx.t.init_scale_high:
+                    problems.append("too large")
+            if problems:
+                bad.append(
+                    {
+                        "layer": lay["name"],
+                        "problems": problems,
+                        "std": std,
+                        "reference": ref_name.replace("_std", ""),
+                        "reference_std": ref,
+                        "ratio": ratio,
+                        "activation": lay.get("activation"),
+                    }
+                )
+    if not bad:
+        return None
+    # early signal: gradient norms of those layers at the first recorded step
+    ls = ctx.layer("grad_norm")
+    early: dict[str, float] = {}
+    if ls.values.size:
+        for b in bad:
+            if b["layer"] in ls.layers:
+                early[b["layer"]] = float(ls.values[0, ls.layers.index(b["layer"])])
+    zero_grad = [n for n, g in early.items() if g == 0.0]
+    first = bad[0]
+    desc = ", ".join(
+        f"{b['layer']} ({' and '.join(b['problems'])}: std {fmt(b['std'])} = {fmt(b['ratio'])}x {b['reference']})"
+        for b in bad[:4]
+    )
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    msg = (
+        f"{len(bad)} hidden layer(s) start badly: {desc}{more}; accepted range "
+        f"{fmt(ctx.t.init_scale_low)}x–{fmt(ctx.t.init_scale_high)}x the He/Xavier std"
+    )
+    if zero_grad:
+        msg += f"; {len(zero_grad)} of them had exactly zero gradient at the first step"
+    relu = any(b["reference"] == "he" for b in bad)
+    remedies = [
+        (
+            "he_init" if relu else "xavier_init",
+            "the scale that keeps signal variance constant through these layers",
+        ),
+        (
+            "xavier_init" if relu else "he_init",
+            "for layers that feed tanh/sigmoid" if relu else "for ReLU-family layers",
+        ),
+        ("batch_norm", "makes training far less sensitive to the initial scale"),
+    ]
+    margins = []
+    for b in bad:
+        if "identical units" in b["problems"]:
+            margins.append(2.0)
+        elif np.isfinite(b["ratio"]) and b["ratio"] > 0:
+            lim = ctx.t.init_scale_low if b["ratio"] < 1 else ctx.t.init_scale_high
+            margins.append(abs(np.log10(b["ratio"] / lim)))
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {"layers": bad, "grad_norm_first_step": early, "zero_gradient_layers": zero_grad},
+        remedies,
+        confidence(max(margins, default=0.5)),
+        step=0,
+        layer=first["layer"],
+    )

@@ -1,0 +1,229 @@
+"""What a check sees: the stored run, read once and cached, plus the thresholds and a finding builder.
+
+Checks never touch SQLite themselves; they ask the :class:`Context` for series, and build findings with
+:meth:`Context.finding`, which stamps the thresholds the check declared into the evidence so every finding
+reports the numbers it was judged against.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ..codes import PROBLEMS
+from ..findings import Finding, RemedySuggestion, Severity
+from ..settings import Thresholds
+from ..store.reader import LayerSeries, RunReader, Series
+from .registry import REQUIREMENTS, Check
+
+HELDOUT_PREFERENCE = ("val", "valid", "validation", "dev", "test", "holdout", "eval")
+GAN_D_NAMES = ("loss_d", "d_loss", "discriminator/loss", "loss/d", "lossD")
+GAN_G_NAMES = ("loss_g", "g_loss", "generator/loss", "loss/g", "lossG")
+DIVERSITY_NAMES = ("diversity", "g_diversity", "generator/diversity", "sample_diversity")
+
+
+def confidence(margin: float, evidence: float = 1.0) -> float:
+    """0.5 at the threshold, toward 0.95 as the relative ``margin`` grows; scaled by the amount of
+    ``evidence`` (0..1, e.g. epochs seen / epochs wanted)."""
+    m = 0.0 if not math.isfinite(margin) else max(0.0, margin)
+    base = 0.5 + 0.45 * math.tanh(2.0 * m)
+    return float(base * (0.6 + 0.4 * max(0.0, min(1.0, evidence))))
+
+
+class Context:
+    """Cached access to one run for the checks."""
+
+    def __init__(self, reader: RunReader, thresholds: Thresholds) -> None:
+        self.r = reader
+        self.t = thresholds
+        self.current: Check | None = None
+
+    # ---- building findings -----------------------------------------------------------------------
+    def finding(
+        self,
+        severity: Severity | str,
+        message: str,
+        evidence: dict[str, Any],
+        remedies: list[tuple[str, str]],
+        confidence: float,
+        *,
+        code: str | None = None,
+        step: int | None = None,
+        epoch: int | None = None,
+        layer: str | None = None,
+        split: str | None = None,
+    ) -> Finding:
+        chk = self.current
+        code = code or (chk.code if chk else "internal_error")
+        ev = dict(evidence)
+        if chk is not None and chk.thresholds:
+            ev["thresholds"] = {name: getattr(self.t, name) for name in chk.thresholds}
+        return Finding(
+            code=code,
+            severity=Severity.parse(severity),
+            title=PROBLEMS[code].title if code in PROBLEMS else code,
+            message=message,
+            evidence=ev,
+            remedies=[RemedySuggestion.of(c, why) for c, why in remedies],
+            confidence=confidence,
+            step=None if step is None else int(step),
+            epoch=None if epoch is None else int(epoch),
+            layer=layer,
+            split=split,
+            source="training",
+        )
+
+    # ---- requirements ----------------------------------------------------------------------------
+    def missing(self, req: str) -> str | None:
+        """``None`` when ``req`` is available, else why it is not."""
+        ok = {
+            "loss": lambda: self.loss is not None,
+            "grad_norm": lambda: self.grad_norm is not None,
+            "layer_grad_norm": lambda: self.layer("grad_norm").values.size > 0,
+            "activations": lambda: any(self.layer(s).values.size > 0 for s in ("act_dead", "act_saturated")),
+            "model_summary": lambda: bool(self.models),
+            "train_eval": lambda: self.train_split is not None,
+            "heldout_eval": lambda: self.heldout_split is not None,
+            "heldout_loss": lambda: (
+                self.heldout_split is not None and self.finite_eval(self.heldout_split, "loss").size > 0
+            ),
+            "confusion_matrix": lambda: (
+                self.judged_split is not None and self.r.confusion_matrix(self.judged_split) is not None
+            ),
+            "class_counts": lambda: self.class_counts(self.train_split or self.judged_split) is not None,
+            "gan_losses": lambda: self.gan_losses is not None,
+            "diversity": lambda: self.diversity is not None,
+        }[req]()
+        return None if ok else f"missing {REQUIREMENTS[req]}"
+
+    # ---- per-step signals ------------------------------------------------------------------------
+    def _first_scalar(self, candidates: list[str]) -> Series | None:
+        for name in candidates:
+            if self.r.has_scalar(name):
+                s = self.r.scalar(name)
+                if len(s):
+                    return s
+        return None
+
+    @cached_property
+    def loss_name(self) -> str | None:
+        names = self.r.scalar_names
+        if "loss" in names:
+            return "loss"
+        cands = [n for n in names if n.split("/")[-1] == "loss" or n.startswith("loss")]
+        return cands[0] if cands else None
+
+    @cached_property
+    def loss(self) -> Series | None:
+        return self._first_scalar([self.loss_name]) if self.loss_name else None
+
+    @cached_property
+    def grad_norm_names(self) -> list[str]:
+        return [n for n in self.r.scalar_names if n == "grad_norm" or n.endswith("/grad_norm")]
+
+    @cached_property
+    def grad_norm(self) -> Series | None:
+        return self._first_scalar(self.grad_norm_names)
+
+    def scalar(self, name: str) -> Series:
+        return self.r.scalar(name)
+
+    @cached_property
+    def gan_losses(self) -> tuple[tuple[str, Series], tuple[str, Series]] | None:
+        names = set(self.r.scalar_names)
+        d = next((n for n in GAN_D_NAMES if n in names), None)
+        g = next((n for n in GAN_G_NAMES if n in names), None)
+        if d is None or g is None:
+            return None
+        return (d, self.r.scalar(d)), (g, self.r.scalar(g))
+
+    @cached_property
+    def diversity(self) -> tuple[str, Series] | None:
+        names = set(self.r.scalar_names)
+        n = next((n for n in DIVERSITY_NAMES if n in names), None)
+        return (n, self.r.scalar(n)) if n else None
+
+    # ---- per-layer signals -----------------------------------------------------------------------
+    _layers: dict[str, LayerSeries]
+
+    def layer(self, stat: str) -> LayerSeries:
+        if not hasattr(self, "_layers"):
+            self._layers = {}
+        if stat not in self._layers:
+            self._layers[stat] = self.r.layer_stat(stat)
+        return self._layers[stat]
+
+    @cached_property
+    def models(self) -> list[dict[str, Any]]:
+        m = self.r.meta.get("models")
+        return [x for x in m if isinstance(x, dict)] if isinstance(m, list) else []
+
+    @cached_property
+    def layer_info(self) -> dict[str, dict[str, Any]]:
+        return {lay["name"]: lay for m in self.models for lay in m.get("layers", [])}
+
+    @cached_property
+    def total_params(self) -> int:
+        return int(sum(int(m.get("trainable_params", m.get("total_params", 0)) or 0) for m in self.models))
+
+    # ---- evaluations -----------------------------------------------------------------------------
+    @cached_property
+    def splits(self) -> list[str]:
+        return [s for s in self.r.splits if "accuracy" in self.r.eval_names(s)]
+
+    @cached_property
+    def train_split(self) -> str | None:
+        return "train" if "train" in self.splits else None
+
+    @cached_property
+    def heldout_split(self) -> str | None:
+        for name in HELDOUT_PREFERENCE:
+            if name in self.splits:
+                return name
+        others = [s for s in self.splits if s != "train"]
+        return others[0] if others else None
+
+    @cached_property
+    def judged_split(self) -> str | None:
+        """Where performance is judged: the held-out split, else train."""
+        return self.heldout_split or self.train_split
+
+    def eval(self, split: str, name: str) -> Series:
+        return self.r.eval_series(split, name)
+
+    def finite_eval(self, split: str, name: str) -> np.ndarray:
+        v = self.eval(split, name).values
+        return v[np.isfinite(v)]
+
+    def best_and_last_epoch(self, split: str) -> tuple[int, int]:
+        """The best epoch of ``split`` (lowest loss when recorded, else highest accuracy) and the last."""
+        acc = self.eval(split, "accuracy")
+        last = int(acc.steps[-1])
+        loss = self.eval(split, "loss")
+        if len(loss) and np.isfinite(loss.values).any():
+            return int(
+                loss.steps[int(np.nanargmin(np.where(np.isfinite(loss.values), loss.values, np.nan)))]
+            ), last
+        return int(acc.steps[int(np.nanargmax(acc.values))]), last
+
+    def value_at(self, split: str, name: str, epoch: int) -> float:
+        s = self.eval(split, name)
+        idx = np.flatnonzero(s.steps == epoch)
+        return float(s.values[idx[-1]]) if idx.size else float("nan")
+
+    def class_counts(self, split: str | None) -> np.ndarray | None:
+        if split is None:
+            return None
+        meta = self.r.meta.get(f"split/{split}")
+        if isinstance(meta, dict) and meta.get("class_counts"):
+            return np.asarray(meta["class_counts"], dtype=np.int64)
+        cm = self.r.confusion_matrix(split)
+        return None if cm is None else cm.sum(axis=1)
+
+    @cached_property
+    def diverged(self) -> bool:
+        """The training loss went non-finite: later verdicts about fit describe a broken model."""
+        return self.loss is not None and not bool(np.isfinite(self.loss.values).all())

@@ -1,0 +1,407 @@
+"""Fit checks: overfitting, underfitting, train/test mismatch, inefficient learning (stalled, slow, oscillating)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..findings import Finding, Severity
+from ._stats import confusion_pattern, fmt, window_means
+from .context import Context, confidence
+from .registry import check
+
+_METRIC_NAME = {"accuracy": "accuracy", "recall_macro": "balanced accuracy"}
+
+
+def _last_mean(v: np.ndarray, k: int = 2) -> float:
+    v = v[np.isfinite(v)]
+    return float(v[-k:].mean()) if v.size else float("nan")
+
+
+@check(
+    "overfitting",
+    requires=("train_eval", "heldout_eval"),
+    thresholds=("overfit_val_loss_rise", "overfit_gap", "underfit_train_accuracy"),
+    remedies=(
+        "early_stopping",
+        "restore_best_checkpoint",
+        "add_dropout",
+        "weight_decay",
+        "data_augmentation",
+        "more_data",
+        "smaller_model",
+    ),
+    what="Held-out loss ends at least `overfit_val_loss_rise` (relative) above its best epoch while the "
+    "training loss kept falling, or training balanced accuracy (macro recall; accuracy when not recorded; "
+    "≥ `underfit_train_accuracy`) ends at least `overfit_gap` above the held-out one (mean of the last two "
+    "epochs). Balanced accuracy keeps a class-prior shift between the splits from looking like overfitting.",
+    why="The model memorizes the training samples instead of the pattern: held-out performance gets "
+    "worse the longer it trains, and the final weights are worse than an earlier epoch's.",
+    evidence="best held-out epoch and loss, rise since, train loss change since, train/held-out accuracy gap",
+)
+def check_overfitting(ctx: Context) -> Finding | None:
+    tr, ho = ctx.train_split, ctx.heldout_split
+    assert tr is not None and ho is not None
+    t = ctx.t
+    # balanced accuracy (macro recall) when recorded: a class-prior shift between the splits is not overfitting
+    metric = (
+        "recall_macro"
+        if len(ctx.eval(tr, "recall_macro")) and len(ctx.eval(ho, "recall_macro"))
+        else "accuracy"
+    )
+    acc_tr = _last_mean(ctx.eval(tr, metric).values)
+    acc_ho = _last_mean(ctx.eval(ho, metric).values)
+    gap = acc_tr - acc_ho
+    gap_hit = acc_tr >= t.underfit_train_accuracy and gap >= t.overfit_gap
+    vl, tl = ctx.eval(ho, "loss"), ctx.eval(tr, "loss")
+    rise_hit, rise, best_epoch, best_loss, train_drop = False, float("nan"), None, float("nan"), float("nan")
+    if len(vl) >= 3 and np.isfinite(vl.values).all():
+        b = int(np.argmin(vl.values))
+        best_epoch, best_loss = int(vl.steps[b]), float(vl.values[b])
+        rise = float(vl.values[-1] / best_loss - 1.0) if best_loss > 0 else float("nan")
+        if len(tl) == len(vl) and np.isfinite(tl.values).all():
+            train_drop = float(tl.values[b] - tl.values[-1])
+        elif ctx.loss is not None:
+            train_drop = 0.0
+        rise_hit = b <= len(vl) - 3 and rise >= t.overfit_val_loss_rise and train_drop > 0
+    if not (gap_hit or rise_hit):
+        return None
+    parts = []
+    if rise_hit:
+        parts.append(
+            f"{ho} loss rose {rise:.0%} above its best ({fmt(best_loss)} at epoch {best_epoch}; threshold "
+            f"{t.overfit_val_loss_rise:.0%}) while the training loss kept falling"
+        )
+    if gap_hit:
+        parts.append(
+            f"train {_METRIC_NAME[metric]} {acc_tr:.1%} is {gap:.1%} above {ho} {_METRIC_NAME[metric]} {acc_ho:.1%} "
+            f"(threshold {t.overfit_gap:.0%})"
+        )
+    margin = max(
+        (rise / t.overfit_val_loss_rise - 1.0) if rise_hit else 0.0,
+        (gap / t.overfit_gap - 1.0) if gap_hit else 0.0,
+    )
+    n_train = ctx.class_counts(tr)
+    small = n_train is not None and float(np.median(n_train)) < t.min_samples_per_class
+    remedies = []
+    if rise_hit:
+        remedies += [
+            ("early_stopping", f"{ho} loss was best at epoch {best_epoch}; stop there"),
+            (
+                "restore_best_checkpoint",
+                f"the weights of epoch {best_epoch} generalize better than the last ones",
+            ),
+        ]
+    if small:
+        remedies += [
+            ("more_data", "the training set is small"),
+            ("data_augmentation", "more varied samples for free"),
+        ]
+    remedies += [
+        ("add_dropout", "makes memorizing single samples harder"),
+        ("weight_decay", "keeps weights small, favouring simpler functions"),
+    ]
+    if not small:
+        remedies += [("data_augmentation", "more varied samples for free")]
+    remedies += [("smaller_model", "less capacity to memorize")]
+    n_ep = len(ctx.eval(ho, "accuracy"))
+    return ctx.finding(
+        Severity.WARNING,
+        "; ".join(parts),
+        {
+            "split": ho,
+            "best_epoch": best_epoch,
+            "best_loss": best_loss,
+            "val_loss_rise": rise,
+            "train_loss_drop_since_best": train_drop,
+            "train_accuracy": acc_tr,
+            "heldout_accuracy": acc_ho,
+            "accuracy_gap": gap,
+            "gap_metric": metric,
+            "rule": [r for r, hit in (("val_loss_rise", rise_hit), ("accuracy_gap", gap_hit)) if hit],
+        },
+        remedies,
+        confidence(margin + (0.5 if rise_hit and gap_hit else 0.0), min(1.0, n_ep / 5)),
+        epoch=best_epoch,
+        split=ho,
+    )
+
+
+@check(
+    "underfitting",
+    requires=("train_eval",),
+    thresholds=("underfit_train_accuracy", "mismatch_gap"),
+    remedies=(
+        "train_longer",
+        "raise_learning_rate",
+        "larger_model",
+        "switch_optimizer",
+        "he_init",
+        "batch_norm",
+    ),
+    what="Training accuracy (mean of the last two epochs, and never above the threshold in any epoch) stays "
+    "below `underfit_train_accuracy`. Not raised when held-out accuracy is `mismatch_gap` above training "
+    "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
+    why="A model that cannot fit its own training data will not do well anywhere; more regularization "
+    "would make it worse.",
+    evidence="final and best training accuracy, training loss vs. the chance-level loss ln(C), the loss "
+    "trend over the last epochs, the confusion-matrix pattern of the training split",
+)
+def check_underfitting(ctx: Context) -> Finding | None:
+    tr = ctx.train_split
+    assert tr is not None
+    t = ctx.t
+    acc = ctx.eval(tr, "accuracy").values
+    final, best = _last_mean(acc), float(np.nanmax(acc)) if np.isfinite(acc).any() else float("nan")
+    if not (best < t.underfit_train_accuracy):
+        return None
+    if ctx.diverged:
+        return None
+    ho = ctx.heldout_split
+    acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
+    if ho and acc_ho - final >= t.mismatch_gap:
+        return None
+    cm = ctx.r.confusion_matrix(tr)
+    pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
+    tl = ctx.eval(tr, "loss").values
+    c = cm.shape[0] if cm is not None else 0
+    chance = math.log(c) if c > 1 else float("nan")
+    still_falling = bool(len(tl) >= 3 and np.isfinite(tl[-3:]).all() and tl[-1] < tl[-3] * 0.97)
+    msg = f"training accuracy ends at {final:.1%} (best {best:.1%}), below {t.underfit_train_accuracy:.0%}"
+    if len(tl) and np.isfinite(tl[-1]) and np.isfinite(chance):
+        msg += f"; training loss {fmt(float(tl[-1]))} vs. chance level {fmt(chance)}"
+    msg += f"; predictions are {pattern['pattern']}"
+    if still_falling:
+        msg += "; the loss is still falling"
+    remedies = (
+        [
+            ("train_longer", "the loss was still falling when training stopped"),
+            ("raise_learning_rate", "reach the minimum in fewer epochs"),
+        ]
+        if still_falling
+        else [
+            ("larger_model", "more capacity to fit the training data"),
+            ("raise_learning_rate", "a too-small step stalls early"),
+        ]
+    )
+    remedies += [
+        ("switch_optimizer", "Adam adapts the step size per parameter"),
+        ("he_init", "a proper initial scale lets every layer learn from the start"),
+        ("batch_norm", "eases optimization of deeper models"),
+    ]
+    if not still_falling:
+        remedies.insert(2, ("train_longer", "give it more epochs once it learns"))
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "split": tr,
+            "train_accuracy": final,
+            "best_train_accuracy": best,
+            "train_loss": float(tl[-1]) if len(tl) else None,
+            "chance_loss": chance,
+            "loss_still_falling": still_falling,
+            "confusion": pattern,
+        },
+        remedies,
+        confidence((t.underfit_train_accuracy - best) / 0.2, min(1.0, len(acc) / 5)),
+        epoch=int(ctx.eval(tr, "accuracy").steps[-1]),
+        split=tr,
+    )
+
+
+@check(
+    "train_test_mismatch",
+    requires=("train_eval", "heldout_eval"),
+    thresholds=("mismatch_gap",),
+    remedies=("fix_labels", "normalize_inputs", "more_data", "data_augmentation"),
+    what="Held-out accuracy is at least `mismatch_gap` above training accuracy, both at the last epoch and "
+    "averaged over the last three epochs (accuracies measured in eval mode).",
+    why="A model should not do clearly better on data it never saw: the splits differ (noisier or "
+    "corrupted training labels/inputs, a different distribution, or a bug in the pipeline).",
+    evidence="accuracy per split, the gap, class distributions of the splits (total-variation distance)",
+)
+def check_train_test_mismatch(ctx: Context) -> Finding | None:
+    tr, ho = ctx.train_split, ctx.heldout_split
+    assert tr is not None and ho is not None
+    a_tr, a_ho = ctx.eval(tr, "accuracy").values, ctx.eval(ho, "accuracy").values
+    n = min(len(a_tr), len(a_ho), 3)
+    if n == 0:
+        return None
+    gap_last = float(a_ho[-1] - a_tr[-1])
+    gap_mean = float(np.nanmean(a_ho[-n:]) - np.nanmean(a_tr[-n:]))
+    thr = ctx.t.mismatch_gap
+    if not (gap_last >= thr and gap_mean >= thr):
+        return None
+    ev: dict[str, object] = {
+        "train_accuracy": float(a_tr[-1]),
+        "heldout_accuracy": float(a_ho[-1]),
+        "gap": gap_last,
+        "gap_mean_last_epochs": gap_mean,
+        "split": ho,
+    }
+    c_tr, c_ho = ctx.class_counts(tr), ctx.class_counts(ho)
+    tv = float("nan")
+    if c_tr is not None and c_ho is not None and len(c_tr) == len(c_ho) and c_tr.sum() and c_ho.sum():
+        tv = float(0.5 * np.abs(c_tr / c_tr.sum() - c_ho / c_ho.sum()).sum())
+        ev["class_distribution_tv"] = tv
+    msg = f"{ho} accuracy {a_ho[-1]:.1%} is {gap_last:.1%} above train accuracy {a_tr[-1]:.1%} (threshold {thr:.0%})"
+    if np.isfinite(tv):
+        msg += f"; class distributions differ by {tv:.0%} (total variation)"
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        ev,
+        [
+            ("fix_labels", "noisy training labels lower training accuracy but not held-out accuracy"),
+            ("normalize_inputs", "make sure both splits go through the same preprocessing"),
+            ("more_data", "collect training data from the distribution the model is evaluated on"),
+            (
+                "data_augmentation",
+                "if augmentation is too strong, it makes the training split harder than the world",
+            ),
+        ],
+        confidence(min(gap_last, gap_mean) / thr - 1.0, min(1.0, n / 3)),
+        epoch=int(ctx.eval(ho, "accuracy").steps[-1]),
+        split=ho,
+    )
+
+
+def _oscillation(m: np.ndarray) -> tuple[float, float]:
+    """Share of sign changes between consecutive differences, and path efficiency |net| / total variation."""
+    d = np.diff(m)
+    if len(d) < 3:
+        return 0.0, 1.0
+    sc = float(np.mean(np.sign(d[1:]) != np.sign(d[:-1])))
+    tv = float(np.abs(d).sum())
+    eff = float(abs(m[-1] - m[0]) / tv) if tv > 0 else 1.0
+    return sc, eff
+
+
+@check(
+    "inefficient_learning",
+    requires=("loss",),
+    thresholds=(
+        "plateau_rel_improvement",
+        "stall_loss_fraction",
+        "slow_update_ratio",
+        "oscillation_ratio",
+        "oscillation_efficiency",
+        "oscillation_amplitude",
+    ),
+    remedies=(
+        "raise_learning_rate",
+        "lower_learning_rate",
+        "lr_schedule",
+        "add_momentum",
+        "switch_optimizer",
+        "batch_norm",
+    ),
+    what="On 20 windows of the per-step loss: *stalled/slow* when the loss ends above `stall_loss_fraction` of "
+    "where it started and either the last three tenths of training each improved less than "
+    "`plateau_rel_improvement`, or the median update/weight ratio is below `slow_update_ratio`; "
+    "*oscillating* when, besides ending above `stall_loss_fraction`, at least `oscillation_ratio` of "
+    "consecutive window-to-window changes flip sign, the net change is below `oscillation_efficiency` of the "
+    "total variation, and the per-step loss swings (std/mean within windows, second half) by at least "
+    "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation.",
+    why="Training time is wasted: a stalled or crawling loss means the step size or the optimizer does not "
+    "suit the problem; a loss that swings up and down means steps overshoot.",
+    evidence="window means of the loss, relative improvement per tenth, update/weight ratio, share of sign "
+    "changes, path efficiency",
+)
+def check_inefficient_learning(ctx: Context) -> Finding | None:
+    assert ctx.loss is not None
+    if ctx.diverged:
+        return None
+    t = ctx.t
+    x = ctx.loss.values
+    if len(x) < 40:
+        return None
+    m20 = window_means(x, 20)
+    m10 = window_means(x, 10)
+    start, end = float(m20[0]), float(m20[-1])
+    frac = end / start if start > 0 else float("nan")
+    rel = (m10[:-1] - m10[1:]) / np.maximum(np.abs(m10[:-1]), 1e-12)
+    plateau = bool((rel[-3:] < t.plateau_rel_improvement).all())
+    ur = ctx.layer("update_ratio")
+    upd = (
+        float(np.nanmedian(ur.values[:, _finite_cols(ur.values)]))
+        if ur.values.size and _finite_cols(ur.values).any()
+        else float("nan")
+    )
+    slow_updates = np.isfinite(upd) and upd < t.slow_update_ratio
+    sc, eff = _oscillation(m20)
+    halves = np.array_split(x, 20)[10:]
+    swing = float(np.median([h.std() / max(abs(h.mean()), 1e-12) for h in halves if len(h) > 1] or [0.0]))
+    oscillating = (
+        sc >= t.oscillation_ratio
+        and eff < t.oscillation_efficiency
+        and frac > t.stall_loss_fraction
+        and swing >= t.oscillation_amplitude
+    )
+    not_learned = np.isfinite(frac) and frac > t.stall_loss_fraction
+    stalled = not_learned and (plateau or slow_updates)
+    if not (stalled or oscillating):
+        return None
+    ev = {
+        "loss_start": start,
+        "loss_end": end,
+        "loss_end_fraction": frac,
+        "improvement_last_tenths": [float(r) for r in rel[-3:]],
+        "median_update_ratio": upd,
+        "sign_change_share": sc,
+        "path_efficiency": eff,
+        "swing": swing,
+        "window_means": [float(v) for v in m20],
+    }
+    if oscillating:
+        msg = (
+            f"the loss oscillates: {sc:.0%} of window-to-window changes flip sign (threshold "
+            f"{t.oscillation_ratio:.0%}) and the net change is {eff:.0%} of the total movement (threshold "
+            f"{t.oscillation_efficiency:.0%}); per-step swings are {swing:.0%} of the loss (threshold "
+            f"{t.oscillation_amplitude:.0%}) and it ends at {frac:.0%} of its start"
+        )
+        remedies = [
+            ("lower_learning_rate", "steps overshoot the minimum"),
+            ("lr_schedule", "decay the step size as training settles"),
+            ("add_momentum", "averages out the back-and-forth"),
+            ("batch_norm", "smooths the loss surface"),
+        ]
+        ev["kind"] = "oscillating"
+        margin = min(sc / t.oscillation_ratio - 1.0, 1.0 - eff / t.oscillation_efficiency) * 3
+    else:
+        why = []
+        if plateau:
+            why.append(
+                f"the last three tenths of training each improved it less than {t.plateau_rel_improvement:.0%}"
+            )
+        if slow_updates:
+            why.append(f"updates are {fmt(upd)} of the weights (threshold {fmt(t.slow_update_ratio)})")
+        msg = (
+            f"learning stalled: the loss ends at {frac:.0%} of its start ({fmt(start)} → {fmt(end)}, threshold "
+            f"{t.stall_loss_fraction:.0%}); " + " and ".join(why)
+        )
+        remedies = [
+            ("raise_learning_rate", "the steps are too small to make progress"),
+            ("switch_optimizer", "Adam adapts the step size per parameter"),
+            ("add_momentum", "momentum carries SGD across flat regions"),
+            ("lr_schedule", "warm up, then decay on plateaus"),
+            ("batch_norm", "better-conditioned layers learn faster"),
+        ]
+        if slow_updates:
+            remedies.insert(0, remedies.pop(0))
+        ev["kind"] = "stalled" if plateau else "slow"
+        margin = (frac - t.stall_loss_fraction) / (1 - t.stall_loss_fraction) * 2
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        ev,
+        remedies,
+        confidence(margin, min(1.0, len(x) / 200)),
+        step=int(ctx.loss.steps[len(x) * 7 // 10]) if not oscillating else int(ctx.loss.steps[0]),
+    )
+
+
+def _finite_cols(v: np.ndarray) -> np.ndarray:
+    return np.isfinite(v).any(axis=0) & (np.nan_to_num(v, nan=0.0) > 0).any(axis=0)

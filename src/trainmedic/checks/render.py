@@ -1,0 +1,71 @@
+"""A terminal summary of a :class:`~trainmedic.findings.Diagnosis` (rich), reusable by other commands."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..findings import Diagnosis, Finding, Severity
+
+STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "green"}
+
+
+def _where(f: Finding) -> str:
+    parts = []
+    if f.split:
+        parts.append(f.split)
+    if f.epoch is not None:
+        parts.append(f"epoch {f.epoch}")
+    if f.step is not None:
+        parts.append(f"step {f.step}")
+    if f.layer:
+        parts.append(f.layer)
+    return ", ".join(parts)
+
+
+def render_diagnosis(
+    diagnosis: Diagnosis, console: Console | None = None, *, show_skipped: bool = True, max_remedies: int = 3
+) -> None:
+    """Print the diagnosis: one panel per finding (worst first), then what was skipped and why."""
+    console = console or Console()
+    sig = diagnosis.signals or {}
+    head = f"[bold]{diagnosis.run or 'run'}[/]"
+    if sig.get("steps") is not None:
+        head += f"  {sig.get('steps')} steps, {sig.get('epochs', 0)} epochs"
+    if sig.get("judged_split"):
+        head += f", judged on [bold]{sig['judged_split']}[/]"
+    console.print(head)
+    if diagnosis.healthy:
+        console.print("[bold green]healthy[/]: no warnings or errors")
+    for f in diagnosis.findings:
+        style = STYLE[f.severity]
+        body = Text()
+        body.append(f.message + "\n")
+        where = _where(f)
+        if where:
+            body.append(f"where: {where}\n", style="dim")
+        body.append(f"confidence {f.confidence:.0%}, source {f.source}\n", style="dim")
+        for i, r in enumerate(f.remedies[:max_remedies], 1):
+            auto = " (auto)" if r.auto else ""
+            body.append(f"  {i}. {r.title}{auto}", style="bold")
+            body.append(f" [{r.code}]" + (f" — {r.why}" if r.why else "") + "\n")
+        console.print(
+            Panel(
+                body,
+                title=f"[{style}]{f.severity.value.upper()}[/] {f.code}: {f.title}",
+                title_align="left",
+                border_style=style,
+            )
+        )
+    if show_skipped and diagnosis.skipped:
+        t = Table(title="skipped checks", show_header=True, header_style="dim", box=None)
+        t.add_column("check")
+        t.add_column("reason", style="dim")
+        for s in diagnosis.skipped:
+            t.add_row(s.code, s.reason)
+        console.print(t)
+    n_err = sum(f.severity is Severity.ERROR for f in diagnosis.findings)
+    n_warn = sum(f.severity is Severity.WARNING for f in diagnosis.findings)
+    console.print(f"{n_err} error(s), {n_warn} warning(s), {len(diagnosis.findings) - n_err - n_warn} info")
