@@ -50,6 +50,17 @@ def _register_all() -> None:
 _register_all()
 
 
+@app.command("demo")
+def demo(
+    out: str = typer.Option("trainmedic-demo", "--out", "-o", help="Directory for the runs, the model and the report."),
+    budget: int = typer.Option(5, help="Training runs autofix may spend, the faulty baseline included."),
+) -> None:
+    """Train a faulty model on bundled data, diagnose it, fix it, and write the report."""
+    from .demo import run_demo
+
+    run_demo(out, budget=budget)
+
+
 @app.command("version")
 def version() -> None:
     """Print the trainmedic version."""
