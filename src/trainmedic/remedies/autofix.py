@@ -456,7 +456,9 @@ def autofix(
         index: int, cfg: dict[str, Any]
     ) -> tuple[nn.Module | None, Path, str | None, str | None, float]:
         from ..live import TrainingProblemError
-        from ..watch import Run
+        from .fit import _public_watch
+
+        Run, _ = _public_watch()
 
         run_dir = root / f"trial-{index:02d}"
         run = Run(
@@ -485,7 +487,7 @@ def autofix(
         except TrainingProblemError as e:
             stop = f"aborted: {e.finding.message}"
         except Exception as e:
-            if index == 0:
+            if index == 0 and run.step == 0:  # the code is broken, not the training: nothing to diagnose
                 run.close(status="failed")
                 raise
             error = f"{type(e).__name__}: {e}"
@@ -511,10 +513,10 @@ def autofix(
 
     # baseline
     cfg0 = dict(config)
-    model, rd, _, stop, secs = train_once(0, cfg0)
+    model, rd, err0, stop, secs = train_once(0, cfg0)
     value = run_metric(rd, metric)
     diag = _diagnose(rd, th, diagnose)
-    trials = [Trial(0, None, None, {}, None, value, True, [], sorted(diag.codes), secs, str(rd), None, stop)]
+    trials = [Trial(0, None, None, {}, None, value, True, [], sorted(diag.codes), secs, str(rd), err0, stop)]
     best = _Best(cfg0, model, value, diag, rd, 0)
     best_time = time.perf_counter() - t_start
     save_best(model, cfg0, 0, value)
@@ -565,7 +567,7 @@ def autofix(
         index = len(trials)
         model, rd, error, stop, secs = train_once(index, cfg)
         value = None if error else run_metric(rd, metric)
-        diag = _diagnose(rd, th, diagnose) if error is None else Diagnosis(str(rd))
+        diag = _diagnose(rd, th, diagnose)
         codes_before, codes_after = sorted(best.diag.codes), sorted(diag.codes)
         kept = error is None and (
             _better(value, best.value, mode, min_gain)
@@ -630,6 +632,7 @@ def _pick(
             votes[r.code] = votes.get(r.code, 0.0) + v
             if v > why.get(r.code, (0.0, ""))[0]:
                 why[r.code] = (v, f.code)
+    _config_prior(cfg, votes)
     for code in sorted(votes, key=lambda c: -votes[c]):
         if code in tried or code not in rules:
             continue
@@ -640,6 +643,28 @@ def _pick(
             continue
         return why[code][1], code, change
     return None
+
+
+# A learning rate far outside the usual range of its optimizer is the likeliest root cause of what it
+# produces (dead units, oscillation, NaN); such a config moves the lr remedy to the front, if a finding voted it.
+LR_RANGE: dict[str, tuple[float, float]] = {
+    "sgd": (1e-3, 0.5),
+    "rmsprop": (1e-5, 0.02),
+    "adam": (1e-5, 0.02),
+    "adamw": (1e-5, 0.02),
+}
+
+
+def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float]) -> None:
+    lr = cfg.get("lr")
+    low_high = LR_RANGE.get(str(cfg.get("optimizer", "adam")))
+    if not isinstance(lr, (int, float)) or low_high is None or not votes:
+        return
+    top = max(votes.values())
+    if lr > low_high[1] and "lower_learning_rate" in votes:
+        votes["lower_learning_rate"] += top
+    elif lr < low_high[0] and "raise_learning_rate" in votes:
+        votes["raise_learning_rate"] += top
 
 
 def _record_in_run(run_dir: Path, data: dict[str, Any]) -> None:

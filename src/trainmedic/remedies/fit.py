@@ -307,6 +307,23 @@ def _apply_optimizer_config(
         set_weight_decay(opt, float(cfg.weight_decay))
 
 
+def _public_watch() -> tuple[Any, Any]:
+    """``Run`` and ``watch`` from ``trainmedic.watch``, keeping ``tm.watch`` the function.
+
+    Importing the submodule ``trainmedic.watch`` for the first time makes Python set the package attribute
+    ``watch`` to the module, shadowing the lazily exported function; put the function back.
+    """
+    import sys
+    import types
+
+    from ..watch import Run, watch
+
+    pkg = sys.modules[__name__.split(".")[0]]
+    if isinstance(pkg.__dict__.get("watch"), types.ModuleType):
+        pkg.__dict__["watch"] = watch
+    return Run, watch
+
+
 def _seed_all(seed: int) -> None:
     import random
 
@@ -351,10 +368,10 @@ def fit(
     validation loss stops improving and restores the best weights. ``checkpoint_dir`` receives ``last.pt``
     every epoch and ``best.pt`` at each new best, atomically, with optimizer and RNG state.
     """
-    from ..watch import Run, watch
     from .checkpoint import EarlyStopping, save_checkpoint
     from .treatment import make_treatment
 
+    Run, watch = _public_watch()
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TrainmedicError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
@@ -520,7 +537,7 @@ def fit(
                 if batches:
                     res, lv = _evaluate(run, split, model, batches, eval_loss, dev)
                     row[f"{split}_loss"] = lv
-                    row[f"{split}_accuracy"] = res["scalars"].get("accuracy")
+                    row[f"{split}_accuracy"] = res["scalars"].get("accuracy") if res is not None else None
             row["lr"] = float(optimizer.param_groups[0]["lr"])
             result.history.append(row)
             result.epochs_run = epoch + 1
@@ -580,7 +597,7 @@ def _evaluate(
     batches: list[tuple[Any, Any]],
     loss_fn: Callable[..., torch.Tensor],
     dev: torch.device,
-) -> tuple[dict[str, Any], float]:
+) -> tuple[dict[str, Any] | None, float]:
     was = model.training
     model.eval()
     outs, ys = [], []
@@ -591,6 +608,8 @@ def _evaluate(
     model.train(was)
     out, y = torch.cat(outs), torch.cat(ys)
     lv = float(loss_fn(out, y))
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        return None, lv  # NaN scores cannot be evaluated; the caller stops training
     return run.evaluate(split, y, out, loss=lv), lv
 
 

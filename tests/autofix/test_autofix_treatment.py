@@ -1,0 +1,128 @@
+"""Live treatment on real runs: a NaN/explosion is skipped and training goes on; overfitting stops and restores."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+import trainmedic as tm
+from trainmedic.remedies.treatment import Treatment
+
+
+def _digits(n_train: int, n_val: int = 400) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, y = load_digits(return_X_y=True)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(y), generator=g)
+    X = torch.tensor(x / 16.0, dtype=torch.float32)[idx]
+    Y = torch.tensor(y)[idx]
+    return X[:n_train], Y[:n_train], X[-n_val:], Y[-n_val:]
+
+
+def _loop(run_dir, treat, lr_at_epoch, epochs, n_train, width=64, lr=0.1, opt="sgd"):  # type: ignore[no-untyped-def]
+    xtr, ytr, xva, yva = _digits(n_train)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+    optimizer = (
+        torch.optim.SGD(model.parameters(), lr=lr)
+        if opt == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=lr)
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    run = tm.watch(model, optimizer, run_dir=run_dir, overwrite=True, quiet=True, treat=treat)
+    last_epoch = -1
+    for epoch in range(epochs):
+        if epoch in lr_at_epoch:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at_epoch[epoch]
+        for i in range(0, len(ytr), 64):
+            optimizer.zero_grad()
+            loss = loss_fn(model(xtr[i : i + 64]), ytr[i : i + 64])
+            loss.backward()
+            optimizer.step()
+            run.log(loss=loss)
+            if run.control.should_stop:
+                break
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            break  # NaN outputs cannot be scored
+        with torch.no_grad():
+            run.evaluate("train", ytr, model(xtr), loss=loss_fn(model(xtr), ytr))
+            run.evaluate("val", yva, model(xva), loss=loss_fn(model(xva), yva))
+        last_epoch = epoch
+        if run.control.should_stop:
+            break
+    run.close()
+    with torch.no_grad():
+        val_loss = float(loss_fn(model(xva), yva))
+    return model, run, last_epoch, val_loss
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_nonfinite_update_is_skipped_and_training_continues(tmp_path):  # type: ignore[no-untyped-def]
+    # an absurd learning rate from epoch 2 on: the very next gradients overflow
+    untreated, _, _, _ = _loop(tmp_path / "raw", None, {2: 1e30}, 4, 600, lr=1e-2, opt="adam")
+    assert not _finite(untreated)  # the provocation is real
+
+    model, run, last_epoch, val_loss = _loop(
+        tmp_path / "treated", "safe", {2: 1e30}, 4, 600, lr=1e-2, opt="adam"
+    )
+    assert _finite(model) and math.isfinite(val_loss)
+    actions = [e["data"] for e in tm.open_run(tmp_path / "treated").events("treatment")]
+    assert actions and actions[0]["action"] == "skip_update"
+    assert actions[0]["cause"] in ("nonfinite", "explosion")
+    assert actions[0]["lr_after"][0] < actions[0]["lr_before"][0]  # the lr was lowered
+    assert "threshold_explode_ratio" in actions[0]
+    if run.control.should_stop:  # retries ran out: the best weights were put back
+        assert "bad updates skipped" in (run.control.stop_reason or "")
+    else:
+        assert last_epoch == 3  # it trained on to the end
+    before = tm.open_run(tmp_path / "treated").eval_series("val", "loss").values[:2]
+    assert val_loss <= float(before.min()) + 1e-6  # no worse than the best weights before the blow-up
+    assert val_loss < 1.0  # a useful model (chance level is 2.3)
+
+
+def test_spike_in_gradient_is_skipped_but_healthy_run_is_untouched(tmp_path):  # type: ignore[no-untyped-def]
+    _, run, last_epoch, _ = _loop(tmp_path / "healthy", "safe", {}, 3, 600)
+    assert last_epoch == 2 and not run.control.should_stop
+    assert tm.open_run(tmp_path / "healthy").events("treatment") == []
+
+
+def test_overfitting_stops_and_restores_best_weights(tmp_path):  # type: ignore[no-untyped-def]
+    treat = Treatment(overfit_patience=3, reduce_on_plateau=False)
+    model, run, last_epoch, val_loss = _loop(
+        tmp_path / "overfit", treat, {}, 40, 30, width=256, lr=1e-2, opt="adam"
+    )
+    assert run.control.should_stop and (run.control.stop_reason or "").startswith("overfitting")
+    assert last_epoch < 39
+    r = tm.open_run(tmp_path / "overfit")
+    vl = r.eval_series("val", "loss")
+    best = int(vl.steps[vl.values.argmin()])
+    assert run.control.restored_epoch == best == treat.best_epoch
+    assert abs(val_loss - float(vl.values.min())) < 1e-5  # the model now is the best epoch's model
+    assert val_loss < float(vl.values[-1])  # and better than where training was stopped
+    ev = r.events("treatment")[-1]["data"]
+    assert (
+        ev["action"] == "stop_restore_best"
+        and ev["threshold_overfit_val_loss_rise"] == run.thresholds.overfit_val_loss_rise
+    )
+
+
+def test_plateau_lowers_learning_rate(tmp_path):  # type: ignore[no-untyped-def]
+    treat = Treatment(stop_on_overfitting=False, plateau_patience=2, max_lr_reductions=1)
+    _, run, _, _ = _loop(tmp_path / "plateau", treat, {}, 60, 30, width=256, lr=3e-2, opt="adam")
+    events = [e["data"] for e in tm.open_run(tmp_path / "plateau").events("treatment")]
+    lowered = [e for e in events if e["action"] == "lower_lr"]
+    assert len(lowered) == 1 and treat.lr_reductions == 1
+    assert abs(run.optimizers["optimizer"].param_groups[0]["lr"] - 3e-3) < 1e-12
+
+
+def test_treat_rejects_unknown_mode(tmp_path):  # type: ignore[no-untyped-def]
+    import pytest
+
+    with pytest.raises(tm.TrainmedicError, match="`treat` must be"):
+        tm.watch(run_dir=tmp_path / "x", treat="aggressive")
