@@ -37,7 +37,9 @@ def _assert_offline(html: str) -> None:
     urls = set(re.findall(r"https?://[^\s\"'<>)]+", html))
     assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
     # Links are in-page anchors or inline data (heatmap rasters); url() only points at in-SVG clip paths.
-    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#|data:image/png;base64,)""", html), "external src/href"
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#|data:image/png;base64,)""", html), (
+        "external src/href"
+    )
     assert "@import" not in html and not re.search(r"url\((?!#)", html)
 
 
