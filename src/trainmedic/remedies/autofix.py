@@ -395,7 +395,7 @@ def autofix(
     budget: int = 8,
     metric: str = "val_accuracy",
     run_root: str | os.PathLike[str] | None = None,
-    tolerance: float = 0.005,
+    tolerance: float = 0.02,
     *,
     seconds: float | None = None,
     min_gain: float = 0.0,
