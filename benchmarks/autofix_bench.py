@@ -22,7 +22,20 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("exploding", "nonfinite", "vanishing", "dead_relu", "saturated", "init_", "overfit", "insufficient", "underfit", "imbalance", "oscillating", "stalled")
+FAMILIES = (
+    "exploding",
+    "nonfinite",
+    "vanishing",
+    "dead_relu",
+    "saturated",
+    "init_",
+    "overfit",
+    "insufficient",
+    "underfit",
+    "imbalance",
+    "oscillating",
+    "stalled",
+)
 DATA_KEYS = ("dataset", "data", "arch", "depth", "epochs")  # the setup; the rest are the faulty knobs
 
 
@@ -65,7 +78,14 @@ def main() -> None:
             run.close()
         ref_secs = time.perf_counter() - t0
         ref = run_metric(root / name / "counterpart") or 0.0
-        res = autofix(train_fn, sc.config, budget=args.budget, run_root=root / name / "autofix", defaults=DEFAULTS, tolerance=args.tolerance)
+        res = autofix(
+            train_fn,
+            sc.config,
+            budget=args.budget,
+            run_root=root / name / "autofix",
+            defaults=DEFAULTS,
+            tolerance=args.tolerance,
+        )
         best = res.best_metric or 0.0
         fixed = res.healthy and best >= ref - args.tolerance
         rows.append(
@@ -93,9 +113,13 @@ def main() -> None:
         )
     n_fixed = sum(r["fixed"] for r in rows)
     ratios = [r["ratio"] for r in rows if r["fixed"]]
-    print(f"\nfix rate: {n_fixed}/{len(rows)} = {n_fixed / max(1, len(rows)):.0%} (tolerance {args.tolerance}, budget {args.budget} runs)")
+    print(
+        f"\nfix rate: {n_fixed}/{len(rows)} = {n_fixed / max(1, len(rows)):.0%} (tolerance {args.tolerance}, budget {args.budget} runs)"
+    )
     if ratios:
-        print(f"time to repaired model / one training run (fixed scenarios): median {statistics.median(ratios):.2f}x, mean {statistics.mean(ratios):.2f}x, max {max(ratios):.2f}x")
+        print(
+            f"time to repaired model / one training run (fixed scenarios): median {statistics.median(ratios):.2f}x, mean {statistics.mean(ratios):.2f}x, max {max(ratios):.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
