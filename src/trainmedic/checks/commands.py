@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from .registry import all_checks
 
         t = Table(title="trainmedic checks")
-        t.add_column("code", style="bold")
+        t.add_column("code", style="bold", no_wrap=True)
         t.add_column("title")
         t.add_column("requires")
         t.add_column("thresholds")

@@ -87,7 +87,7 @@ _ALL = [
     ),
     _s(
         "insufficient_lstm",
-        {**SEQ, "width": 64, "lr": 1e-2, "epochs": 40, "data": {"train_per_class": 8}},
+        {**SEQ, "width": 64, "lr": 1e-2, "epochs": 40, "data": {"train_per_class": 5}},
         {"insufficient_data", "overfitting"},
     ),
     # ---- underfitting / inefficient learning ----------------------------------------------------------
