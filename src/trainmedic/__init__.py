@@ -12,6 +12,8 @@ Heavy parts (torch, the checks, the report) are imported on first use so ``impor
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from .codes import PROBLEMS, REMEDIES
@@ -57,6 +59,23 @@ def __getattr__(name: str) -> Any:
     value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``tm.watch`` and ``tm.report`` the functions they are documented to be.
+
+    Importing a submodule binds it as an attribute of its package, so the first ``import trainmedic.watch``
+    (or ``trainmedic.report``) would replace the public function of the same name with the module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_SHADOWED = {"watch", "report"}
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:
