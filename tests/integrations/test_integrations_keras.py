@@ -21,6 +21,8 @@ import trainmedic as tm  # noqa: E402
 from trainmedic.integrations.keras import TrainmedicCallback, keras_activation_kind  # noqa: E402
 
 BATCH = 64
+# keras' torch backend converts tensors with np.array(x) (numpy 2 copy-keyword notice): not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def _model(lr: float = 0.1) -> Any:

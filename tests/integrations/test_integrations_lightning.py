@@ -175,3 +175,62 @@ def test_lightning_callback_honours_control_stop_and_records_failures(digits: An
 def test_lightning_callback_rejects_model_option(tmp_path: Path) -> None:
     with pytest.raises(tm.TrainmedicError, match="`model` must not be given"):
         TrainmedicCallback(tmp_path, model=nn.Linear(2, 2))
+
+
+DDP_SCRIPT = """
+import torch
+import lightning.pytorch as pl
+from torch import nn
+from trainmedic.integrations.lightning import TrainmedicCallback
+
+
+class Module(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.net(batch[0])
+        return {"loss": nn.functional.cross_entropy(logits, batch[1]), "outputs": logits, "targets": batch[1]}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+g = torch.Generator().manual_seed(0)
+X = torch.randn(1000, 8, generator=g)
+y = X[:, :3].argmax(dim=1)
+train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X[:640], y[:640]), batch_size=64)
+val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X[640:], y[640:]), batch_size=90)
+torch.manual_seed(0)
+cb = TrainmedicCallback({run_dir!r}, quiet=True, every=1)
+trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, callbacks=[cb], logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+trainer.fit(Module(), train, val)
+"""
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_lightning_callback_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """strategy="ddp", devices=2: rank 0 records; val predictions of both ranks are gathered."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_fit.py"
+    run_dir = tmp_path / "run"
+    script.write_text(DDP_SCRIPT.replace("{run_dir!r}", repr(str(run_dir))))
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == []  # no per-rank directories
+    with tm.open_run(run_dir) as r:
+        assert r.meta["status"] == "closed" and r.meta["world_size"] == 2
+        assert r.scalar("loss").steps.tolist() == list(range(10))  # 320 samples per rank, batch 64
+        assert len(r.scalar("grad_norm")) == 10 and r.layer_stat("weight_norm").values.shape == (10, 2)
+        assert r.epochs("val") == [0, 1]
+        assert r.confusion_matrix("val").sum() == 360  # 180 per rank: both ranks' shards
