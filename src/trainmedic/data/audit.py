@@ -114,14 +114,14 @@ def check_sufficient(ctx: _Context, model: Any, curve: LearningCurve | None) -> 
         "samples_per_class": dict(zip(ctx.classes.tolist(), train.tolist())),
         "num_classes": k,
         "n_train": n_train,
-        "min_samples_per_class": th.min_samples_per_class,
+        "min_class_samples": th.min_class_samples,
     }
-    if fewest < th.min_samples_per_class:
+    if fewest < th.min_class_samples:
         out.append(
             _finding(
                 "insufficient_data",
                 Severity.WARNING,
-                f"class {cls} has {fewest} training samples, fewer than {th.min_samples_per_class} per class",
+                f"class {cls} has {fewest} training samples, fewer than {th.min_class_samples} per class",
                 "train",
                 ev,
                 [
@@ -136,7 +136,7 @@ def check_sufficient(ctx: _Context, model: Any, curve: LearningCurve | None) -> 
             _finding(
                 "insufficient_data",
                 Severity.INFO,
-                f"every class has at least {fewest} training samples (>= {th.min_samples_per_class})",
+                f"every class has at least {fewest} training samples (>= {th.min_class_samples})",
                 "train",
                 ev,
             )

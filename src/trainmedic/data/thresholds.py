@@ -19,7 +19,9 @@ from ..settings import Thresholds, _pyproject_settings, load_thresholds
 class AuditThresholds:
     imbalance_ratio: float = 3.0  # data_imbalance (warning) when largest/smallest class count >= this
     severe_imbalance_ratio: float = 20.0  # ... and error when >= this
-    min_samples_per_class: int = 10  # insufficient_data (warning) when a training class has fewer samples
+    min_class_samples: int = (
+        10  # insufficient_data (warning) when the smallest training class has fewer samples
+    )
     max_params_per_sample: float = 100.0  # insufficient_data when model parameters / training samples > this
     learning_curve_gain: float = (
         0.02  # insufficient_data when the score still rises this much from 50% to 100%
