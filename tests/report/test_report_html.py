@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from report_runs import write_tiny_run
 from torch import nn
 
 import trainmedic as tm
@@ -275,16 +276,15 @@ def test_missing_signals_leave_sections_out_with_reasons(tmp_path: Path) -> None
     assert "rolled back" in autofix and "weight_decay" in autofix and "0.13" in autofix  # 0.74 - 0.61
 
 
-def test_broken_diagnose_is_reported_not_raised(
-    healthy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_broken_diagnose_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import trainmedic.checks as checks
 
     def boom(run_dir: object) -> None:
         raise RuntimeError("checks exploded")
 
     monkeypatch.setattr(checks, "diagnose", boom, raising=False)
-    html = report(healthy_run, tmp_path / "r.html").read_text(encoding="utf-8")
+    run_dir = write_tiny_run(tmp_path / "run", "tiny")
+    html = report(run_dir, tmp_path / "r.html").read_text(encoding="utf-8")
     summary = _section(html, "summary")
     assert "Left out: no diagnosis: diagnose() failed: RuntimeError: checks exploded" in summary
     assert 'class="verdict unknown"' in summary

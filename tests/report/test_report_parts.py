@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from report_runs import write_tiny_run
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -121,15 +122,14 @@ def test_live_console_off_a_terminal_prints_plain_lines_only() -> None:
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
-def test_cli_writes_report_and_pngs(healthy_run: Path, overfit_run: Path, tmp_path: Path) -> None:
+def test_cli_writes_report_and_pngs(tmp_path: Path) -> None:
+    a, b = write_tiny_run(tmp_path / "a", "before"), write_tiny_run(tmp_path / "b", "after", slope=3.0)
     out, png = tmp_path / "sub" / "cmp.html", tmp_path / "png"
-    res = CliRunner().invoke(
-        app, ["report", str(healthy_run), str(overfit_run), "-o", str(out), "--png", str(png)]
-    )
+    res = CliRunner().invoke(app, ["report", str(a), str(b), "-o", str(out), "--png", str(png)])
     assert res.exit_code == 0, res.output
     assert f"wrote {out}" in res.output
     html = out.read_text(encoding="utf-8")
-    assert "Runs side by side" in html
+    assert "Runs side by side" in html and "Run 1: before" in html and "Run 2: after" in html
     assert len(list(png.glob("compare-*.png"))) == 3
     assert html.count("<svg") == len(list(png.glob("*.png")))
 

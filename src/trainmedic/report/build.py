@@ -148,7 +148,7 @@ def compare_section(runs: list[RunData], sink: FigureSink) -> str:
                 loss_lines,
                 title="Loss per step, runs overlaid",
                 xlabel="step",
-                ylabel="loss" + (" (log scale)" if logy else ""),
+                ylabel="loss",
                 logy=logy,
             )
         )

@@ -5,7 +5,7 @@ Why no pyplot: pyplot owns a global backend and a global list of open figures. B
 user's backend choice (and their open figures) untouched and frees every figure when it goes out of scope.
 
 Readability rules kept here, once: every axis has a label (with units), every chart a title; lines use the
-Okabe-Ito colour-blind-safe palette; heatmaps use viridis/cividis; user strings reach matplotlib only as plain
+Okabe-Ito colour-blind-safe palette; heatmaps use viridis, confusion matrices cividis; user strings reach matplotlib only as plain
 text (mathtext off, so a ``$`` in a class name is not parsed), and the SVG backend XML-escapes them.
 """
 
@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .downsample import bucket_columns, minmax_downsample
 
@@ -136,6 +137,21 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def _wants_log(arrays: Sequence[np.ndarray], min_ratio: float = 10.0) -> bool:
+    """A log axis only pays when the positive values span at least a decade; below that it hides detail."""
+    pos = [v[v > 0] for v in (_finite(a) for a in arrays)]
+    pos = [v for v in pos if len(v)]
+    if not pos:
+        return False
+    lo, hi = min(float(v.min()) for v in pos), max(float(v.max()) for v in pos)
+    return hi / lo >= min_ratio
+
+
+def _integer_epochs(ax: Any, xlabel: str) -> None:
+    if xlabel.startswith("epoch"):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _draw_markers(ax: Any, markers: Sequence[Marker]) -> None:
     """Dashed verticals labelled with the finding code; labels at one x are stacked, not overprinted."""
     seen: dict[float, int] = {}
@@ -177,10 +193,10 @@ def line_chart(
     fig = new_figure(*size)
     with _style():
         ax = fig.add_subplot()
-        use_log = logy
+        use_log = logy and _wants_log([np.asarray(ln.y, dtype=np.float64) for ln in lines])
         for ln in lines:
             x, y = minmax_downsample(np.asarray(ln.x), np.asarray(ln.y, dtype=np.float64))
-            if logy:
+            if use_log:
                 y = np.where(y > 0, y, np.nan)
             ax.plot(
                 x,
@@ -193,7 +209,7 @@ def line_chart(
                 alpha=ln.alpha,
                 linewidth=ln.width,
             )
-        if use_log and any(len(_finite(ln.y)[_finite(ln.y) > 0]) for ln in lines):
+        if use_log:
             ax.set_yscale("log")
         if hline is not None:
             ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.0)
@@ -207,9 +223,10 @@ def line_chart(
                 color="#555555",
             )
         _draw_markers(ax, markers)
+        _integer_epochs(ax, xlabel)
         ax.set_title(plain(title))
         ax.set_xlabel(plain(xlabel))
-        ax.set_ylabel(plain(ylabel))
+        ax.set_ylabel(plain(ylabel + (" (log scale)" if use_log else "")))
         if any(not ln.label.startswith("_") for ln in lines) and len(lines) > 1:
             ax.legend(loc="best")
     return Chart(key, fig, caption, alt=title)
@@ -245,7 +262,7 @@ def heatmap(
         if hi <= lo:
             hi = lo * 10 if log else lo + 1
         norm = LogNorm(vmin=lo, vmax=hi) if log else Normalize(vmin=lo, vmax=hi)
-        colours = matplotlib.colormaps[cmap].with_extremes(bad="#e6e6e6")
+        colours = matplotlib.colormaps[cmap].with_extremes(bad="#ffffff")
         x0 = float(bsteps[0]) if len(bsteps) else 0.0
         x1 = float(steps[-1]) if len(steps) else 1.0
         im = ax.imshow(
@@ -283,17 +300,16 @@ def layer_profile(
     with _style():
         ax = fig.add_subplot()
         x = np.arange(n)
-        drew_positive = False
+        use_log = logy and _wants_log([np.asarray(v, dtype=np.float64) for _, v in series])
         for i, (label, vals) in enumerate(series):
             v = np.asarray(vals, dtype=np.float64)
             v = np.where(np.isfinite(v), v, np.nan)
-            if logy:
+            if use_log:
                 v = np.where(v > 0, v, np.nan)
-            drew_positive = drew_positive or bool(np.isfinite(v).any())
             ax.plot(
                 x, v, "-o", color=PALETTE[i % len(PALETTE)], label=short(label), markersize=3.5, linewidth=1.3
             )
-        if logy and drew_positive:
+        if use_log:
             ax.set_yscale("log")
         if hline is not None:
             ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.0)
@@ -315,7 +331,7 @@ def layer_profile(
         )
         ax.set_title(plain(title))
         ax.set_xlabel("layer (input → output)")
-        ax.set_ylabel(plain(ylabel))
+        ax.set_ylabel(plain(ylabel + (" (log scale)" if use_log else "")))
         if len(series) > 1:
             ax.legend(loc="best")
     return Chart(key, fig, caption, alt=title)

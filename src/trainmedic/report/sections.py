@@ -309,7 +309,7 @@ def curves_section(rd: RunData, sink: FigureSink) -> str:
             lines,
             title="Loss over training steps",
             xlabel="step (optimizer updates)",
-            ylabel="loss" + (" (log scale)" if logy else ""),
+            ylabel="loss",
             logy=logy,
             markers=smarks,
             caption="Grey: the loss logged at every step (min/max-preserving downsampling to ≤2,000 points); "
@@ -426,7 +426,7 @@ def gradients_section(rd: RunData, sink: FigureSink) -> str:
             s = r.scalar(n)
             lines.append(Line(n, s.steps, s.values, colour=PALETTE[i % len(PALETTE)], width=1.0))
         th = (r.meta.get("thresholds") or {}).get("explode_ratio")
-        cap = "Global L2 norm of all gradients at each optimizer step (log scale, min/max downsampled)."
+        cap = "Global L2 norm of all gradients at each optimizer step (min/max downsampled)."
         if isinstance(th, (int, float)):
             cap += f" The live check flags norms above {float(th):g}× the running median."
         chart = plots.line_chart(
@@ -434,7 +434,7 @@ def gradients_section(rd: RunData, sink: FigureSink) -> str:
             lines,
             title="Global gradient norm per step",
             xlabel="step",
-            ylabel="gradient L2 norm (log scale)",
+            ylabel="gradient L2 norm",
             logy=True,
             markers=step_markers(rd),
             caption=cap,
@@ -453,7 +453,7 @@ def gradients_section(rd: RunData, sink: FigureSink) -> str:
             colorbar="gradient L2 norm (log scale)",
             caption=f"Each row a layer (input at the top), each column a time bucket (maximum of the bucket; "
             f"{len(g.steps)} records every {r.meta.get('every', '?')} steps). Dark rows at the top: vanishing "
-            "gradients; a bright vertical band: an explosion. Grey: no finite value.",
+            "gradients; a bright vertical band: an explosion. White: no finite value.",
         )
         out.append(sink.emit(chart, rd.slug))
         rows = _chosen_rows(len(g.steps))
@@ -463,7 +463,7 @@ def gradients_section(rd: RunData, sink: FigureSink) -> str:
             g.layers,
             [(f"step {int(g.steps[i])} ({lab})", g.values[i]) for i, lab in zip(rows, labels)],
             title="Gradient norm per layer at chosen steps",
-            ylabel="gradient L2 norm (log scale)",
+            ylabel="gradient L2 norm",
             caption="Flat lines: gradients reach every layer. Lines falling toward the first layers: vanishing.",
         )
         out.append(sink.emit(chart, rd.slug))
@@ -486,7 +486,6 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
         u.layers,
         title="Update-to-weight ratio per layer over time",
         colorbar="‖update‖ / ‖weight‖ (log scale)",
-        cmap="cividis",
         caption="How much each optimizer step changes a layer relative to its size (bucket maximum).",
     )
     out.append(sink.emit(chart, rd.slug))
@@ -503,7 +502,7 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
         u.layers,
         [("median over the run", med), (f"step {int(u.steps[-1])} (last)", last)],
         title="Update-to-weight ratio per layer",
-        ylabel="‖update‖ / ‖weight‖ (log scale)",
+        ylabel="‖update‖ / ‖weight‖",
         hline=(UPDATE_RATIO_GUIDE, "≈1e-3 rule of thumb"),
         caption="Far below 1e-3: the layer barely learns (learning rate too low or masked gradients); "
         "far above: updates are large enough to be unstable.",
@@ -519,7 +518,7 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
                 (f"step {int(w.steps[-1])} (last)", w.values[-1]),
             ],
             title="Weight norm per layer, first vs last record",
-            ylabel="weight L2 norm (log scale)",
+            ylabel="weight L2 norm",
         )
         out.append(sink.emit(chart, rd.slug))
     return f'<div class="grid">{"".join(out)}</div>'
@@ -566,7 +565,6 @@ def activations_section(rd: RunData, sink: FigureSink) -> str:
             log=False,
             vmin=0.0,
             vmax=1.0,
-            cmap="cividis",
         )
         out.append(sink.emit(chart, rd.slug))
     mean, std = r.layer_stat("act_mean"), r.layer_stat("act_std")
