@@ -302,3 +302,58 @@ def test_bad_arguments_are_one_line_errors(healthy_run: Path, tmp_path: Path) ->
         report([], tmp_path / "r.html")
     with pytest.raises(TrainmedicError, match="`diagnosis` must be"):
         report(healthy_run, tmp_path / "r.html", diagnosis=42)
+
+
+def test_detection_metrics_are_shown_when_recorded(tmp_path: Path) -> None:
+    """Detection evaluations (lists of box dicts) give a per-class AP/precision/recall chart and a table."""
+    run = tm.watch(run_dir=tmp_path / "run", quiet=True)
+    gt = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 1])}]
+    for epoch, shift in enumerate((6.0, 1.0, 0.0)):  # predictions move onto the objects
+        pred = [
+            {
+                "boxes": torch.tensor([[shift, 0, 10 + shift, 10], [20, 20, 30, 30]]),
+                "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.tensor([0, 1]),
+            }
+        ]
+        run.log(loss=1.0 / (epoch + 1))
+        run.evaluate("val", gt, pred)
+    run.close()
+    html = report(tmp_path / "run", tmp_path / "r.html", diagnosis=Diagnosis("x")).read_text(encoding="utf-8")
+    classes = _section(html, "classes")
+    assert "Detection per class, split val, epoch 2" in classes
+    assert "<td>map_50</td><td>1</td>" in classes
+    assert "mAP@0.5" in _section(html, "curves")  # per-epoch mAP curve
+
+
+def test_nonfinite_and_empty_signals_do_not_break_figures(tmp_path: Path) -> None:
+    from trainmedic.store import RunWriter
+
+    w = RunWriter(tmp_path / "run")
+    loss = np.linspace(2, 1, 40)
+    loss[25:] = np.nan
+    loss[24] = np.inf
+    w.add_scalars("loss", np.arange(40), loss)
+    w.add_scalars("grad_norm", np.arange(40), np.where(np.arange(40) < 24, 1.0, np.inf))
+    w.set_layer_set("grad_norm", ["a", "b"])
+    w.set_layer_set("update_ratio", ["a", "b"])
+    for s in range(0, 40, 10):
+        w.add_layer_values("grad_norm", s, np.array([np.nan, 0.0]))
+        w.add_layer_values("update_ratio", s, np.array([np.inf, np.nan]))
+    w.add_eval("val", 0, 20, "accuracy", float("nan"))
+    w.add_record(
+        "classification", {"confusion_matrix": [[0, 0], [0, 0]], "per_class": {}}, epoch=0, split="val"
+    )
+    w.add_event(
+        "live_finding",
+        "NaN in the loss at step 25",
+        step=25,
+        code="nonfinite",
+        severity="error",
+        data=Finding("nonfinite", Severity.ERROR, "NaN in the loss at step 25", step=25).to_dict(),
+    )
+    w.close()
+    html = report(tmp_path / "run", tmp_path / "r.html", diagnosis=Diagnosis("x")).read_text(encoding="utf-8")
+    assert "could not be drawn" not in html
+    assert 'class="verdict error"' in html and "NaN in the loss at step 25" in html
+    assert any(">nonfinite</text>" in s for s in _svgs(_section(html, "curves")))

@@ -453,7 +453,7 @@ def gradients_section(rd: RunData, sink: FigureSink) -> str:
             colorbar="gradient L2 norm (log scale)",
             caption=f"Each row a layer (input at the top), each column a time bucket (maximum of the bucket; "
             f"{len(g.steps)} records every {r.meta.get('every', '?')} steps). Dark rows at the top: vanishing "
-            "gradients; a bright vertical band: an explosion. White: no finite value.",
+            "gradients; a bright vertical band: an explosion. White: zero or no finite value.",
         )
         out.append(sink.emit(chart, rd.slug))
         rows = _chosen_rows(len(g.steps))
