@@ -72,6 +72,8 @@ def run_diagnosis(run_dir: Path) -> tuple[Diagnosis | None, str | None]:
         from ..checks import diagnose  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"the checks are not available in this installation ({e})"
+    except Exception as e:  # a broken checks package must not cost the report
+        return None, f"the checks could not be imported ({type(e).__name__}: {e})"
     try:
         d = diagnose(run_dir)
     except Exception as e:  # the report still shows every signal
