@@ -259,6 +259,7 @@ def test_missing_signals_leave_sections_out_with_reasons(tmp_path: Path) -> None
                 },
                 {"remedy": "add_dropout", "metric_before": 0.74, "metric_after": 0.70, "kept": False},
                 {"remedy": "weight_decay"},  # most keys missing
+                {"index": 4, "remedy": "batch_norm", "kept": False, "error": "RuntimeError: <shapes>"},
                 "not a trial",
             ],
         },
@@ -272,8 +273,10 @@ def test_missing_signals_leave_sections_out_with_reasons(tmp_path: Path) -> None
     audit = _section(html, "audit")
     assert "Data audit: 1 problem(s)" in audit and "12 samples in train and val" in audit
     autofix = _section(html, "autofix")
-    assert autofix.count('<tr class="kept">') == 1 and autofix.count('<tr class="rejected">') == 1
+    assert autofix.count('<tr class="kept">') == 1 and autofix.count('<tr class="rejected">') == 2
     assert "rolled back" in autofix and "weight_decay" in autofix and "0.13" in autofix  # 0.74 - 0.61
+    assert "lr 0.1 → 0.03" in autofix and "exploding_gradient" in autofix
+    assert "failed</span> RuntimeError: &lt;shapes&gt;" in autofix
 
 
 def test_broken_diagnose_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

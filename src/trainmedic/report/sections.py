@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,14 +490,11 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
         caption="How much each optimizer step changes a layer relative to its size (bucket maximum).",
     )
     out.append(sink.emit(chart, rd.slug))
-    with np.errstate(all="ignore"):
-        vals = np.where(np.isfinite(u.values), u.values, np.nan)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(vals, axis=0)
-            last = vals[-1]
+    vals = np.where(np.isfinite(u.values), u.values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer with no finite ratio has no median
+        med = np.nanmedian(vals, axis=0)
+    last = vals[-1]
     chart = plots.layer_profile(
         "update-profile",
         u.layers,
@@ -532,8 +530,6 @@ def activations_section(rd: RunData, sink: FigureSink) -> str:
         note = "; ".join(str(n) for n in (r.meta.get("notes") or []) if "activation" in str(n))
         return missing("no activation statistics were recorded" + (f" ({note})" if note else ""))
     out: list[str] = []
-    import warnings
-
     groups = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -827,6 +823,21 @@ def audit_section(rd: RunData) -> str:
     return "".join(out)
 
 
+def _config_change(change: Any) -> str:
+    """``{"lr": [0.1, 0.03]}`` as ``lr 0.1 → 0.03``; anything else as it comes."""
+    if change is None:
+        return ""
+    if isinstance(change, dict):
+        parts = []
+        for k, v in change.items():
+            if isinstance(v, (list, tuple)) and len(v) == 2:
+                parts.append(f"{k} {fmt(v[0])} → {fmt(v[1])}")
+            else:
+                parts.append(f"{k} → {fmt(v)}")
+        return ", ".join(parts)
+    return fmt(change)
+
+
 def autofix_section(rd: RunData) -> str:
     data = rd.reader.record("autofix")
     if data is None:
@@ -847,28 +858,33 @@ def autofix_section(rd: RunData) -> str:
         delta: Any = None
         if isinstance(before, (int, float)) and isinstance(after, (int, float)):
             delta = float(after) - float(before)
-        kept = t.get("kept")
-        codes = t.get("diagnosis_codes", t.get("diagnosis codes", t.get("codes", t.get("diagnosis"))))
-        kept_cell = Raw(
-            badge("healthy", "kept")
-            if kept is True
-            else badge("error", "rolled back")
-            if kept is False
-            else badge("unknown", "?")
-        )
-        change = t.get("config_change")
+        kept, error = t.get("kept"), t.get("error")
+        if kept is True:
+            kept_cell = Raw(badge("healthy", "kept"))
+        elif error:
+            kept_cell = Raw(badge("error", "failed") + " " + esc(fmt(error)))
+        elif kept is False:
+            kept_cell = Raw(badge("error", "rolled back"))
+        else:
+            kept_cell = Raw(badge("unknown", "?"))
+        before_codes = t.get("codes_before")
+        after_codes = t.get("codes_after", t.get("diagnosis_codes", t.get("codes", t.get("diagnosis"))))
+        remedy = t.get("remedy") or ("baseline" if t.get("index", i) == 0 else "?")
+        if t.get("finding"):
+            remedy = f"{remedy} (for {t['finding']})"
         rows.append(
             (
                 kept,
                 [
                     t.get("index", i),
-                    t.get("remedy", "?"),
-                    change if change is not None else "",
+                    remedy,
+                    _config_change(t.get("config_change")),
                     before,
                     after,
                     delta,
                     kept_cell,
-                    codes if codes is not None else "",
+                    before_codes if before_codes is not None else "",
+                    after_codes if after_codes is not None else "",
                 ],
             )
         )
@@ -880,9 +896,10 @@ def autofix_section(rd: RunData) -> str:
         "config change",
         "metric before",
         "metric after",
-        "change",
+        "after − before",
         "kept",
-        "diagnosis codes",
+        "problems before",
+        "problems after",
     ]
     body = []
     for kept, row in rows:
