@@ -69,9 +69,9 @@ def _overfit_diagnosis(run_dir: Path) -> Diagnosis:
     )
 
 
-def test_healthy_run_has_every_section_and_png_per_figure(healthy_run: Path, tmp_path: Path) -> None:
+def test_healthy_run_has_every_section(healthy_run: Path, tmp_path: Path) -> None:
     diag = Diagnosis(str(healthy_run), [Finding("low_accuracy", Severity.INFO, "val accuracy 0.93 ≥ 0.60")])
-    out = report(healthy_run, tmp_path / "r.html", png_dir=tmp_path / "png", diagnosis=diag)
+    out = report(healthy_run, tmp_path / "r.html", diagnosis=diag)
     html = out.read_text(encoding="utf-8")
     _assert_offline(html)
     for title in (
@@ -100,10 +100,7 @@ def test_healthy_run_has_every_section_and_png_per_figure(healthy_run: Path, tmp
         "Precision, recall and F1 per class",
     ):
         assert chart_title in html, chart_title
-    svgs = _svgs(html)
-    pngs = sorted((tmp_path / "png").glob("*.png"))
-    assert len(svgs) >= 12 and len(pngs) == len(svgs)
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
+    assert len(_svgs(html)) >= 12
     # Hyperparameters and model summary come from the run's meta.
     config = _section(html, "config")
     assert "Adam" in config and "0.003" in config and "<td>epochs</td><td>6</td>" in config

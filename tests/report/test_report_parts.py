@@ -130,8 +130,10 @@ def test_cli_writes_report_and_pngs(tmp_path: Path) -> None:
     assert f"wrote {out}" in res.output
     html = out.read_text(encoding="utf-8")
     assert "Runs side by side" in html and "Run 1: before" in html and "Run 2: after" in html
+    pngs = sorted(png.glob("*.png"))
     assert len(list(png.glob("compare-*.png"))) == 3
-    assert html.count("<svg") == len(list(png.glob("*.png")))
+    assert html.count("<svg") == len(pngs) >= 9
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
 
 
 def test_cli_bad_run_dir_is_a_trainmedic_error(tmp_path: Path) -> None:
