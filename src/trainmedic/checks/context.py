@@ -191,8 +191,38 @@ class Context:
         """Where performance is judged: the held-out split, else train."""
         return self.heldout_split or self.train_split
 
+    @cached_property
+    def restored_epoch(self) -> int | None:
+        """The epoch whose weights the run ended with when training put back an earlier best state (a
+        ``fit`` record's ``restored_epoch``, or a ``stop_restore_best`` treatment); None otherwise. The checks
+        judge the model the run returned, so evaluations after this epoch are not part of the verdict."""
+        rec = self.r.record("fit")
+        if isinstance(rec, dict) and rec.get("restored_epoch") is not None:
+            return int(rec["restored_epoch"])
+        epoch: int | None = None
+        for e in self.r.events("treatment"):
+            d = e.get("data") or {}
+            if d.get("action") == "stop_restore_best" and d.get("best_epoch") is not None:
+                epoch = int(d["best_epoch"])
+        return epoch
+
     def eval(self, split: str, name: str) -> Series:
-        return self.r.eval_series(split, name)
+        """Per-epoch ``name`` of ``split``, up to the restored epoch when the best weights were put back."""
+        s = self.r.eval_series(split, name)
+        end = self.restored_epoch
+        if end is None or not len(s) or s.steps[-1] <= end:
+            return s
+        keep = s.steps <= end
+        return Series(s.steps[keep], s.values[keep]) if keep.any() else s
+
+    def confusion_matrix(self, split: str, epoch: int | None = None) -> np.ndarray | None:
+        """The confusion matrix of ``split`` at ``epoch`` (default: the judged end — the restored epoch, else
+        the last)."""
+        if epoch is None and self.restored_epoch is not None:
+            cm = self.r.confusion_matrix(split, self.restored_epoch)
+            if cm is not None:
+                return cm
+        return self.r.confusion_matrix(split, epoch)
 
     def finite_eval(self, split: str, name: str) -> np.ndarray:
         v = self.eval(split, name).values

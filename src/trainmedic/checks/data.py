@@ -9,15 +9,34 @@ from ._stats import confusion_pattern, fmt, per_class
 from .context import Context, confidence
 from .registry import check
 
+# Run-config keys (``tm.watch(config=...)``) that make the training compensate for imbalanced classes.
+COMPENSATING_KEYS = ("class_weights", "sampler", "balanced_sampler", "oversample", "undersample")
+
+
+def _compensation(config: object) -> list[str]:
+    """The config keys by which the training compensates for class imbalance (``sampler: none`` does not)."""
+    if not isinstance(config, dict):
+        return []
+    out = []
+    for k in COMPENSATING_KEYS:
+        v = config.get(k)
+        if v is None or v is False or (isinstance(v, str) and v.lower() in ("none", "", "off", "false")):
+            continue
+        out.append(f"{k}={v}" if isinstance(v, str) else k)
+    return out
+
 
 @check(
     "data_imbalance",
     requires=("class_counts",),
-    thresholds=("imbalance_ratio",),
+    thresholds=("imbalance_ratio", "min_recall"),
     remedies=("class_weights", "oversample", "undersample", "more_data", "change_loss"),
     what="The largest training class has at least `imbalance_ratio` times the samples of the smallest "
     "(class counts of the training split, else the judged split). The held-out confusion matrix says "
-    "whether the minority classes suffer (lower recall, predictions piled into majority columns).",
+    "whether the minority classes suffer (lower recall, predictions piled into majority columns). When the "
+    "training compensates (class weights or a balanced sampler in the run's config) and the minority "
+    "classes' mean held-out recall is at least `min_recall` (predictions not piled into a few classes), "
+    "the finding is `info`: the data fact stays visible, but it is no longer a training problem.",
     why="The loss is dominated by the frequent classes: the model learns to predict them and neglects "
     "the rare ones, which accuracy alone hides.",
     evidence="class counts, largest/smallest ratio, minority vs. majority recall on the held-out split, "
@@ -46,8 +65,10 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
     }
     msg = f"the largest {split} class has {fmt(ratio)}x the samples of the smallest ({int(present.max())} vs {int(present.min())}; threshold {fmt(thr)}x)"
     hurt = 0.0
+    r_min = r_maj = float("nan")
+    piled = False
     ho = ctx.judged_split
-    cm = ctx.r.confusion_matrix(ho) if ho else None
+    cm = ctx.confusion_matrix(ho) if ho else None
     if cm is not None and cm.shape[0] == len(counts):
         _, recall, support, _ = per_class(cm)
         mino = [i for i in minority if support[i] > 0]
@@ -62,8 +83,21 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
         if pat["pattern"] == "piled":
             msg += f", predictions piled into classes {pat['top_predicted_classes']}"
             hurt = max(hurt, 0.2)
+            piled = True
+    compensated_by = _compensation(ctx.r.meta.get("config"))
+    ev["compensated_by"] = compensated_by
+    min_rec = ctx.t.min_recall
+    # the same comparison decides the severity and writes the sentence
+    compensated = bool(compensated_by) and np.isfinite(r_min) and r_min >= min_rec and not piled
+    if compensated:
+        msg = (
+            f"imbalanced data, compensated ({', '.join(compensated_by)}): {msg}; minority recall "
+            f"{r_min:.0%} ≥ {min_rec:.0%}"
+        )
+    elif compensated_by:
+        msg += f" despite {', '.join(compensated_by)}"
     return ctx.finding(
-        Severity.WARNING,
+        Severity.INFO if compensated else Severity.WARNING,
         msg,
         ev,
         [
@@ -81,11 +115,20 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
 @check(
     "insufficient_data",
     requires=("class_counts", "train_eval", "heldout_eval", "model_summary"),
-    thresholds=("min_samples_per_class", "max_params_per_sample", "overfit_gap"),
+    thresholds=(
+        "min_samples_per_class",
+        "max_params_per_sample",
+        "overfit_gap",
+        "overfit_val_loss_rise",
+        "min_accuracy",
+    ),
     remedies=("more_data", "data_augmentation", "transfer_learning", "smaller_model", "weight_decay"),
     what="The median class has fewer than `min_samples_per_class` training samples, or the model has more "
     "than `max_params_per_sample` trainable parameters per training sample, and training accuracy ends "
-    "at least `overfit_gap` above held-out accuracy (the shortage shows).",
+    "at least `overfit_gap` above held-out accuracy (the shortage shows). It is `info` (a data property, "
+    "not a training problem) when only the sample count is short (parameters per sample within bounds), the "
+    "run ended on its best held-out epoch's weights (restored; the held-out loss is not `overfit_val_loss_rise` "
+    "above its best there) and held-out accuracy is at least `min_accuracy`.",
     why="With too few samples for its size, a model can memorize its training set instead of learning the "
     "pattern; no training trick replaces data.",
     evidence="training samples (median per class, total), trainable parameters, parameters per sample, "
@@ -122,15 +165,33 @@ def check_insufficient_data(ctx: Context) -> Finding | None:
         " and ".join(why)
         + f"; train accuracy is {gap:.1%} above {ho} accuracy (threshold {t.overfit_gap:.0%})"
     )
+    from .fit import heldout_loss_rise
+
+    rise_hit, rise, _, _, _ = heldout_loss_rise(ctx)
+    acc_ho = float(np.nanmean(a_ho[-2:])) if len(a_ho) else float("nan")
+    settled = not rise_hit and ctx.restored_epoch is not None
+    data_only = few and not big and settled and acc_ho >= t.min_accuracy
+    if data_only:
+        msg += (
+            f"; the training is not overfitting any more ({ho} loss "
+            + (
+                "restored at its best epoch"
+                if ctx.restored_epoch is not None
+                else f"{rise:.0%} above its best"
+            )
+            + f") and {ho} accuracy is {acc_ho:.1%} ≥ {t.min_accuracy:.0%}: the gap is the data's limit"
+        )
     margin = max(
         (t.min_samples_per_class / max(med, 1.0) - 1.0) if few else 0.0,
         np.log10(pps / t.max_params_per_sample) if big else 0.0,
     )
     return ctx.finding(
-        Severity.WARNING,
+        Severity.INFO if data_only else Severity.WARNING,
         msg,
         {
             "train_samples": n,
+            "heldout_loss_rise": rise,
+            "restored_epoch": ctx.restored_epoch,
             "median_per_class": med,
             "class_counts": counts.tolist(),
             "trainable_params": params,

@@ -19,10 +19,30 @@ def _last_mean(v: np.ndarray, k: int = 2) -> float:
     return float(v[-k:].mean()) if v.size else float("nan")
 
 
+def heldout_loss_rise(ctx: Context) -> tuple[bool, float, int | None, float, float]:
+    """Held-out loss at the judged end vs. its best epoch: (rise counts as overfitting, relative rise, best
+    epoch, best loss, training-loss drop since the best epoch). The rise is NaN when it cannot be judged."""
+    tr, ho = ctx.train_split, ctx.heldout_split
+    rise_hit, rise, best_epoch, best_loss, train_drop = False, float("nan"), None, float("nan"), float("nan")
+    if tr is None or ho is None:
+        return rise_hit, rise, best_epoch, best_loss, train_drop
+    vl, tl = ctx.eval(ho, "loss"), ctx.eval(tr, "loss")
+    if len(vl) >= 3 and np.isfinite(vl.values).all():
+        b = int(np.argmin(vl.values))
+        best_epoch, best_loss = int(vl.steps[b]), float(vl.values[b])
+        rise = float(vl.values[-1] / best_loss - 1.0) if best_loss > 0 else float("nan")
+        if len(tl) == len(vl) and np.isfinite(tl.values).all():
+            train_drop = float(tl.values[b] - tl.values[-1])
+        elif ctx.loss is not None:
+            train_drop = 0.0
+        rise_hit = b <= len(vl) - 3 and rise >= ctx.t.overfit_val_loss_rise and train_drop > 0
+    return rise_hit, rise, best_epoch, best_loss, train_drop
+
+
 @check(
     "overfitting",
     requires=("train_eval", "heldout_eval"),
-    thresholds=("overfit_val_loss_rise", "overfit_gap", "underfit_train_accuracy"),
+    thresholds=("overfit_val_loss_rise", "overfit_gap", "underfit_train_accuracy", "min_samples_per_class"),
     remedies=(
         "early_stopping",
         "restore_best_checkpoint",
@@ -35,7 +55,10 @@ def _last_mean(v: np.ndarray, k: int = 2) -> float:
     what="Held-out loss ends at least `overfit_val_loss_rise` (relative) above its best epoch while the "
     "training loss kept falling, or training balanced accuracy (macro recall; accuracy when not recorded; "
     "≥ `underfit_train_accuracy`) ends at least `overfit_gap` above the held-out one (mean of the last two "
-    "epochs). Balanced accuracy keeps a class-prior shift between the splits from looking like overfitting.",
+    "epochs). Balanced accuracy keeps a class-prior shift between the splits from looking like overfitting. "
+    "When the run put back its best weights (early stopping / restore), the restored epoch is what is "
+    "judged; a gap alone at that epoch, on a training set whose median class has fewer than "
+    "`min_samples_per_class` samples, is left to `insufficient_data` (the training did what it can).",
     why="The model memorizes the training samples instead of the pattern: held-out performance gets "
     "worse the longer it trains, and the final weights are worse than an earlier epoch's.",
     evidence="best held-out epoch and loss, rise since, train loss change since, train/held-out accuracy gap",
@@ -54,17 +77,13 @@ def check_overfitting(ctx: Context) -> Finding | None:
     acc_ho = _last_mean(ctx.eval(ho, metric).values)
     gap = acc_tr - acc_ho
     gap_hit = acc_tr >= t.underfit_train_accuracy and gap >= t.overfit_gap
-    vl, tl = ctx.eval(ho, "loss"), ctx.eval(tr, "loss")
-    rise_hit, rise, best_epoch, best_loss, train_drop = False, float("nan"), None, float("nan"), float("nan")
-    if len(vl) >= 3 and np.isfinite(vl.values).all():
-        b = int(np.argmin(vl.values))
-        best_epoch, best_loss = int(vl.steps[b]), float(vl.values[b])
-        rise = float(vl.values[-1] / best_loss - 1.0) if best_loss > 0 else float("nan")
-        if len(tl) == len(vl) and np.isfinite(tl.values).all():
-            train_drop = float(tl.values[b] - tl.values[-1])
-        elif ctx.loss is not None:
-            train_drop = 0.0
-        rise_hit = b <= len(vl) - 3 and rise >= t.overfit_val_loss_rise and train_drop > 0
+    rise_hit, rise, best_epoch, best_loss, train_drop = heldout_loss_rise(ctx)
+    n_train = ctx.class_counts(tr)
+    small = n_train is not None and float(np.median(n_train)) < t.min_samples_per_class
+    if gap_hit and not rise_hit and small and ctx.restored_epoch is not None:
+        # the run already ends on its best held-out epoch's weights: the remaining gap is what a small
+        # training set allows — `insufficient_data` reports it, with the same gap
+        return None
     if not (gap_hit or rise_hit):
         return None
     parts = []
@@ -82,9 +101,14 @@ def check_overfitting(ctx: Context) -> Finding | None:
         (rise / t.overfit_val_loss_rise - 1.0) if rise_hit else 0.0,
         (gap / t.overfit_gap - 1.0) if gap_hit else 0.0,
     )
-    n_train = ctx.class_counts(tr)
-    small = n_train is not None and float(np.median(n_train)) < t.min_samples_per_class
     remedies = []
+    if small and not rise_hit and ctx.restored_epoch is None:
+        remedies += [
+            (
+                "early_stopping",
+                f"keep the weights of the best {ho} epoch; what gap remains is the data's limit",
+            )
+        ]
     if rise_hit:
         remedies += [
             ("early_stopping", f"{ho} loss was best at epoch {best_epoch}; stop there"),
@@ -162,7 +186,7 @@ def check_underfitting(ctx: Context) -> Finding | None:
     acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
     if ho and acc_ho - final >= t.mismatch_gap:
         return None
-    cm = ctx.r.confusion_matrix(tr)
+    cm = ctx.confusion_matrix(tr)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
     tl = ctx.eval(tr, "loss").values
     c = cm.shape[0] if cm is not None else 0

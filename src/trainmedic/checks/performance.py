@@ -30,7 +30,7 @@ def _cms(ctx: Context) -> tuple[str, int, int, np.ndarray, np.ndarray] | None:
     if sp is None:
         return None
     best, last = ctx.best_and_last_epoch(sp)
-    cm_b, cm_l = ctx.r.confusion_matrix(sp, best), ctx.r.confusion_matrix(sp, last)
+    cm_b, cm_l = ctx.confusion_matrix(sp, best), ctx.confusion_matrix(sp, last)
     if cm_b is None or cm_l is None:
         return None
     return sp, best, last, cm_b, cm_l
@@ -81,7 +81,7 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     worst_case = max(a_best, a_last)
     if not (np.isfinite(a_last) and worst_case < thr):
         return None
-    cm = ctx.r.confusion_matrix(sp, last)
+    cm = ctx.confusion_matrix(sp, last)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
     msg = f"{sp} accuracy {a_last:.1%} at the last epoch ({last}), {a_best:.1%} at the best ({best}); below {thr:.0%}"
     if cm is not None:

@@ -235,4 +235,19 @@ def train_fn(config: Mapping[str, Any], run: Any) -> nn.Module:
             break
     if stopper is not None and cfg["restore_best"] and stopper.has_best_state and not stopper.should_stop:
         stopper.restore(model, optimizer)
+    if stopper is not None:
+        # the checks judge the model this run returns: say which epoch's weights that is
+        restored = stopper.best_epoch if cfg["restore_best"] and stopper.has_best_state else None
+        run.record(
+            "fit",
+            {
+                "restored_epoch": restored,
+                "stopped_epoch": stopper.stopped_epoch,
+                "early_stopping": bool(cfg["early_stopping"]),
+                "monitor": "val_loss",
+            },
+        )
     return model
+
+
+train_fn.defaults = DEFAULTS  # type: ignore[attr-defined]  # autofix reads the keys a remedy may change
