@@ -7,12 +7,11 @@ uses the same thresholds (:class:`~trainmedic.settings.Thresholds`) as the post-
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from collections import deque
 from collections.abc import Callable
-
-import numpy as np
 
 from .errors import TrainmedicError
 from .findings import Finding, RemedySuggestion, Severity
@@ -40,14 +39,19 @@ class LiveMonitor:
         self.t = thresholds
         self.emit = emit
         self.fired: set[str] = set()
-        self.norms: deque[float] = deque(maxlen=window)
+        self.window = window
+        self._watched: dict[str, str] = {}  # signal name -> "loss"/"grad_norm"/"" (not watched), cached
+        self._norm_state: dict[str, _NormHistory] = {}  # one history per gradient-norm signal (GAN: G and D)
         self.sustain = sustain
-        self._above: deque[bool] = deque(maxlen=5)
-        self._first_above: int | None = None
 
     def observe(self, name: str, step: int, value: float, signal_prefix: str = "") -> None:
-        base = name.rsplit("/", 1)[-1]
-        if base not in ("loss", "grad_norm") and not name.startswith("loss"):
+        base = self._watched.get(name)
+        if base is None:
+            last = name.rsplit("/", 1)[-1]
+            base = self._watched[name] = (
+                last if last in ("loss", "grad_norm") or name.startswith("loss") else ""
+            )
+        if not base:
             return
         if not math.isfinite(value):
             if "nonfinite" not in self.fired:
@@ -71,26 +75,31 @@ class LiveMonitor:
             return
         if base != "grad_norm":
             return
-        hist = self.norms
+        state = self._norm_state.get(name)
+        if state is None:
+            state = self._norm_state[name] = _NormHistory(self.window)
+        hist = state.norms
         if len(hist) >= 20:
-            med = float(np.median(hist))
+            srt = state.sorted
+            n = len(srt)
+            med = srt[n // 2] if n % 2 else 0.5 * (srt[n // 2 - 1] + srt[n // 2])
             above = med > 0 and value > self.t.explode_ratio * med
-            self._above.append(above)
-            if above and self._first_above is None:
-                self._first_above = step
-            if not above and not any(self._above):
-                self._first_above = None
-            if sum(self._above) >= self.sustain and "exploding_gradient" not in self.fired:
+            state.above.append(above)
+            if above and state.first_above is None:
+                state.first_above = step
+            if not above and not any(state.above):
+                state.first_above = None
+            if sum(state.above) >= self.sustain and "exploding_gradient" not in self.fired:
                 self.fired.add("exploding_gradient")
-                first = self._first_above if self._first_above is not None else step
+                first = state.first_above if state.first_above is not None else step
                 self.emit(
                     Finding(
                         code="exploding_gradient",
                         severity=Severity.ERROR,
                         message=(
                             f"gradient norm {value:.3g} is {value / med:.0f}x its running median {med:.3g} "
-                            f"(threshold {self.t.explode_ratio:g}x) for {sum(self._above)} of the last "
-                            f"{len(self._above)} steps, since step {first}"
+                            f"(threshold {self.t.explode_ratio:g}x) for {sum(state.above)} of the last "
+                            f"{len(state.above)} steps, since step {first}"
                         ),
                         evidence={
                             "grad_norm": value,
@@ -111,7 +120,20 @@ class LiveMonitor:
                 )
             if above:
                 return  # keep spikes out of the baseline
+        if len(hist) == hist.maxlen:
+            del state.sorted[bisect.bisect_left(state.sorted, hist[0])]
         hist.append(value)
+        bisect.insort(state.sorted, value)
+
+
+class _NormHistory:
+    """Recent healthy gradient norms of one signal, kept sorted too: the running median costs O(log n)."""
+
+    def __init__(self, window: int) -> None:
+        self.norms: deque[float] = deque(maxlen=window)
+        self.sorted: list[float] = []
+        self.above: deque[bool] = deque(maxlen=5)
+        self.first_above: int | None = None
 
 
 def warn_once(message: str) -> None:

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import math
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -141,9 +142,8 @@ class Run:
         self._epoch_counter: dict[str, int] = defaultdict(int)
         self.epoch: int | None = None
         self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
-        self._pending_layers: list[tuple[str, int, torch.Tensor]] = []
-        self._pending_acts: list[tuple[int, int, torch.Tensor]] = []
-        self._last_hparams: dict[str, float] = {}
+        # (probe index, step, (3, params) [grad, weight, update] norms): combined into layers at flush
+        self._pending_rows: list[tuple[int, int, torch.Tensor]] = []
         self._last_flush_time = time.monotonic()
         self._last_flush_step = 0
         self._failures: dict[str, int] = defaultdict(int)
@@ -151,11 +151,16 @@ class Run:
         self._pending_problem: TrainingProblemError | None = None
         self._host_check = True  # read values on the host every step (CPU); set False for accelerators
         self._batch_size = batch_size
+        self._input_handles: dict[str, Any] = {}
+        self._amp: dict[str, Any] = {}  # autocast dtype / GradScaler seen (meta "amp")
+        self._amp_checked = False
         from .remedies.control import Control
         from .remedies.treatment import make_treatment
 
         self.control = Control()  # requests (stop, lr, clipping) that the training loop honours
-        self.treatment: Any = make_treatment(treat)  # live treatment (treat="safe"), see remedies/treatment.py
+        self.treatment: Any = make_treatment(
+            treat
+        )  # live treatment (treat="safe"), see remedies/treatment.py
         self._writer: RunWriter | None = None
         self._monitor = LiveMonitor(self.thresholds, self._emit) if live else None
         if self.enabled:
@@ -234,6 +239,7 @@ class Run:
             w.set_layer_set(stat, index.layers)
         for oname, opt in optimizers.items():
             probe = OptimizerProbe(oname, opt, index)
+            probe.steps = self._step  # resumed runs continue their step count
             self._probes.append(probe)
             self._handles.append(
                 opt.register_step_pre_hook(self._make_pre_hook(probe, primary=len(self._probes) == 1))
@@ -241,6 +247,9 @@ class Run:
             self._handles.append(
                 opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1))
             )
+        if len(self._probes) > 1:
+            for probe in self._probes:
+                probe.prefix = f"{probe.name}/"
         w.set_meta(optimizers=[p.describe() for p in self._probes])
         if self.activations_enabled and index.activations:
             for stat in ACT_STATS:
@@ -249,11 +258,11 @@ class Run:
                 index.activation_modules,
                 index.activation_kinds,
                 index.activation_unit_dim,
-                sink=self._sink_activation,
                 guard=self._guard,
                 rows=self.activation_rows,
             )
-            self._act_probe.start_capture()
+            if self._step % self.every == 0:
+                self._act_probe.start_capture(self._step)
         notes = []
         if compiled:
             notes.append(
@@ -268,8 +277,9 @@ class Run:
             )
         w.set_meta(notes=notes)
         for n, m in models.items():
-            root = unwrap(m)
-            self._handles.append(root.register_forward_pre_hook(self._make_input_hook(n)))
+            handle = unwrap(m).register_forward_pre_hook(self._make_input_hook(n))
+            self._input_handles[n] = handle
+            self._handles.append(handle)
         first_device = next(iter(models.values())).parameters().__next__().device
         self._host_check = first_device.type == "cpu"
         w.set_meta(device=str(first_device))
@@ -277,15 +287,25 @@ class Run:
         return self
 
     def _make_input_hook(self, model_name: str) -> Callable[..., None]:
+        """A forward pre-hook that records the input shape, batch size and autocast once, then removes itself.
+
+        Removing it keeps later forward passes on PyTorch's hook-free fast path.
+        """
+
         def hook(module: nn.Module, args: Any) -> None:
-            if getattr(hook, "done", False):
+            handle = self._input_handles.pop(model_name, None)
+            if handle is None:
                 return
-            hook.done = True  # type: ignore[attr-defined]
+            handle.remove()
 
             def record() -> None:
                 t = next((a for a in args if isinstance(a, torch.Tensor)), None)
                 if t is None or self._writer is None:
                     return
+                autocast = _autocast_dtype(t.device.type)
+                if autocast is not None:
+                    self._amp["autocast"] = autocast
+                    self._writer.set_meta(amp=dict(self._amp))
                 self._writer.set_meta(
                     **{f"input_shape/{model_name}": list(t.shape), f"input_dtype/{model_name}": str(t.dtype)}
                 )
@@ -344,25 +364,26 @@ class Run:
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
             if self.closed:
                 return None
-            step = self._step
+            step = probe.steps
             capture = step % self.every == 0
+            if not self._amp_checked:
+                self._guard("amp", self._detect_grad_scaler)
 
             def measure() -> None:
                 res = probe.grad_param_norms()
                 if res is not None:
-                    gnorm = probe.global_norm(res[1])
-                    self._push_scalar(self._sig(probe, "grad_norm"), step, gnorm)
-                    if capture:
-                        lg = probe.layer_grad_norms()
-                        if lg is not None:
-                            self._pending_layers.append(("grad_norm", step, lg))
-                hp = probe.hyperparameters()
-                for k, v in hp.items():
-                    key = self._sig(probe, k)
-                    if capture or self._last_hparams.get(key) != v:
-                        self._last_hparams[key] = v
-                        if self._writer is not None:
-                            self._writer.add_scalar(key, step, v)
+                    if self._host_check:
+                        self._add_host_scalar(
+                            probe.prefix + "grad_norm", step, probe.global_norm_host(res[1])
+                        )
+                    else:
+                        self._pending_scalars.append(
+                            (probe.prefix + "grad_norm", step, probe.global_norm(res[1]))
+                        )
+                changed = probe.changed_hyperparameters(force=capture)
+                if changed and self._writer is not None:
+                    for key, v in changed:
+                        self._writer.add_scalar(key, step, v)
                 if capture:
                     probe.snapshot_weights()
 
@@ -397,46 +418,74 @@ class Run:
         return hook
 
     def _make_post_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
+        pi = len(self._probes) - 1
+
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             if self.closed:
                 return
-            step = self._step
+            step = probe.steps
             if step % self.every == 0:
 
                 def measure() -> None:
-                    w, u = probe.layer_weight_and_update()
-                    self._pending_layers.append(("weight_norm", step, w))
-                    if u is not None:
-                        self._pending_layers.append(("update_norm", step, u))
+                    row = probe.param_stats()
+                    if row is not None:
+                        self._pending_rows.append((pi, step, row))
 
                 self._guard("weights", measure)
             if self.treatment is not None:
                 self._guard("treatment", lambda: self.treatment.after_step(self, probe, step))
+            probe.steps = step + 1
             if primary:
-                self._step += 1
+                self._step = step + 1
                 self._stepped_since_log = True
-                if self._act_probe is not None:
+                act = self._act_probe
+                if act is not None:
                     if self._step % self.every == 0:
-                        self._act_probe.start_capture()
-                    else:
-                        self._act_probe.capture = False
+                        act.start_capture(self._step)
+                    elif act.capture:
+                        act.stop_capture()
                 self._maybe_flush()
             self._raise_pending()
 
         return hook
 
-    def _sink_activation(self, i: int, stats: torch.Tensor) -> None:
-        self._pending_acts.append((self._step, i, stats))
+    def _detect_grad_scaler(self) -> None:
+        """Note whether ``optimizer.step`` was called by a ``GradScaler`` (its gradients are unscaled then).
+
+        Looked up once, in the first step's pre-hook, from the calling frames: no cost afterwards.
+        """
+        self._amp_checked = True
+        scaler = None
+        f: Any = sys._getframe(1)
+        for _ in range(12):
+            if f is None:
+                break
+            owner = f.f_locals.get("self")
+            if isinstance(owner, torch.amp.GradScaler):
+                scaler = owner
+                break
+            f = f.f_back
+        self._amp["grad_scaler"] = scaler is not None
+        if scaler is not None:
+            self._amp["note"] = (
+                "gradients are read in the optimizer step pre-hook, which GradScaler.step calls after "
+                "unscale_: recorded gradient norms are unscaled; steps the scaler skips (inf/NaN) are not recorded"
+            )
+        if self._writer is not None and (scaler is not None or "autocast" in self._amp):
+            self._writer.set_meta(amp=dict(self._amp))
 
     def _push_scalar(self, name: str, step: int, value: torch.Tensor) -> None:
+        """A per-step 0-d tensor: read now on the CPU (no cost), kept on the device until a flush otherwise."""
         if self._host_check:
-            v = float(value)
-            if self._writer is not None:
-                self._writer.add_scalar(name, step, v)
-            if self._monitor is not None:
-                self._monitor.observe(name, step, v)
+            self._add_host_scalar(name, step, float(value))
         else:
             self._pending_scalars.append((name, step, value.detach()))
+
+    def _add_host_scalar(self, name: str, step: int, v: float) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(name, step, v)
+        if self._monitor is not None:
+            self._monitor.observe(name, step, v)
 
     # ---- user calls ----------------------------------------------------------------------------
     @property
@@ -458,7 +507,8 @@ class Run:
                         f"`{k}` must be a scalar (a 0-d tensor or a number); got a tensor of shape "
                         f"{describe_shape(v)}; reduce it first, e.g. {k}={k}.mean()"
                     )
-                values[k] = v.detach().reshape(())
+                # CPU: read now (no cost, and the live checks see it at once); accelerators: keep it on the device
+                values[k] = float(v.detach()) if self._host_check else v.detach()
             elif isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
                 values[k] = float(v)
             else:
@@ -637,39 +687,67 @@ class Run:
         w = self._writer
         assert w is not None
         scalars, self._pending_scalars = self._pending_scalars, []
-        layers, self._pending_layers = self._pending_layers, []
-        acts, self._pending_acts = self._pending_acts, []
+        rows, self._pending_rows = self._pending_rows, []
         if scalars:
-            vals = _batch_to_host([t for _, _, t in scalars])
+            vals = _batch_to_host([t.reshape(()) for _, _, t in scalars])
             for (name, step, _), v in zip(scalars, vals):
                 w.add_scalar(name, step, float(v))
                 if self._monitor is not None:
                     self._monitor.observe(name, step, float(v))
-        if layers:
-            vals = _batch_to_host([t for _, _, t in layers])
-            merged: dict[tuple[str, int], np.ndarray] = {}
-            for (stat, step, _), v in zip(layers, vals):
-                key = (stat, step)
-                merged[key] = np.sqrt(merged[key] ** 2 + v**2) if key in merged else v
-            for (stat, step), v in sorted(merged.items(), key=lambda kv: kv[0][1]):
-                w.add_layer_values(stat, step, v)
-                if stat == "update_norm" and ("weight_norm", step) in merged:
-                    wn = merged[("weight_norm", step)]
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        ratio = np.where(wn > 0, v / wn, np.nan)
-                    if "update_ratio" not in w._known_layer_sets:
-                        w.set_layer_set("update_ratio", self._index.layers if self._index else [])
-                    w.add_layer_values("update_ratio", step, ratio)
-        if acts and self._index is not None:
-            vals = _batch_to_host([t for _, _, t in acts])
-            n_act = len(self._index.activations)
-            by_step: dict[int, np.ndarray] = {}
-            for (step, i, _), v in zip(acts, vals):
-                arr = by_step.setdefault(step, np.full((len(ACT_STATS), n_act), np.nan, dtype=np.float32))
-                arr[:, i] = v
-            for step, arr in sorted(by_step.items()):
-                for si, stat in enumerate(ACT_STATS):
-                    w.add_layer_values(stat, step, arr[si])
+        if rows:
+            self._flush_layer_rows(rows)
+        if self._act_probe is not None and self._index is not None:
+            acts = self._guard("activations", self._act_probe.drain)
+            if acts:
+                self._flush_activations(acts)
+
+    def _flush_layer_rows(self, rows: list[tuple[int, int, torch.Tensor]]) -> None:
+        """Per-parameter norm rows of all captured steps → per-layer statistics, one host copy per optimizer."""
+        w = self._writer
+        assert w is not None
+        by_probe: dict[int, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+        for pi, step, row in rows:
+            by_probe[pi].append((step, row))
+        merged: dict[int, np.ndarray] = {}  # step -> (3, layers) squared norms, summed over optimizers
+        for pi, items in by_probe.items():
+            layer_vals = self._probes[pi].layer_rows(torch.stack([r for _, r in items])).cpu().numpy()
+            for (step, _), v in zip(items, layer_vals):
+                sq = v.astype(np.float64) ** 2
+                merged[step] = merged[step] + sq if step in merged else sq
+        steps = sorted(merged)
+        arr = np.sqrt(np.stack([merged[s] for s in steps]))  # (T, 3, layers)
+        grad, weight, update = arr[:, 0], arr[:, 1], arr[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(weight > 0, update / weight, np.nan)
+        if "update_ratio" not in w._known_layer_sets:
+            w.set_layer_set("update_ratio", self._index.layers if self._index else [])
+        for stat, values in (
+            ("grad_norm", grad),
+            ("weight_norm", weight),
+            ("update_norm", update),
+            ("update_ratio", ratio),
+        ):
+            w.add_layer_rows(stat, steps, values)
+
+    def _flush_activations(self, acts: list[tuple[int, list[int], torch.Tensor]]) -> None:
+        w = self._writer
+        assert w is not None and self._index is not None
+        n_act = len(self._index.activations)
+        host = _batch_to_host([torch.cat([t for _, _, t in acts])]) if acts else []
+        stats = host[0] if host else np.zeros((0, len(ACT_STATS)), dtype=np.float32)
+        by_step: dict[int, np.ndarray] = {}
+        k = 0
+        for i, steps, _ in acts:
+            for step in steps:
+                arr = by_step.get(step)
+                if arr is None:
+                    arr = by_step[step] = np.full((len(ACT_STATS), n_act), np.nan, dtype=np.float32)
+                arr[:, i] = stats[k]
+                k += 1
+        order = sorted(by_step)
+        table = np.stack([by_step[s] for s in order])  # (T, stats, activations)
+        for si, stat in enumerate(ACT_STATS):
+            w.add_layer_rows(stat, order, table[:, si])
 
     # ---- closing -------------------------------------------------------------------------------
     def close(self, status: str = "closed") -> None:
@@ -728,6 +806,16 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, step={self.step}, models={list(self.models)})"
+
+
+def _autocast_dtype(device_type: str) -> str | None:
+    """The autocast dtype active for ``device_type`` (``"torch.bfloat16"``), or None."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return str(torch.get_autocast_dtype(device_type))
+    except (TypeError, RuntimeError):
+        return None
+    return None
 
 
 def _version() -> str:

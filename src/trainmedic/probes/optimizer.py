@@ -4,16 +4,23 @@ Why the optimizer and not backward hooks: at ``optimizer.step()`` every ``p.grad
 all-reduced under DDP, unscaled by ``GradScaler.step``), reading it costs one fused ``torch._foreach_norm``,
 and it works unchanged for compiled models. Everything stays on the device; the recorder moves results to
 the host in one batch per flush.
+
+The hot path runs every step, so it avoids Python work that does not change between steps: the parameter
+list, the per-parameter layer ids and the hyperparameter layout are built once; hyperparameters are compared
+as plain floats and written only when they change (or at the cadence).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .layers import LayerIndex
+
+HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
 
 
 @dataclass
@@ -25,18 +32,39 @@ class ParamGroupView:
     n_layers: int
 
 
-def _per_param_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """L2 norm of each tensor as one 1-D tensor, with one fused kernel per device/dtype."""
-    norms = torch._foreach_norm(tensors)
-    dev = tensors[0].device
+def _stack_norms(norms: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """0-d norms (possibly of several dtypes/devices) as one 1-D float32 tensor on the first one's device."""
+    dev = norms[0].device
+    if all(n.dtype == torch.float32 and n.device == dev for n in norms):
+        return torch.stack(norms)
     return torch.stack([n.to(device=dev, dtype=torch.float32) for n in norms])
 
 
+def _per_param_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of each tensor as one 1-D float32 tensor, with one fused kernel per device/dtype."""
+    return _stack_norms(torch._foreach_norm(tensors))
+
+
 def layer_norms(values: torch.Tensor, layer_ids: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Combine per-parameter L2 norms into per-layer L2 norms: sqrt(sum of squares) per layer."""
-    out = torch.zeros(n_layers, device=values.device, dtype=torch.float32)
-    out.index_add_(0, layer_ids, values.float() ** 2)
-    return out.sqrt()
+    """Combine per-parameter L2 norms into per-layer L2 norms: sqrt(sum of squares) per layer.
+
+    ``values`` may be 2-D (``(k, params)``): each row is combined separately, in one kernel.
+    """
+    v = values.float()
+    shape = (*v.shape[:-1], n_layers)
+    out = torch.zeros(shape, device=v.device, dtype=torch.float32)
+    out.index_add_(v.dim() - 1, layer_ids, v * v)
+    return out.sqrt_()
+
+
+def _as_float(v: Any) -> float | None:
+    if isinstance(v, float):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu":
+        return float(v)
+    return None  # absent, non-numeric, or an accelerator tensor (reading it would sync)
 
 
 class OptimizerProbe:
@@ -45,6 +73,7 @@ class OptimizerProbe:
     def __init__(self, name: str, optimizer: torch.optim.Optimizer, index: LayerIndex) -> None:
         self.name = name
         self.optimizer = optimizer
+        self.prefix = ""  # signal prefix ("generator/") when the run watches several optimizers
         params = [p for g in optimizer.param_groups for p in g["params"] if id(p) in index.param_layer]
         self.params = params
         self.n_layers = len(index.layers)
@@ -53,71 +82,162 @@ class OptimizerProbe:
             [index.param_layer[id(p)] for p in params], dtype=torch.long, device=dev
         )
         self._before: list[torch.Tensor] | None = None
-        self._grad_cache: tuple[list[int], torch.Tensor] | None = None
+        self._grad_cache: tuple[list[int] | None, list[torch.Tensor]] | None = None
+        self.steps = 0  # completed steps of this optimizer
+        self._hp_groups = -1
+        self._hp_names: list[str] = []
+        self._hp_last: list[float | None] = []
+        self._hp_raw: list[tuple[Any, ...]] | None = None
+        self._hp_tensor = False
 
     # ---- per step --------------------------------------------------------------------------------
-    def grad_param_norms(self) -> tuple[list[int], torch.Tensor] | None:
-        """Indices of params that have a gradient and their gradient norms (device tensor)."""
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not idx:
-            return None
-        grads = [self.params[i].grad for i in idx]
-        norms = _per_param_norms(grads)  # type: ignore[arg-type]
+    def grad_param_norms(self) -> tuple[list[int] | None, list[torch.Tensor]] | None:
+        """Indices of params that have a gradient (None: all of them) and their 0-d gradient norms (device).
+
+        One ``torch._foreach_norm``: on the CPU each tensor still costs one kernel launch (~4 µs), the floor of
+        the per-step overhead on small models.
+        """
+        grads = [p.grad for p in self.params]
+        idx: list[int] | None = None
+        if not all(g is not None for g in grads):  # not `None in grads`: that calls Tensor.__eq__ per grad
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            if not idx:
+                self._grad_cache = None
+                return None
+            grads = [grads[i] for i in idx]
+        norms = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
         self._grad_cache = (idx, norms)
         return idx, norms
 
     @staticmethod
-    def global_norm(norms: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(norms)
+    def global_norm(norms: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """The global L2 norm as a 0-d device tensor (no sync)."""
+        if isinstance(norms, torch.Tensor):
+            return torch.linalg.vector_norm(norms)
+        return torch.linalg.vector_norm(_stack_norms(norms))
+
+    @staticmethod
+    def global_norm_host(norms: list[torch.Tensor]) -> float:
+        """The global L2 norm as a float, for CPU tensors: reading 0-d CPU tensors is cheaper than two kernels."""
+        return math.sqrt(math.fsum(float(n) ** 2 for n in norms))
+
+    def hyperparameter_names(self) -> list[str]:
+        """Signal names of :meth:`hyperparameter_values`, e.g. ``lr`` or ``lr/1`` with several groups."""
+        groups = self.optimizer.param_groups
+        if len(groups) != self._hp_groups:
+            self._hp_groups = len(groups)
+            self._hp_names = [
+                f"{self.prefix}{key}{'' if len(groups) == 1 else f'/{gi}'}"
+                for gi in range(len(groups))
+                for key in HP_KEYS
+            ]
+            self._hp_last = []
+        return self._hp_names
+
+    def hyperparameter_values(self) -> list[float | None]:
+        """Learning rate, momentum, weight decay and betas of each group as floats (None: not there). No sync."""
+        out: list[float | None] = []
+        for g in self.optimizer.param_groups:
+            betas = g.get("betas")
+            b1 = b2 = None
+            if isinstance(betas, (tuple, list)) and len(betas) == 2:
+                b1, b2 = _as_float(betas[0]), _as_float(betas[1])
+            out += (
+                _as_float(g.get("lr")),
+                _as_float(g.get("momentum")),
+                _as_float(g.get("weight_decay")),
+                b1,
+                b2,
+            )
+        return out
+
+    def changed_hyperparameters(self, force: bool) -> list[tuple[str, float]]:
+        """``(signal, value)`` of hyperparameters that changed since the last call (all of them if ``force``).
+
+        The hot path is one comparison of the raw group values with the previous step's (plain floats and
+        tuples); tensors (``capturable`` optimizers) take the slow path, since they change in place.
+        """
+        raw = [
+            (g.get("lr"), g.get("momentum"), g.get("weight_decay"), g.get("betas"))
+            for g in self.optimizer.param_groups
+        ]
+        if not force and not self._hp_tensor and raw == self._hp_raw:
+            return []
+        self._hp_raw = raw
+        self._hp_tensor = any(isinstance(v, torch.Tensor) for r in raw for v in (*r[:3], *(r[3] or ())))
+        names = self.hyperparameter_names()
+        vals = self.hyperparameter_values()
+        last = self._hp_last
+        self._hp_last = vals
+        if force or len(last) != len(vals):
+            return [(n, v) for n, v in zip(names, vals) if v is not None]
+        return [(n, v) for n, v, o in zip(names, vals, last) if v is not None and v != o]
 
     def hyperparameters(self) -> dict[str, float]:
         """Learning rate, momentum/betas and weight decay per param group (plain Python floats: no sync)."""
-        out: dict[str, float] = {}
-        groups = self.optimizer.param_groups
-        for gi, g in enumerate(groups):
-            suffix = "" if len(groups) == 1 else f"/{gi}"
-            for key in ("lr", "momentum", "weight_decay"):
-                v = g.get(key)
-                if isinstance(v, (int, float)) or (
-                    isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu"
-                ):
-                    out[f"{key}{suffix}"] = float(v)
-            betas = g.get("betas")
-            if isinstance(betas, (tuple, list)) and len(betas) == 2:
-                out[f"beta1{suffix}"] = float(betas[0])
-                out[f"beta2{suffix}"] = float(betas[1])
-        return out
+        names = self.hyperparameter_names()
+        return {
+            n[len(self.prefix) :]: v for n, v in zip(names, self.hyperparameter_values()) if v is not None
+        }
 
     # ---- per layer at the cadence ----------------------------------------------------------------
+    def _ids(self, idx: list[int] | None) -> torch.Tensor:
+        if idx is None:
+            return self.layer_ids
+        return self.layer_ids[torch.tensor(idx, device=self.layer_ids.device)]
+
     def layer_grad_norms(self) -> torch.Tensor | None:
+        """Per-layer gradient norms of the gradients read by the last :meth:`grad_param_norms`."""
         cache = self._grad_cache
         if cache is None:
             return None
         idx, norms = cache
-        ids = (
-            self.layer_ids
-            if len(idx) == len(self.params)
-            else self.layer_ids[torch.tensor(idx, device=self.layer_ids.device)]
-        )
-        return layer_norms(norms, ids, self.n_layers)
+        return layer_norms(_stack_norms(norms), self._ids(idx), self.n_layers)
 
     def snapshot_weights(self) -> None:
-        """Copy the weights before the step so the update can be measured after it."""
-        self._before = [p.detach().clone() for p in self.params]
+        """Copy the weights before the step (one fused kernel) so the update can be measured after it."""
+        self._before = list(torch._foreach_clone([p.detach() for p in self.params])) if self.params else None
+
+    def param_stats(self) -> torch.Tensor | None:
+        """Per-parameter ``[grad, weight, update]`` norms after the step: a ``(3, params)`` device tensor.
+
+        Gradients are those read in the pre-step hook (0 where a parameter had none); the update is NaN when
+        no snapshot was taken. Rows of several steps are combined into layers at flush time
+        (:meth:`layer_rows`), so a captured step costs a few fused kernels and no per-layer work.
+        """
+        if not self.params:
+            return None
+        weights = [p.detach() for p in self.params]
+        before, self._before = self._before, None
+        n = len(weights)
+        cache, self._grad_cache = self._grad_cache, None
+        if cache is None:
+            grads = torch.zeros(n, device=self.layer_ids.device)
+        elif cache[0] is None:
+            grads = _stack_norms(cache[1])
+        else:
+            grads = torch.zeros(n, device=self.layer_ids.device)
+            grads[torch.tensor(cache[0], device=grads.device)] = _stack_norms(cache[1]).to(grads.device)
+        wn = _per_param_norms(weights)
+        if before is None:
+            un = torch.full((n,), float("nan"), device=wn.device)
+        else:
+            torch._foreach_sub_(before, weights)  # before - after = -update: same norm, no new tensors
+            un = _per_param_norms(before)
+        return torch.stack([grads.to(wn.device), wn, un])
+
+    def layer_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Combine stacked :meth:`param_stats` rows ``(T, 3, params)`` into ``(T, 3, layers)`` L2 norms."""
+        return layer_norms(rows, self.layer_ids.to(rows.device), self.n_layers)
 
     def layer_weight_and_update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-layer weight norms after the step and update norms (None when no snapshot was taken)."""
-        if not self.params:
-            z = torch.zeros(self.n_layers)
-            return z, None
-        weights = [p.detach() for p in self.params]
-        w = layer_norms(_per_param_norms(weights), self.layer_ids, self.n_layers)
-        if self._before is None:
-            return w, None
-        diffs = list(torch._foreach_sub(weights, self._before))
-        u = layer_norms(_per_param_norms(diffs), self.layer_ids, self.n_layers)
-        self._before = None
-        return w, u
+        had_snapshot = self._before is not None
+        row = self.param_stats()
+        if row is None:
+            return torch.zeros(self.n_layers), None
+        wu = self.layer_rows(row[None])[0]
+        return wu[1], (wu[2] if had_snapshot else None)
 
     def describe(self) -> dict[str, Any]:
         opt = self.optimizer

@@ -139,6 +139,12 @@ class RunWriter:
         steps.append(step)
         rows.append(np.asarray(values, dtype=np.float32))
 
+    def add_layer_rows(self, stat: str, steps: list[int] | np.ndarray, values: np.ndarray) -> None:
+        """Several steps of a per-layer statistic at once: ``values`` has shape ``(len(steps), layers)``."""
+        s, rows = self._layers[stat]
+        s.extend(int(x) for x in steps)
+        rows.extend(np.asarray(values, dtype=np.float32))
+
     def add_eval(self, split: str, epoch: int, step: int | None, name: str, value: float) -> None:
         self._rows_evals.append((epoch, step, split, name, float(value)))
 

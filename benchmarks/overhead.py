@@ -1,0 +1,157 @@
+"""Recording overhead: bare vs watched training of an MLP and a small CNN on sklearn's digits.
+
+Three identical set-ups (bare, watched with default settings, watched with every statistic on every step,
+``every=1``) train side by side in one process, in short interleaved chunks (the order rotates each round),
+so that the neighbours' load on a shared machine hits every variant alike. Each variant's time is its
+process CPU time (``time.process_time``, one torch thread) summed over all chunks, including the final flush
+of what was recorded; ``--wall`` uses wall-clock time. The figure is watched time / bare time, with the
+spread of the per-round ratios. One-time costs (``tm.watch`` set-up, ``run.close``) are reported apart.
+
+    python benchmarks/overhead.py [--rounds 30] [--chunk 25] [--threads 1] [--wall]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+import trainmedic as tm
+
+CLOCK = time.process_time
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 10),
+    )
+
+
+class Setup:
+    """One model + optimizer (+ run when watched) that can train a chunk of steps and account its time."""
+
+    def __init__(self, make: Callable[[], nn.Module], watch: dict[str, Any] | None, root: Path) -> None:
+        torch.manual_seed(0)
+        self.model = make()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.run = None
+        self.seconds = 0.0
+        self.step = 0
+        self.once_ms = 0.0
+        if watch is not None:
+            t = time.perf_counter()
+            self.run = tm.watch(
+                self.model, self.opt, run_dir=root / f"r{time.perf_counter_ns()}", quiet=True, **watch
+            )
+            self.once_ms += 1000 * (time.perf_counter() - t)
+
+    def chunk(self, X: torch.Tensor, y: torch.Tensor, steps: int, bs: int = 64) -> float:
+        model, opt, loss_fn, run = self.model, self.opt, self.loss_fn, self.run
+        n = len(X)
+        t0 = CLOCK()
+        for _ in range(steps):
+            i = (self.step * bs) % (n - bs)
+            self.step += 1
+            xb, yb = X[i : i + bs], y[i : i + bs]
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            if run is not None:
+                run.log(loss=loss)
+        dt = CLOCK() - t0
+        self.seconds += dt
+        return dt
+
+    def finish(self) -> None:
+        if self.run is not None:
+            t0 = CLOCK()
+            self.run.flush()  # what the loop recorded, moved and written: part of the per-step cost
+            self.seconds += CLOCK() - t0
+            t = time.perf_counter()
+            self.run.close()
+            self.once_ms += 1000 * (time.perf_counter() - t)
+
+
+def measure(
+    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, rounds: int, chunk: int, root: Path
+) -> None:
+    variants: dict[str, dict[str, Any] | None] = {"bare": None, "default": {}, "every=1": {"every": 1}}
+    setups = {k: Setup(make, v, root) for k, v in variants.items()}
+    for s in setups.values():  # warm-up: allocator, first-step paths, first flush
+        s.chunk(X, y, 10)
+        s.seconds = 0.0
+    names = list(setups)
+    per_round: dict[str, list[float]] = {k: [] for k in names if k != "bare"}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        times = {k: setups[k].chunk(X, y, chunk) for k in order}
+        for k in per_round:
+            per_round[k].append(times[k] / times["bare"])
+    for s in setups.values():
+        s.finish()
+    bare = setups["bare"].seconds
+    steps = setups["bare"].step - 10
+    parts = []
+    for k, rs in per_round.items():
+        parts.append(
+            f"{k} {setups[k].seconds / bare:.3f}x (per-round median {statistics.median(rs):.3f}, "
+            f"IQR {np.percentile(rs, 25):.3f}-{np.percentile(rs, 75):.3f})"
+        )
+    print(
+        f"{make.__name__.upper()}: bare {bare * 1000 / steps:.3f} ms/step over {steps} steps; watched/bare: "
+        + "; ".join(parts)
+    )
+    once = ", ".join(f"{k} {setups[k].once_ms:.0f} ms" for k in per_round)
+    print(f"{make.__name__.upper()}: one-time cost per run (tm.watch + run.close), not in the ratios: {once}")
+
+
+def main() -> None:
+    global CLOCK
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--chunk", type=int, default=25, help="steps per variant per round")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--wall", action="store_true", help="wall-clock instead of process CPU time")
+    ap.add_argument("--only", choices=["mlp", "cnn"], default=None)
+    args = ap.parse_args()
+    if args.wall:
+        CLOCK = time.perf_counter
+    torch.set_num_threads(args.threads)
+    d = load_digits()
+    X = torch.tensor(d.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target, dtype=torch.long)
+    clock = "wall-clock" if args.wall else "process CPU"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {clock} time, batch 64, Adam, "
+        f"{args.rounds} rounds x {args.chunk} steps per variant, interleaved"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for make in (mlp, cnn):
+            if args.only is None or args.only == make.__name__:
+                measure(make, X, y, args.rounds, args.chunk, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
