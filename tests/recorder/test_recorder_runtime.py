@@ -73,6 +73,15 @@ def test_sync_free_accelerator_path_records_the_same_values(tmp_path: Path, monk
     """``_host_check=False`` (what CUDA runs use) keeps per-step values on the device until a flush."""
     X, y = digits(256)
     results = {}
+    syncs: list[str] = []
+
+    def no_sync(kind: str) -> Any:
+        def read(self: torch.Tensor) -> float:
+            syncs.append(kind)
+            return 0.0
+
+        return read
+
     for host in (True, False):
         torch.manual_seed(0)
         model = mlp()
@@ -81,10 +90,9 @@ def test_sync_free_accelerator_path_records_the_same_values(tmp_path: Path, monk
         run = watched(model, opt, d, every=2, flush_secs=1e9, flush_steps=10**9)
         run._host_check = host
         if not host:
-            syncs = []
-            monkeypatch.setattr(
-                torch.Tensor, "item", lambda self: syncs.append(1) or 0.0
-            )  # no per-step reads
+            monkeypatch.setattr(torch.Tensor, "item", no_sync("item"))  # no per-step reads of device values
+            monkeypatch.setattr(torch.Tensor, "__float__", no_sync("float"))
+            monkeypatch.setattr(torch.Tensor, "tolist", no_sync("tolist"))
         train(model, opt, X[:192], y[:192], run=run) if host else _train_no_eval(model, opt, X, y, run)
         if not host:
             monkeypatch.undo()
