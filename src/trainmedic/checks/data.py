@@ -126,8 +126,7 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
     what="The median class has fewer than `min_samples_per_class` training samples, or the model has more "
     "than `max_params_per_sample` trainable parameters per training sample, and training accuracy ends "
     "at least `overfit_gap` above held-out accuracy (the shortage shows). It is `info` (a data property, "
-    "not a training problem) when only the sample count is short (parameters per sample within bounds), the "
-    "run ended on its best held-out epoch's weights (restored; the held-out loss is not `overfit_val_loss_rise` "
+    "not a training problem) when the run ended on its best held-out epoch's weights (restored; the held-out loss is not `overfit_val_loss_rise` "
     "above its best there) and held-out accuracy is at least `min_accuracy`.",
     why="With too few samples for its size, a model can memorize its training set instead of learning the "
     "pattern; no training trick replaces data.",
@@ -170,7 +169,7 @@ def check_insufficient_data(ctx: Context) -> Finding | None:
     rise_hit, rise, _, _, _ = heldout_loss_rise(ctx)
     acc_ho = float(np.nanmean(a_ho[-2:])) if len(a_ho) else float("nan")
     settled = not rise_hit and ctx.restored_epoch is not None
-    data_only = few and not big and settled and acc_ho >= t.min_accuracy
+    data_only = settled and acc_ho >= t.min_accuracy
     if data_only:
         msg += (
             f"; the training is not overfitting any more ({ho} loss "

@@ -73,6 +73,7 @@ class _Ctx:
     cfg: dict[str, Any]  # effective config: train_fn defaults <- current config
     run_dir: Path
     known: set[str]
+    diag: Diagnosis | None = None  # the diagnosis the change answers (its evidence sizes some changes)
 
 
 def _off(v: Any) -> bool:
@@ -119,15 +120,36 @@ def _early_stopping(ctx: _Ctx) -> dict[str, Any] | None:
     return change
 
 
-def _width(factor: float) -> Callable[[_Ctx], dict[str, Any] | None]:
-    def rule(ctx: _Ctx) -> dict[str, Any] | None:
-        w = ctx.cfg.get("width")
-        if not isinstance(w, int):
-            return None
-        new = max(4, min(4096, int(round(w * factor))))
-        return None if new == w else {"width": new}
+MIN_USEFUL_WIDTH = 64  # larger_model: a narrower hidden layer is a bottleneck; jump straight to this
 
-    return rule
+
+def _larger(ctx: _Ctx) -> dict[str, Any] | None:
+    """Double the width, or jump to :data:`MIN_USEFUL_WIDTH` from a bottleneck (doubling 2 → 4 → 8 … would
+    spend the whole budget on one remedy)."""
+    w = ctx.cfg.get("width")
+    if not isinstance(w, int):
+        return None
+    new = min(4096, max(2 * w, MIN_USEFUL_WIDTH))
+    return None if new == w else {"width": new}
+
+
+def _smaller(ctx: _Ctx) -> dict[str, Any] | None:
+    """Halve the width; when the diagnosis measured too many parameters per sample, shrink the width in
+    proportion so the model lands under the threshold in one trial (parameters grow at least linearly
+    with width)."""
+    w = ctx.cfg.get("width")
+    if not isinstance(w, int):
+        return None
+    factor = 0.5
+    for f in ctx.diag.findings if ctx.diag is not None else []:
+        ev = f.evidence or {}
+        pps, thr = ev.get("params_per_sample"), (ev.get("thresholds") or {}).get("max_params_per_sample")
+        if f.code != "insufficient_data" or not isinstance(pps, (int, float)):
+            continue
+        if isinstance(thr, (int, float)) and pps > thr > 0:
+            factor = min(factor, max(0.25, 0.8 * thr / pps))  # at most 4x smaller per trial
+    new = max(4, int(round(w * factor)))
+    return None if new >= w else {"width": new}
 
 
 def _unless_set(key: str, value: Any) -> Callable[[_Ctx], dict[str, Any] | None]:
@@ -161,10 +183,13 @@ def _momentum(ctx: _Ctx) -> dict[str, Any] | None:
     return {"momentum": 0.9}
 
 
+ADAM_LR = 3e-3  # the lr switch_optimizer pairs with Adam (upper end of its usual range: small models, few epochs)
+
+
 def _switch_optimizer(ctx: _Ctx) -> dict[str, Any] | None:
     if str(ctx.cfg.get("optimizer", "adam")) in ("adam", "adamw"):
         return None
-    return {"optimizer": "adam", "lr": 1e-3}
+    return {"optimizer": "adam", "lr": ADAM_LR}
 
 
 def _normalize_inputs(ctx: _Ctx) -> dict[str, Any] | None:
@@ -188,8 +213,8 @@ REMEDY_CHANGES: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
     "undersample": _unless_set("sampler", "undersample"),
     "add_momentum": _momentum,
     "switch_optimizer": _switch_optimizer,
-    "larger_model": _width(2.0),
-    "smaller_model": _width(0.5),
+    "larger_model": _larger,
+    "smaller_model": _smaller,
     "train_longer": lambda c: (
         {"epochs": int(c.cfg.get("epochs", 10)) * 2} if int(c.cfg.get("epochs", 10)) < 200 else None
     ),
@@ -217,6 +242,7 @@ class Trial:
     run_dir: str
     error: str | None = None
     stop_reason: str | None = None
+    elapsed: float | None = None  # seconds since autofix started, when this trial was trained and judged
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self.__dict__)  # type: ignore[no-any-return]
@@ -378,6 +404,117 @@ def _diagnose(run_dir: Path, thresholds: Thresholds, diagnose: Callable[..., Dia
     return checks_diagnose(run_dir, thresholds=thresholds)  # type: ignore[no-any-return]
 
 
+# ---- cutting hopeless trials ---------------------------------------------------------------------
+# Causes that keep a model at chance however long it trains (a stalled loss included).
+ROOT_CAUSES = frozenset(
+    {
+        "bad_initialization",
+        "vanishing_gradient",
+        "gradient_masking",
+        "exploding_gradient",
+        "nonfinite",
+        "inefficient_learning",
+    }
+)
+POLISH_ROUNDS = 2  # at most this many train_longer rounds on a healthy, unconverged model
+CHANCE_FACTOR = 1.5  # "learned nothing": held-out accuracy at most this times chance (1 / classes)
+
+
+class _TrialCut:
+    """Ends a run early, from a third of its epochs on, when finishing it cannot change what autofix does:
+
+    * *worse* (retrials): its held-out metric is worse by more than ``margin`` than both the best run's
+      at the same epoch and the best run's final value — it cannot be kept (a trial is kept only when it
+      beats the best);
+    * *hopeless* (any run, the baseline included; accuracy only): held-out accuracy is at most
+      :data:`CHANCE_FACTOR` x chance and a diagnosis of the run so far (made once) already names a root
+      cause (:data:`ROOT_CAUSES`) — a model at chance with a known cause does not repair itself with more
+      epochs; its remedy is the next trial.
+
+    Plugged in as the run's epoch hook (``run.treatment``), chained to any treatment already there."""
+
+    def __init__(
+        self,
+        split: str,
+        name: str,
+        mode: str,
+        reference: dict[int, float] | None,
+        final: float | None,
+        epochs: int,
+        margin: float,
+        inner: Any = None,
+        diagnose: Callable[[], Diagnosis] | None = None,
+    ) -> None:
+        self.split, self.name, self.mode = split, name, mode
+        self.reference, self.final, self.margin, self.inner = reference or {}, final, margin, inner
+        self.from_epoch = max(1, math.ceil(epochs / 3)) - 1
+        self.diagnose = diagnose
+        self.reason: str | None = None
+
+    def before_step(self, run: Any, probe: Any, step: int) -> None:
+        if self.inner is not None:
+            self.inner.before_step(run, probe, step)
+
+    def after_step(self, run: Any, probe: Any, step: int) -> None:
+        if self.inner is not None:
+            self.inner.after_step(run, probe, step)
+
+    def _worse(self, v: float, ref: float) -> bool:
+        return v < ref - self.margin if self.mode == "max" else v > ref * (1 + self.margin)
+
+    def after_evaluate(
+        self, run: Any, split: str, epoch: int, result: dict[str, Any], loss: float | None
+    ) -> None:
+        if self.inner is not None:
+            self.inner.after_evaluate(run, split, epoch, result, loss)
+        if split != self.split or epoch < self.from_epoch or self.reason is not None:
+            return
+        v = loss if self.name == "loss" else (result.get("scalars") or {}).get(self.name)
+        ref = self.reference.get(epoch)
+        if not isinstance(v, (int, float)):
+            return
+        v = float(v) if math.isfinite(float(v)) else (-math.inf if self.mode == "max" else math.inf)
+        if ref is not None and self.final is not None and self._worse(v, ref) and self._worse(v, self.final):
+            self._cut(
+                run,
+                f"cut at epoch {epoch}: {self.split}_{self.name} {v:.4g} is more than {self.margin:g} worse "
+                f"than the best run's {ref:.4g} at that epoch and its final {self.final:.4g}",
+            )
+            return
+        acc = (result.get("scalars") or {}).get("accuracy")
+        n_classes = len(result.get("confusion_matrix") or [])
+        if self.diagnose is None or not isinstance(acc, (int, float)) or n_classes < 2:
+            return
+        chance = 1.0 / n_classes
+        if not acc <= CHANCE_FACTOR * chance:
+            return
+        diagnose, self.diagnose = self.diagnose, None  # once per run
+        run.flush()
+        causes = sorted(diagnose().codes & ROOT_CAUSES)
+        if causes:
+            self._cut(
+                run,
+                f"cut at epoch {epoch}: {self.split} accuracy {acc:.3f} ≤ {CHANCE_FACTOR:g} x chance "
+                f"({chance:.3f}) and the run already shows {', '.join(causes)}",
+            )
+
+    def _cut(self, run: Any, reason: str) -> None:
+        from ..live import TrainingProblemError
+
+        self.reason = reason
+        run._pending_problem = TrainingProblemError(
+            Finding("inefficient_learning", Severity.INFO, reason, {"autofix": "trial_cut"})
+        )
+
+
+def _curve(run_dir: Path, split: str, name: str) -> dict[int, float]:
+    from ..store.reader import RunReader
+
+    with RunReader(run_dir) as r:
+        s = r.eval_series(split, name)
+    return {int(e): float(v) for e, v in zip(s.steps, s.values, strict=False) if math.isfinite(float(v))}
+
+
 # ---- the loop ------------------------------------------------------------------------------------
 @dataclass
 class _Best:
@@ -404,6 +541,8 @@ def autofix(
     diagnose: Callable[..., Diagnosis] | None = None,
     abort_on_nonfinite: bool = True,
     remedies: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]] | None = None,
+    cut_margin: float | None = 0.1,
+    polish: bool = True,
     verbose: bool = False,
 ) -> AutofixResult:
     """Repair a training configuration by trial: train, diagnose, change one hyperparameter, retrain, compare.
@@ -427,6 +566,13 @@ def autofix(
             read by ``train_fn``.
         diagnose: ``diagnose(run_dir) -> Diagnosis``; default :func:`trainmedic.diagnose`.
         abort_on_nonfinite: end a trial at its first NaN/Inf (nothing more can be learned from it).
+        cut_margin: end a retrial early when, from a third of its epochs on, its metric is worse by more
+            than this (absolute for accuracy-like metrics, relative for losses) than both the best run's at
+            the same epoch and the best run's final value — it could not be kept; and end any run (the
+            baseline too) that sits at chance with a root cause already diagnosed (see ``_TrialCut``).
+            ``None``: never cut.
+        polish: once healthy, while the held-out accuracy still rose in the last epoch (not converged) and
+            the budget allows, try ``train_longer``; kept only if healthy and better, else autofix stops.
 
     Exceptions raised by ``train_fn`` in a retrial are recorded (the trial is rolled back); in the baseline
     they propagate. The best model so far is on disk whatever happens.
@@ -453,7 +599,7 @@ def autofix(
     t_start = time.perf_counter()
 
     def train_once(
-        index: int, cfg: dict[str, Any]
+        index: int, cfg: dict[str, Any], cut: _TrialCut | None = None
     ) -> tuple[nn.Module | None, Path, str | None, str | None, float]:
         from ..live import TrainingProblemError
         from .fit import _public_watch
@@ -477,6 +623,9 @@ def autofix(
                     run._pending_problem = TrainingProblemError(f)
 
             run.on_problem = on_problem
+        if cut is not None:
+            cut.inner = run.treatment
+            run.treatment = cut
         tracked = TrackingConfig(cfg)
         t0 = time.perf_counter()
         model: nn.Module | None = None
@@ -485,7 +634,7 @@ def autofix(
         try:
             model = train_fn(tracked, run)
         except TrainingProblemError as e:
-            stop = f"aborted: {e.finding.message}"
+            stop = e.finding.message if cut is not None and cut.reason else f"aborted: {e.finding.message}"
         except Exception as e:
             if index == 0 and run.step == 0:  # the code is broken, not the training: nothing to diagnose
                 run.close(status="failed")
@@ -498,6 +647,23 @@ def autofix(
         if stop is None and run.control.should_stop:
             stop = run.control.stop_reason
         return model, run_dir, error, stop, time.perf_counter() - t0
+
+    def make_cutter(cfg: dict[str, Any], ref: _Best | None) -> _TrialCut | None:
+        epochs = {**base_defaults, **cfg}.get("epochs")
+        if cut_margin is None or not isinstance(epochs, int) or epochs < 3:
+            return None
+        index = len(trials) if ref is not None else 0
+        run_dir = root / f"trial-{index:02d}"
+        return _TrialCut(
+            split,
+            name,
+            mode,
+            _curve(ref.run_dir, split, name) if ref is not None and ref.value is not None else None,
+            ref.value if ref is not None else None,
+            epochs,
+            cut_margin,
+            diagnose=lambda: _diagnose(run_dir, th, diagnose),
+        )
 
     def save_best(model: nn.Module | None, cfg: dict[str, Any], trial: int, value: float | None) -> None:
         if model is None:
@@ -513,10 +679,27 @@ def autofix(
 
     # baseline
     cfg0 = dict(config)
-    model, rd, err0, stop, secs = train_once(0, cfg0)
+    model, rd, err0, stop, secs = train_once(0, cfg0, make_cutter(cfg0, None))
     value = run_metric(rd, metric)
     diag = _diagnose(rd, th, diagnose)
-    trials = [Trial(0, None, None, {}, None, value, True, [], sorted(diag.codes), secs, str(rd), err0, stop)]
+    trials = [
+        Trial(
+            0,
+            None,
+            None,
+            {},
+            None,
+            value,
+            True,
+            [],
+            sorted(diag.codes),
+            secs,
+            str(rd),
+            err0,
+            stop,
+            time.perf_counter() - t_start,
+        )
+    ]
     best = _Best(cfg0, model, value, diag, rd, 0)
     best_time = time.perf_counter() - t_start
     save_best(model, cfg0, 0, value)
@@ -546,36 +729,59 @@ def autofix(
         return res
 
     write_audit()
+    polished = 0
     while True:
+        polishing = False
         if best.diag.healthy:
             stop_reason = "healthy"
-            break
+            if not (
+                polish
+                and len(trials) < budget
+                and polished < POLISH_ROUNDS
+                and _still_improving(best.run_dir)
+            ):
+                break
+            polished += 1
+            polishing = True
         if len(trials) >= budget:
             stop_reason = f"budget of {budget} runs used"
             break
         if seconds is not None and time.perf_counter() - t_start >= seconds:
             stop_reason = f"time budget of {seconds:g}s used"
             break
-        choice = _pick(best.diag, {**base_defaults, **best.cfg}, Path(best.run_dir), known, tried, rules)
+        choice = (
+            _pick_polish(best, {**base_defaults, **best.cfg}, known, tried, rules)
+            if polishing
+            else _pick(best.diag, {**base_defaults, **best.cfg}, Path(best.run_dir), known, tried, rules)
+        )
+        if choice is None and polishing:
+            break
         if choice is None:
             stop_reason = "no applicable remedy left"
             break
         code, remedy, change = choice
         tried.add(remedy)
+        tried.update(remedy.split("+"))
+        tried.add(_change_key(change))
         cfg = {**best.cfg, **change}
         old_view = {**base_defaults, **best.cfg}
         index = len(trials)
-        model, rd, error, stop, secs = train_once(index, cfg)
+        cutter = make_cutter(cfg, best)
+        model, rd, error, stop, secs = train_once(index, cfg, cutter)
         value = None if error else run_metric(rd, metric)
         diag = _diagnose(rd, th, diagnose)
         codes_before, codes_after = sorted(best.diag.codes), sorted(diag.codes)
-        kept = error is None and (
-            _better(value, best.value, mode, min_gain)
-            or (
-                value is not None
-                and best.value is not None
-                and abs(value - best.value) <= tolerance
-                and len(codes_after) < len(codes_before)
+        kept = (
+            error is None
+            and not (cutter is not None and cutter.reason)
+            and (
+                _better(value, best.value, mode, min_gain)
+                or (
+                    value is not None
+                    and best.value is not None
+                    and abs(value - best.value) <= tolerance + 1e-9
+                    and len(codes_after) < len(codes_before)
+                )
             )
         )
         trials.append(
@@ -593,10 +799,13 @@ def autofix(
                 str(rd),
                 error,
                 stop,
+                time.perf_counter() - t_start,
             )
         )
         if verbose:
             print(trials[-1])
+        if polishing and not kept:
+            break  # the healthy model stays; polishing is one try
         if kept:
             best = _Best(cfg, model, value, diag, rd, index)
             best_time = time.perf_counter() - t_start
@@ -617,8 +826,10 @@ def _pick(
 ) -> tuple[str, str, dict[str, Any]] | None:
     """The applicable, untried remedy with the highest vote: each problem votes for its remedies with
     weight (cause rank x severity x confidence) / (1 + position in its list). Root causes (NaN, exploding or
-    masked gradients) outvote symptoms (low accuracy), and a remedy several findings agree on wins."""
-    ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known)
+    masked gradients) outvote symptoms (low accuracy), and a remedy several findings agree on wins. The
+    winner is widened into a bundle (:func:`_bundle`) where the diagnosis says one change alone cannot work.
+    """
+    ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known, diag=diag)
     votes: dict[str, float] = {}
     why: dict[str, tuple[float, str]] = {}
     for f in diag.problems:
@@ -632,7 +843,11 @@ def _pick(
             votes[r.code] = votes.get(r.code, 0.0) + v
             if v > why.get(r.code, (0.0, ""))[0]:
                 why[r.code] = (v, f.code)
-    _config_prior(cfg, votes)
+    _config_prior(cfg, votes, diag)
+    _convergence_prior(run_dir, votes, diag)
+    top_problem = (
+        max(diag.problems, key=lambda f: CAUSE_WEIGHT.get(f.code, 0.5)).code if diag.problems else ""
+    )
     for code in sorted(votes, key=lambda c: -votes[c]):
         if code in tried or code not in rules:
             continue
@@ -641,8 +856,59 @@ def _pick(
             continue
         if all(cfg.get(k) == v for k, v in change.items()):
             continue
-        return why[code][1], code, change
+        name, change = _bundle(code, change, ctx)
+        if name in tried or _change_key(change) in tried:
+            continue
+        return why.get(code, (0.0, top_problem))[1], name, change
     return None
+
+
+def _change_key(change: Mapping[str, Any]) -> str:
+    """A config change as a string, so the same change under another remedy name is not tried twice."""
+    return "change:" + json.dumps(_jsonable(dict(change)), sort_keys=True)
+
+
+SATURATING = ("sigmoid", "tanh", "hardtanh", "softsign")
+STALL_CODES = frozenset({"inefficient_learning", "underfitting", "vanishing_gradient"})
+
+
+def _plain_sgd(cfg: Mapping[str, Any]) -> bool:
+    return str(cfg.get("optimizer", "adam")) == "sgd" and not float(cfg.get("momentum") or 0.0) > 0
+
+
+def _bundle(code: str, change: dict[str, Any], ctx: _Ctx) -> tuple[str, dict[str, Any]]:
+    """Widen a single change into the combination the diagnosis calls for (name ``a+b+c``):
+
+    * a saturating activation (sigmoid/tanh) whose gradients vanish or are masked: switching the
+      activation alone leaves a scale-mismatched init, and a new init alone leaves the flat tails — change
+      activation *and* init together (LeakyReLU + He init);
+    * plain SGD (no momentum) that stalls: raising its lr or adding momentum is one guess among several;
+      Adam at its usual lr (1e-3) adapts the step per parameter and is the robust repair.
+
+    Keys the training code does not know are left out (the single change stays)."""
+    codes = ctx.diag.codes if ctx.diag is not None else set()
+    out, parts = dict(change), [code]
+    act = str(ctx.cfg.get("activation", "")).lower()
+    if (
+        code in ("non_saturating_activation", "he_init", "xavier_init", "batch_norm")
+        and act in SATURATING
+        and codes & {"vanishing_gradient", "gradient_masking"}
+        and {"activation", "init"} <= ctx.known
+    ):
+        out.update(activation="leaky_relu", init="he")
+        parts = ["non_saturating_activation", "he_init"]
+    if (
+        _plain_sgd(ctx.cfg)
+        and codes & STALL_CODES
+        and (len(parts) > 1 or code in ("raise_learning_rate", "add_momentum", "switch_optimizer"))
+        and {"optimizer", "lr"} <= ctx.known
+    ):
+        out.pop("momentum", None)
+        out.update(optimizer="adam", lr=ADAM_LR)
+        if code in ("raise_learning_rate", "add_momentum"):
+            parts = [p for p in parts if p not in ("raise_learning_rate", "add_momentum")]
+        parts.append("switch_optimizer")
+    return "+".join(dict.fromkeys(parts)), out
 
 
 # A learning rate far outside the usual range of its optimizer is the likeliest root cause of what it
@@ -655,16 +921,68 @@ LR_RANGE: dict[str, tuple[float, float]] = {
 }
 
 
-def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float]) -> None:
+PERFORMANCE_CODES = frozenset({"low_accuracy", "low_precision", "low_recall", "underfitting"})
+
+
+def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float], diag: Diagnosis | None = None) -> None:
+    """Config evidence joins the vote: a lr beyond its optimizer's range moves the lr remedy to the front
+    (if a finding voted it; at more than twice the upper bound even if none did — such a lr is a fault by
+    itself, e.g. the rising held-out loss of an over-confident model); SGD that leaves the model short of
+    performance gets a half vote for Adam, the robust fallback."""
     lr = cfg.get("lr")
     low_high = LR_RANGE.get(str(cfg.get("optimizer", "adam")))
     if not isinstance(lr, (int, float)) or low_high is None or not votes:
         return
     top = max(votes.values())
-    if lr > low_high[1] and "lower_learning_rate" in votes:
-        votes["lower_learning_rate"] += top
+    if lr > low_high[1] and ("lower_learning_rate" in votes or lr > 2 * low_high[1]):
+        votes["lower_learning_rate"] = max(votes.get("lower_learning_rate", 0.0) + top, 1.01 * top)
     elif lr < low_high[0] and "raise_learning_rate" in votes:
         votes["raise_learning_rate"] += top
+    codes = diag.codes if diag is not None else set()
+    if str(cfg.get("optimizer")) == "sgd" and codes & PERFORMANCE_CODES:
+        votes["switch_optimizer"] = votes.get("switch_optimizer", 0.0) + 0.5 * top
+
+
+STILL_IMPROVING = 0.005  # held-out accuracy gained over the last epoch that counts as "not converged"
+
+
+def _still_improving(run_dir: Path, split: str = "val") -> bool:
+    """Held-out accuracy rose by more than :data:`STILL_IMPROVING` in the last epoch: not converged."""
+    from ..store.reader import RunReader
+
+    try:
+        with RunReader(run_dir) as r:
+            acc = r.eval_series(split, "accuracy").values
+    except Exception:
+        return False
+    acc = acc[np.isfinite(acc)]
+    return bool(len(acc) >= 2 and acc[-1] - acc[-2] > STILL_IMPROVING)
+
+
+def _pick_polish(
+    best: _Best,
+    cfg: dict[str, Any],
+    known: set[str],
+    tried: set[str],
+    rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The remedy tried on a healthy, unconverged run: more epochs (again, while each round still helps)."""
+    if "train_longer" not in rules:
+        return None
+    change = rules["train_longer"](_Ctx(cfg=cfg, run_dir=Path(best.run_dir), known=known, diag=best.diag))
+    if not change or any(k not in known for k in change) or _change_key(change) in tried:
+        return None
+    return "not_converged", "train_longer", change
+
+
+def _convergence_prior(run_dir: Path, votes: dict[str, float], diag: Diagnosis) -> None:
+    """Only performance symptoms left (no cause found) and the held-out accuracy still rose in the last
+    epoch: the run stopped before converging, so more epochs is the likeliest repair (it gets a vote just
+    above the best; class weights for a class that is merely not learned yet would be a guess)."""
+    if not votes or not diag.codes or not diag.codes <= PERFORMANCE_CODES:
+        return
+    if _still_improving(run_dir):
+        votes["train_longer"] = max(votes.get("train_longer", 0.0), 1.01 * max(votes.values()))
 
 
 def _record_in_run(run_dir: Path, data: dict[str, Any]) -> None:
