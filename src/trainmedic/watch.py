@@ -89,6 +89,7 @@ class Run:
         every: int = 10,
         activations: bool = True,
         activation_rows: int = 64,
+        activation_elements: int = 16384,
         overwrite: bool = False,
         resume: bool = False,
         flush_secs: float = 2.0,
@@ -120,6 +121,7 @@ class Run:
         self.every = every
         self.activations_enabled = activations
         self.activation_rows = activation_rows
+        self.activation_elements = activation_elements
         self.flush_secs = flush_secs
         self.flush_steps = flush_steps
         self.thresholds = load_thresholds(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
@@ -260,6 +262,7 @@ class Run:
                 index.activation_unit_dim,
                 guard=self._guard,
                 rows=self.activation_rows,
+                max_elements=self.activation_elements,
             )
             if self._step % self.every == 0:
                 self._act_probe.start_capture(self._step)

@@ -18,7 +18,8 @@ MODELS = {"mlp": mlp, "cnn": cnn, "lstm": LSTMNet, "transformer": TransformerNet
 
 
 def naive_act_stats(out: torch.Tensor, kind: str, unit_dim: int) -> list[float]:
-    x = out.detach()[:64].double()
+    rows = max(1, min(64, 16384 // out[0].numel()))  # the documented sample: <= 64 rows, <= 16384 elements
+    x = out.detach()[:rows].double()
     mean, std = float(x.mean()), float(x.std(unbiased=False))
     nan = float("nan")
     if kind == "relu":
@@ -112,7 +113,7 @@ def test_model_summary_batch_size_and_dataset_facts(tmp_path: Any) -> None:
         nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.25), nn.Linear(32, 10)
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.95))
-    init_std = float(model[0].weight.std())
+    init_std = float(model[0].weight.detach().std())
     run = watched(model, opt, tmp_path)
     train(model, opt, X, y, epochs=2, bs=32, run=run)
     with torch.no_grad():

@@ -1,7 +1,10 @@
 """Activation statistics from forward hooks, sampled: a few rows of the batch, every ``every`` steps.
 
-Reducing whole activation tensors every step costs up to 1.5x on a small CNN; 64 rows at a cadence of 10
-costs a few percent. Per activation module we keep, on the device:
+Reducing whole activation tensors every step costs up to 1.5x on a small CNN; a sample at a cadence of 10
+costs a few percent. A sample is the first ``rows`` rows (default 64), fewer when one row is large: at most
+``max_elements`` (default 16384) elements per module and capture, and at least one row — all 64 rows of an
+MLP's hidden layer, 16 rows of a 16x8x8 feature map, one image of a 64x56x56 one. Conv units are channels,
+so a few rows still see every unit at many positions. Per activation module we keep, on the device:
 ``[mean, std, dead_fraction, zero_fraction, saturated_fraction]``.
 
 * ``dead_fraction`` (ReLU-family): the share of *units* (features or channels) that are ≤ 0 for every sampled
@@ -54,7 +57,7 @@ def activation_stats_batch(x: torch.Tensor, kind: str, unit_dim: int) -> torch.T
         zero = 1.0 - _count(flat > 0) / n
         if x.dim() >= 3:
             d = unit_dim + 1 if unit_dim >= 0 else x.dim() - 1
-            peak = x.movedim(d, -1).reshape(k, -1, x.shape[d]).amax(dim=1)  # (K, units)
+            peak = x.amax(dim=[i for i in range(1, x.dim()) if i != d])  # (K, units), no copy
             dead = 1.0 - _count(peak > 0) / peak.shape[1]
         else:
             dead = zero
@@ -84,10 +87,13 @@ class ActivationProbe:
         unit_dims: list[int],
         guard: Callable[[str, Callable[[], Any]], Any],
         rows: int = 64,
+        max_elements: int = 16384,
     ) -> None:
         self.capture = False
         self.step = 0
         self.rows = rows
+        self.max_elements = max_elements
+        self._rows: dict[int, int] = {}
         self.modules = modules
         self.kinds = kinds
         self.unit_dims = unit_dims
@@ -125,7 +131,11 @@ class ActivationProbe:
         return hook
 
     def _keep(self, i: int, out: torch.Tensor) -> None:
-        sample = out.detach()[: self.rows].to(torch.float32, copy=True)  # one kernel: the sampled rows
+        rows = self._rows.get(i)
+        if rows is None:  # bounded elements per capture: all rows of an MLP, fewer of a big feature map
+            per_row = max(1, out[0].numel()) if out.dim() > 0 and len(out) else 1
+            rows = self._rows[i] = max(1, min(self.rows, self.max_elements // per_row))
+        sample = out.detach()[:rows].to(torch.float32, copy=True)  # one kernel: the sampled rows
         key = (i, tuple(sample.shape))
         steps, samples = self._buffers.setdefault(key, ([], []))
         steps.append(self.step)
