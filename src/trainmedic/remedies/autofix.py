@@ -183,7 +183,9 @@ def _momentum(ctx: _Ctx) -> dict[str, Any] | None:
     return {"momentum": 0.9}
 
 
-ADAM_LR = 3e-3  # the lr switch_optimizer pairs with Adam (upper end of its usual range: small models, few epochs)
+ADAM_LR = (
+    3e-3  # the lr switch_optimizer pairs with Adam (upper end of its usual range: small models, few epochs)
+)
 
 
 def _switch_optimizer(ctx: _Ctx) -> dict[str, Any] | None:
@@ -336,14 +338,17 @@ def _fmt(v: Any) -> str:
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write via a temporary file and a rename: readers never see half a file. ``durable`` also fsyncs
+    (survives power loss); the audit log written after every trial skips that until its final write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -361,16 +366,25 @@ def _parse_metric(metric: str) -> tuple[str, str, str]:
     return split, name, mode
 
 
-def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") -> float | None:
-    """``metric`` of the model a run ended with: the restored epoch when the best weights were put back
-    (``tm.fit`` early stopping, treatment), else the last evaluated epoch. None when never evaluated or NaN."""
+@dataclass
+class _View:
+    """What the loop needs from a finished run, read in one pass (opening SQLite costs more than a short
+    trial's epoch): the judged ``value``, the per-epoch ``curve`` of the metric, held-out accuracy."""
+
+    value: float | None
+    curve: dict[int, float]
+    accuracy: np.ndarray
+
+
+def _read_view(run_dir: str | os.PathLike[str], metric: str) -> _View:
     from ..store.reader import RunReader
 
     split, name, _ = _parse_metric(metric)
     with RunReader(run_dir) as r:
         s = r.eval_series(split, name)
+        acc = r.eval_series(split, "accuracy").values
         if not len(s):
-            return None
+            return _View(None, {}, acc[np.isfinite(acc)])
         epoch: int | None = None
         fit_rec = r.record("fit")
         if isinstance(fit_rec, dict) and fit_rec.get("restored_epoch") is not None:
@@ -382,7 +396,14 @@ def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") ->
                     epoch = int(d["best_epoch"])
         idx = np.flatnonzero(s.steps == epoch) if epoch is not None else np.zeros(0, dtype=np.int64)
         v = float(s.values[idx[-1]] if idx.size else s.values[-1])
-    return v if math.isfinite(v) else None
+    curve = {int(e): float(x) for e, x in zip(s.steps, s.values, strict=False) if math.isfinite(float(x))}
+    return _View(v if math.isfinite(v) else None, curve, acc[np.isfinite(acc)])
+
+
+def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") -> float | None:
+    """``metric`` of the model a run ended with: the restored epoch when the best weights were put back
+    (``tm.fit`` early stopping, treatment), else the last evaluated epoch. None when never evaluated or NaN."""
+    return _read_view(run_dir, metric).value
 
 
 def _better(a: float | None, b: float | None, mode: str, margin: float = 0.0) -> bool:
@@ -507,14 +528,6 @@ class _TrialCut:
         )
 
 
-def _curve(run_dir: Path, split: str, name: str) -> dict[int, float]:
-    from ..store.reader import RunReader
-
-    with RunReader(run_dir) as r:
-        s = r.eval_series(split, name)
-    return {int(e): float(v) for e, v in zip(s.steps, s.values, strict=False) if math.isfinite(float(v))}
-
-
 # ---- the loop ------------------------------------------------------------------------------------
 @dataclass
 class _Best:
@@ -524,6 +537,7 @@ class _Best:
     diag: Diagnosis
     run_dir: Path
     trial: int
+    view: _View
 
 
 def autofix(
@@ -658,7 +672,7 @@ def autofix(
             split,
             name,
             mode,
-            _curve(ref.run_dir, split, name) if ref is not None and ref.value is not None else None,
+            ref.view.curve if ref is not None and ref.value is not None else None,
             ref.value if ref is not None else None,
             epochs,
             cut_margin,
@@ -680,7 +694,8 @@ def autofix(
     # baseline
     cfg0 = dict(config)
     model, rd, err0, stop, secs = train_once(0, cfg0, make_cutter(cfg0, None))
-    value = run_metric(rd, metric)
+    view = _read_view(rd, metric)
+    value = view.value
     diag = _diagnose(rd, th, diagnose)
     trials = [
         Trial(
@@ -700,7 +715,7 @@ def autofix(
             time.perf_counter() - t_start,
         )
     ]
-    best = _Best(cfg0, model, value, diag, rd, 0)
+    best = _Best(cfg0, model, value, diag, rd, 0, view)
     best_time = time.perf_counter() - t_start
     save_best(model, cfg0, 0, value)
     tried: set[str] = set()
@@ -725,7 +740,7 @@ def autofix(
             stop_reason=stop_reason if final else "running",
             diagnosis=best.diag,
         )
-        _atomic_write_text(root / "autofix.json", res.to_json())
+        _atomic_write_text(root / "autofix.json", res.to_json(), durable=final)
         return res
 
     write_audit()
@@ -738,7 +753,7 @@ def autofix(
                 polish
                 and len(trials) < budget
                 and polished < POLISH_ROUNDS
-                and _still_improving(best.run_dir)
+                and _still_improving(best.view.accuracy)
             ):
                 break
             polished += 1
@@ -752,7 +767,15 @@ def autofix(
         choice = (
             _pick_polish(best, {**base_defaults, **best.cfg}, known, tried, rules)
             if polishing
-            else _pick(best.diag, {**base_defaults, **best.cfg}, Path(best.run_dir), known, tried, rules)
+            else _pick(
+                best.diag,
+                {**base_defaults, **best.cfg},
+                Path(best.run_dir),
+                known,
+                tried,
+                rules,
+                best.view.accuracy,
+            )
         )
         if choice is None and polishing:
             break
@@ -768,7 +791,8 @@ def autofix(
         index = len(trials)
         cutter = make_cutter(cfg, best)
         model, rd, error, stop, secs = train_once(index, cfg, cutter)
-        value = None if error else run_metric(rd, metric)
+        view = _read_view(rd, metric) if error is None else _View(None, {}, np.zeros(0))
+        value = view.value
         diag = _diagnose(rd, th, diagnose)
         codes_before, codes_after = sorted(best.diag.codes), sorted(diag.codes)
         kept = (
@@ -807,7 +831,7 @@ def autofix(
         if polishing and not kept:
             break  # the healthy model stays; polishing is one try
         if kept:
-            best = _Best(cfg, model, value, diag, rd, index)
+            best = _Best(cfg, model, value, diag, rd, index, view)
             best_time = time.perf_counter() - t_start
             save_best(model, cfg, index, value)
         write_audit()
@@ -823,6 +847,7 @@ def _pick(
     known: set[str],
     tried: set[str],
     rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
+    heldout_accuracy: np.ndarray | None = None,
 ) -> tuple[str, str, dict[str, Any]] | None:
     """The applicable, untried remedy with the highest vote: each problem votes for its remedies with
     weight (cause rank x severity x confidence) / (1 + position in its list). Root causes (NaN, exploding or
@@ -844,7 +869,8 @@ def _pick(
             if v > why.get(r.code, (0.0, ""))[0]:
                 why[r.code] = (v, f.code)
     _config_prior(cfg, votes, diag)
-    _convergence_prior(run_dir, votes, diag)
+    if heldout_accuracy is not None:
+        _convergence_prior(heldout_accuracy, votes, diag)
     top_problem = (
         max(diag.problems, key=lambda f: CAUSE_WEIGHT.get(f.code, 0.5)).code if diag.problems else ""
     )
@@ -946,16 +972,8 @@ def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float], diag: Diagnos
 STILL_IMPROVING = 0.005  # held-out accuracy gained over the last epoch that counts as "not converged"
 
 
-def _still_improving(run_dir: Path, split: str = "val") -> bool:
+def _still_improving(acc: np.ndarray) -> bool:
     """Held-out accuracy rose by more than :data:`STILL_IMPROVING` in the last epoch: not converged."""
-    from ..store.reader import RunReader
-
-    try:
-        with RunReader(run_dir) as r:
-            acc = r.eval_series(split, "accuracy").values
-    except Exception:
-        return False
-    acc = acc[np.isfinite(acc)]
     return bool(len(acc) >= 2 and acc[-1] - acc[-2] > STILL_IMPROVING)
 
 
@@ -975,13 +993,13 @@ def _pick_polish(
     return "not_converged", "train_longer", change
 
 
-def _convergence_prior(run_dir: Path, votes: dict[str, float], diag: Diagnosis) -> None:
+def _convergence_prior(acc: np.ndarray, votes: dict[str, float], diag: Diagnosis) -> None:
     """Only performance symptoms left (no cause found) and the held-out accuracy still rose in the last
     epoch: the run stopped before converging, so more epochs is the likeliest repair (it gets a vote just
     above the best; class weights for a class that is merely not learned yet would be a guess)."""
     if not votes or not diag.codes or not diag.codes <= PERFORMANCE_CODES:
         return
-    if _still_improving(run_dir):
+    if _still_improving(acc):
         votes["train_longer"] = max(votes.get("train_longer", 0.0), 1.01 * max(votes.values()))
 
 
