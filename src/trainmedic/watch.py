@@ -103,6 +103,8 @@ class Run:
         all_ranks: bool = False,
         quiet: bool = False,
         treat: Any = None,
+        progress: bool = False,
+        total_steps: int | None = None,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise TrainmedicError(
@@ -165,6 +167,11 @@ class Run:
         )  # live treatment (treat="safe"), see remedies/treatment.py
         self._writer: RunWriter | None = None
         self._monitor = LiveMonitor(self.thresholds, self._emit) if live else None
+        self._console: Any = None  # LiveConsole when progress=True (rank 0 only)
+        if progress and self.enabled:
+            from .report.console import LiveConsole
+
+            self._console = LiveConsole(total_steps)
         if self.enabled:
             mode = "overwrite" if overwrite else "resume" if resume else "new"
             self._writer = RunWriter(self.run_dir, mode=mode)
@@ -541,6 +548,8 @@ class Run:
                         self._monitor.observe(k, int(step), v)
             if not self._probes:
                 self._maybe_flush()
+            if self._console is not None:
+                self._console.on_log(int(step), {k: v for k, v in values.items() if isinstance(v, float)})
 
         self._guard("log", record)
         self._raise_pending()
@@ -579,6 +588,13 @@ class Run:
         from .metrics import evaluate_classification, evaluate_detection
 
         detection = isinstance(outputs, list) and (not outputs or isinstance(outputs[0], Mapping))
+        if (
+            not detection
+            and isinstance(outputs, torch.Tensor)
+            and outputs.is_floating_point()
+            and not bool(torch.isfinite(outputs).all())
+        ):
+            return self._evaluate_nonfinite(split, outputs, epoch)
         if detection:
             result = evaluate_detection(targets, outputs, iou_threshold=self.thresholds.iou_match)
         else:
@@ -615,12 +631,67 @@ class Run:
                 )
             w.set_meta(steps=self.step, epochs=self.epoch + 1 if self.epoch is not None else 0)
             self.flush()
+            if self._console is not None:
+                shown = dict(result["scalars"])
+                if loss_value is not None:
+                    shown["loss"] = loss_value
+                self._console.on_evaluate(split, epoch, shown)
 
         self._guard("evaluate", record)
         if self.treatment is not None:
             self._guard(
                 "treatment", lambda: self.treatment.after_evaluate(self, split, epoch, result, loss_value)
             )
+        self._raise_pending()
+        return result
+
+    def _evaluate_nonfinite(self, split: str, outputs: torch.Tensor, epoch: int | None) -> dict[str, Any]:
+        """A diverged model's outputs hold NaN/Inf: nothing can be scored, so record that instead of raising."""
+        share = float((~torch.isfinite(outputs)).float().mean())
+        result: dict[str, Any] = {
+            "task": "classification",
+            "nonfinite": True,
+            "nonfinite_share": share,
+            "scalars": {},
+        }
+        if not self.enabled:
+            return result
+        if epoch is None:
+            epoch = self._epoch_counter[split]
+        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
+        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+        step = self.step
+
+        def record() -> None:
+            w = self._writer
+            assert w is not None
+            w.add_eval(split, epoch, step, "nonfinite_outputs", share)
+            w.add_event(
+                "nonfinite_outputs",
+                f"{share:.2%} of the {split} output values are NaN/Inf at epoch {epoch}; metrics not computed",
+                step=step,
+                epoch=epoch,
+                code="nonfinite",
+                severity="error",
+                data={"split": split, "share": share},
+            )
+            if self._monitor is not None and "nonfinite" not in self._monitor.fired:
+                self._monitor.fired.add("nonfinite")
+                self._emit(
+                    Finding(
+                        code="nonfinite",
+                        severity=Severity.ERROR,
+                        message=f"the model's {split} outputs are NaN/Inf ({share:.2%} of the values) at epoch {epoch}",
+                        evidence={"signal": f"{split} outputs", "share": share, "first_step": step},
+                        step=step,
+                        epoch=epoch,
+                        split=split,
+                        source="live",
+                    )
+                )
+            self.flush()
+
+        self._guard("evaluate", record)
         self._raise_pending()
         return result
 
@@ -638,6 +709,9 @@ class Run:
     # ---- live findings -------------------------------------------------------------------------
     def _emit(self, finding: Finding) -> None:
         self.findings.append(finding)
+        if self._console is not None:
+            with contextlib.suppress(Exception):
+                self._console.on_finding(finding)
         if self._writer is not None:
             self._writer.add_event(
                 "live_finding",
@@ -762,6 +836,9 @@ class Run:
         self._handles.clear()
         if self._act_probe is not None:
             self._act_probe.remove()
+        if self._console is not None:
+            with contextlib.suppress(Exception):
+                self._console.close()
         if self._writer is not None and not self._writer.closed:
             self.flush()
             try:
