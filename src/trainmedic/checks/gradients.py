@@ -48,6 +48,11 @@ def check_nonfinite(ctx: Context) -> Finding | None:
         for sp in ctx.splits
         if len(ctx.eval(sp, "loss")) and not np.isfinite(ctx.eval(sp, "loss").values).all()
     }
+    for sp in ctx.splits:  # Run.evaluate records the share of NaN/Inf model outputs instead of scoring them
+        bad_out = ctx.eval(sp, "nonfinite_outputs")
+        hit = np.flatnonzero(bad_out.values > 0) if len(bad_out) else np.zeros(0, dtype=int)
+        if hit.size and sp not in eval_bad:
+            eval_bad[sp] = int(bad_out.steps[hit[0]])
     if not firsts and layer_first is None and not eval_bad:
         return None
     first_signal = min(firsts, key=lambda k: firsts[k]) if firsts else None
@@ -61,7 +66,8 @@ def check_nonfinite(ctx: Context) -> Finding | None:
         parts.append(f"{layer_first[2]} of layer {layer_first[1]} non-finite from step {layer_first[0]}")
     if eval_bad:
         parts.append(
-            "evaluation loss non-finite on " + ", ".join(f"{sp} (epoch {e})" for sp, e in eval_bad.items())
+            "evaluation loss or outputs non-finite on "
+            + ", ".join(f"{sp} (epoch {e})" for sp, e in eval_bad.items())
         )
     remedies = [
         ("lower_learning_rate", "a smaller step keeps the weights finite"),
