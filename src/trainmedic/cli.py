@@ -52,7 +52,9 @@ _register_all()
 
 @app.command("demo")
 def demo(
-    out: str = typer.Option("trainmedic-demo", "--out", "-o", help="Directory for the runs, the model and the report."),
+    out: str = typer.Option(
+        "trainmedic-demo", "--out", "-o", help="Directory for the runs, the model and the report."
+    ),
     budget: int = typer.Option(5, help="Training runs autofix may spend, the faulty baseline included."),
 ) -> None:
     """Train a faulty model on bundled data, diagnose it, fix it, and write the report."""

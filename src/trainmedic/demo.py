@@ -54,7 +54,9 @@ def _digits_splits(seed: int = 0) -> Any:
     return split((x.astype(np.float32) / 16.0, y), ratios=(0.6, 0.2, 0.2), stratify=True, seed=seed)
 
 
-def run_demo(out_dir: str | Path = "trainmedic-demo", budget: int = 5, console: Console | None = None) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "trainmedic-demo", budget: int = 5, console: Console | None = None
+) -> DemoResult:
     """Run the whole demo into ``out_dir`` and return what it found and fixed."""
     from .checks import diagnose
     from .checks.render import render_diagnosis
@@ -88,7 +90,7 @@ def run_demo(out_dir: str | Path = "trainmedic-demo", budget: int = 5, console: 
     after = diagnose(final_run)
 
     con.rule("[bold]Diagnosis of the faulty run")
-    render_diagnosis(before, con)
+    render_diagnosis(before, con, show_skipped=False, compact_info=True)
     con.rule("[bold]What autofix tried")
     table = Table(show_lines=False)
     for col in ("trial", "remedy", "change", "val accuracy", "kept", "problems after"):
@@ -105,7 +107,7 @@ def run_demo(out_dir: str | Path = "trainmedic-demo", budget: int = 5, console: 
         )
     con.print(table)
     con.rule("[bold]Diagnosis after the fix")
-    render_diagnosis(after, con)
+    render_diagnosis(after, con, show_skipped=False, compact_info=True)
 
     con.rule("[bold]5. Report")
     report_path = report([first_run, final_run], output=out / "report.html")

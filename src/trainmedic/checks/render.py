@@ -26,9 +26,17 @@ def _where(f: Finding) -> str:
 
 
 def render_diagnosis(
-    diagnosis: Diagnosis, console: Console | None = None, *, show_skipped: bool = True, max_remedies: int = 3
+    diagnosis: Diagnosis,
+    console: Console | None = None,
+    *,
+    show_skipped: bool = True,
+    max_remedies: int = 3,
+    compact_info: bool = False,
 ) -> None:
-    """Print the diagnosis: one panel per finding (worst first), then what was skipped and why."""
+    """Print the diagnosis: one panel per finding (worst first), then what was skipped and why.
+
+    ``compact_info`` prints healthy observations (severity info) as one dim line each instead of a panel.
+    """
     console = console or Console()
     sig = diagnosis.signals or {}
     head = f"[bold]{diagnosis.run or 'run'}[/]"
@@ -40,6 +48,11 @@ def render_diagnosis(
     if diagnosis.healthy:
         console.print("[bold green]healthy[/]: no warnings or errors")
     for f in diagnosis.findings:
+        if compact_info and f.severity is Severity.INFO:
+            line = Text(f"  ok  {f.code}", style="green")
+            line.append(f"  {f.message}" + (f" [{f.split}]" if f.split else ""), style="dim")
+            console.print(line)
+            continue
         style = STYLE[f.severity]
         body = Text()
         body.append(f.message + "\n")
