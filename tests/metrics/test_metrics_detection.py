@@ -231,14 +231,15 @@ def test_large_random_scene_matches_reference_across_chunks(monkeypatch) -> None
     assert m.tp.tolist() == ref["tp"][:, 10].tolist()
 
 
-def test_matches_torchmetrics_when_a_coco_backend_is_installed() -> None:
-    import importlib.util
+def test_matches_pycocotools_cocoeval() -> None:
+    """The reference implementation of COCO mAP (torchmetrics' own mAP needs torchvision, absent here)."""
+    pytest.importorskip("pycocotools")
+    import contextlib
+    import io
 
-    if not (importlib.util.find_spec("pycocotools") or importlib.util.find_spec("faster_coco_eval")):
-        pytest.skip(
-            "torchmetrics' MeanAveragePrecision needs pycocotools or faster_coco_eval (not installed)"
-        )
-    detection = pytest.importorskip("torchmetrics.detection")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     g = torch.Generator().manual_seed(5)
     preds, targets = [], []
     for _ in range(6):
@@ -253,12 +254,39 @@ def test_matches_torchmetrics_when_a_coco_backend_is_installed() -> None:
         targets.append(
             {"boxes": torch.cat([gxy, gxy + 15], 1), "labels": torch.randint(0, 2, (6,), generator=g)}
         )
-    metric = detection.MeanAveragePrecision(iou_type="bbox")
-    metric.update(preds, targets)
-    expected = metric.compute()
+
+    def xywh(b: torch.Tensor) -> list[float]:
+        return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
+    images = [{"id": i, "width": 100, "height": 100} for i in range(len(targets))]
+    anns, dets = [], []
+    for i, (t, p) in enumerate(zip(targets, preds)):
+        for b, lab in zip(t["boxes"], t["labels"]):
+            w = xywh(b)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(lab),
+                    "bbox": w,
+                    "area": w[2] * w[3],
+                    "iscrowd": 0,
+                }
+            )
+        for b, s, lab in zip(p["boxes"], p["scores"], p["labels"]):
+            dets.append({"image_id": i, "category_id": int(lab), "bbox": xywh(b), "score": float(s)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 0}, {"id": 1}]}
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
     m = match_detections(preds, targets)
-    assert m.map_50 == pytest.approx(float(expected["map_50"]), abs=1e-4)
-    assert m.map_50_95 == pytest.approx(float(expected["map"]), abs=1e-4)
+    assert m.map_50_95 == pytest.approx(float(ev.stats[0]), abs=1e-6)
+    assert m.map_50 == pytest.approx(float(ev.stats[1]), abs=1e-6)
 
 
 @pytest.mark.parametrize(
