@@ -36,6 +36,17 @@ class Severity(str, Enum):
             raise ValueError(f"severity must be one of info, warning, error; got {value!r}") from None
 
 
+def parse_fail_on(value: str | Severity | None) -> Severity | None:
+    """The ``--fail-on`` level: ``warning`` or ``error`` (``None`` means never fail)."""
+    if value is None:
+        return None
+    if str(getattr(value, "value", value)) not in ("warning", "error"):
+        from .errors import TrainmedicError
+
+        raise TrainmedicError(f"`--fail-on` must be 'warning' or 'error'; got {value!r}")
+    return Severity.parse(value)
+
+
 @dataclass(frozen=True)
 class RemedySuggestion:
     code: str
@@ -189,6 +200,13 @@ class Diagnosis:
     def has(self, code: str, at_least: str | Severity = Severity.WARNING) -> bool:
         level = Severity.parse(at_least).rank
         return any(f.code == code and f.severity.rank >= level for f in self.findings)
+
+    def fails(self, fail_on: str | Severity | None) -> bool:
+        """True when a finding is at least as severe as ``fail_on`` (``"warning"``/``"error"``): a CI gate."""
+        if fail_on is None:
+            return False
+        level = parse_fail_on(fail_on)
+        return level is not None and self.worst().rank >= level.rank
 
     def worst(self) -> Severity:
         return max((f.severity for f in self.findings), key=lambda s: s.rank, default=Severity.INFO)

@@ -10,7 +10,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from ..errors import TrainmedicError
-from ..findings import Severity
+from ..findings import parse_fail_on
 
 
 def register(app: typer.Typer) -> None:
@@ -30,17 +30,13 @@ def register(app: typer.Typer) -> None:
         from . import diagnose
         from .render import render_diagnosis
 
-        level = None
-        if fail_on is not None:
-            if fail_on not in ("warning", "error"):
-                raise TrainmedicError(f"`--fail-on` must be 'warning' or 'error'; got {fail_on!r}")
-            level = Severity.parse(fail_on)
+        parse_fail_on(fail_on)  # a bad level is an error before any work
         d = diagnose(run_dir)
         if json_out:
             typer.echo(d.to_json())
         else:
             render_diagnosis(d, Console())
-        if level is not None and any(f.severity.rank >= level.rank for f in d.findings):
+        if d.fails(fail_on):
             raise typer.Exit(1)
 
     @app.command("checks")

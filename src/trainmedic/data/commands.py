@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from ..errors import TrainmedicError
-from ..findings import Diagnosis, Severity
+from ..findings import Diagnosis, parse_fail_on
 
 
 def load_table(path: Path, label_column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -106,16 +106,12 @@ def register(app: typer.Typer) -> None:
         """Audit dataset splits: balance, leakage, label noise, shift, quality, sufficiency."""
         from .audit import audit
 
-        level = None
-        if fail_on is not None:
-            if fail_on not in ("warning", "error"):
-                raise TrainmedicError(f"`--fail-on` must be 'warning' or 'error'; got {fail_on!r}")
-            level = Severity.parse(fail_on)
+        parse_fail_on(fail_on)  # a bad level is an error before any work
         parts = [load_table(p, label_column) if p is not None else None for p in (train, val, test)]
         diagnosis = audit(parts[0], parts[1], parts[2], label_check=label_check, progress=False)  # type: ignore[arg-type]
         if as_json:
             typer.echo(diagnosis.to_json())
         else:
             print_table(diagnosis)
-        if level is not None and diagnosis.worst().rank >= level.rank:
+        if diagnosis.fails(fail_on):
             raise typer.Exit(1)
