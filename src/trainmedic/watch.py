@@ -603,10 +603,7 @@ class Run:
         extra = {k: _scalar_value(k, v) for k, v in scalars.items()}
         if not self.enabled:
             return result
-        if epoch is None:
-            epoch = self._epoch_counter[split]
-        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
-        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+        epoch = self._claim_epoch(split, epoch)
         step = self.step
 
         def record() -> None:
@@ -645,6 +642,14 @@ class Run:
         self._raise_pending()
         return result
 
+    def _claim_epoch(self, split: str, epoch: int | None) -> int:
+        """The epoch of this evaluation of ``split``: the one given, else one past the last."""
+        if epoch is None:
+            epoch = self._epoch_counter[split]
+        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
+        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+        return epoch
+
     def _evaluate_nonfinite(self, split: str, outputs: torch.Tensor, epoch: int | None) -> dict[str, Any]:
         """A diverged model's outputs hold NaN/Inf: nothing can be scored, so record that instead of raising."""
         share = float((~torch.isfinite(outputs)).float().mean())
@@ -656,10 +661,7 @@ class Run:
         }
         if not self.enabled:
             return result
-        if epoch is None:
-            epoch = self._epoch_counter[split]
-        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
-        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+        epoch = self._claim_epoch(split, epoch)
         step = self.step
 
         def record() -> None:
