@@ -5,7 +5,8 @@ NaN, deep sigmoid vanishing, dead ReLUs, bad init, overfitting on tiny data, und
 stalled lr), autofix runs with a budget of ``--budget`` training runs. Its *healthy counterpart* is the
 same data and architecture trained with the healthy hyperparameters of ``healthy_<arch>``. A scenario counts
 as fixed when autofix ends with a diagnosis without warnings **and** a validation accuracy at least the
-counterpart's minus ``--tolerance``. Time ratio (the issue's "wall time to a repaired model"): autofix wall
+counterpart's minus ``--tolerance``. One training run = the median wall time of 3 watched runs of the
+counterpart (after a warm-up run that absorbs torch's start-up). Time ratio (the issue's "wall time to a repaired model"): autofix wall
 time — baseline, trials, diagnoses and checkpoints included — until the first *kept* trial whose model is
 healthy and meets that bar, ÷ the counterpart's training time (one training run). The ratio to autofix's
 final model (it may keep polishing a repaired model with more epochs while it still improves) is printed too.
@@ -38,6 +39,7 @@ FAMILIES = (
     "oscillating",
     "stalled",
 )
+REPEATS = 3
 DATA_KEYS = ("dataset", "data", "arch", "depth", "epochs")  # the setup; the rest are the faulty knobs
 
 
@@ -67,19 +69,26 @@ def main() -> None:
 
     healthy = {s.arch: s.config for s in SCENARIOS.values() if s.healthy and s.name.startswith("healthy_")}
     names = args.only or [n for n, s in SCENARIOS.items() if not s.healthy and n.startswith(FAMILIES)]
+    # warm-up: the first training run of a process pays torch's one-time start-up; time none of it
+    warm = tm.watch(run_dir=Path(tempfile.mkdtemp(prefix="autofix-warm-")), overwrite=True, quiet=True)
+    train_fn({"epochs": 1}, warm)
+    warm.close()
     rows = []
     t_all = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="autofix-bench-"))
     for name in names:
         sc = SCENARIOS[name]
         ref_cfg = counterpart(sc.config, healthy.get(sc.arch, {}))
-        run = tm.watch(run_dir=root / name / "counterpart", overwrite=True, quiet=True)
-        t0 = time.perf_counter()
-        try:
-            train_fn(ref_cfg, run)
-        finally:
-            run.close()
-        ref_secs = time.perf_counter() - t0
+        times = []
+        for _ in range(REPEATS):  # one training run = the median of REPEATS watched runs (they are short)
+            run = tm.watch(run_dir=root / name / "counterpart", overwrite=True, quiet=True)
+            t0 = time.perf_counter()
+            try:
+                train_fn(ref_cfg, run)
+            finally:
+                run.close()
+            times.append(time.perf_counter() - t0)
+        ref_secs = statistics.median(times)
         ref = run_metric(root / name / "counterpart") or 0.0
         res = autofix(
             train_fn,

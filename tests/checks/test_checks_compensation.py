@@ -44,3 +44,28 @@ def test_a_gap_on_small_data_without_restoring_still_warns(tmp_path: Path) -> No
     assert gap.severity is Severity.WARNING and gap.evidence["rule"] == ["accuracy_gap"]
     assert gap.remedies[0].code == "early_stopping"
     assert _one(d, "insufficient_data").severity is Severity.WARNING
+
+
+def test_a_resumed_run_near_its_floor_is_not_a_stall(tmp_path: Path) -> None:
+    """A converged CNN trained 4 more epochs from its checkpoint: the per-batch loss only wobbles around its
+    floor. Judged as a fresh run that wobble is an "oscillation"; as a resumed run whose held-out loss did not
+    get worse, it is convergence."""
+    import trainmedic as tm
+    from trainmedic.remedies.checkpoint import save_checkpoint
+    from trainmedic.scenarios.train import train_fn
+    from trainmedic.store.writer import RunWriter
+
+    cfg = {"arch": "cnn", "width": 16, "depth": 2, "activation": "leaky_relu", "init": "he", "epochs": 4}
+    resumed_cfg = dict(cfg)
+    for k in range(3):  # 12 epochs, continued 4 at a time (what autofix's train_longer does)
+        run = tm.watch(run_dir=tmp_path / f"part{k}", overwrite=True, quiet=True, config=resumed_cfg)
+        save_checkpoint(tmp_path / f"m{k}.pt", train_fn(resumed_cfg, run))
+        run.close()
+        resumed_cfg = {**cfg, "resume_from": str(tmp_path / f"m{k}.pt")}
+    d = run_scenario(resumed_cfg, tmp_path / "resumed")
+    assert "inefficient_learning" not in d.codes
+    # the same curve, judged as if trained from scratch
+    w = RunWriter(tmp_path / "resumed", mode="resume")
+    w.set_meta(config=cfg)
+    w.close(status="closed")
+    assert tm.diagnose(tmp_path / "resumed").has("inefficient_learning")

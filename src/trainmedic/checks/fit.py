@@ -328,7 +328,10 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "*oscillating* when, besides ending above `stall_loss_fraction`, at least `oscillation_ratio` of "
     "consecutive window-to-window changes flip sign, the net change is below `oscillation_efficiency` of the "
     "total variation, and the per-step loss swings (std/mean within windows, second half) by at least "
-    "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation.",
+    "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation. A run whose config says it "
+    "resumed from a checkpoint (`resume_from`, `resume_from_checkpoint`) starts near its floor: when its held-out "
+    "loss ends no higher than it started, a flat or noisy loss counts as a stall only through the update/weight "
+    "ratio.",
     why="Training time is wasted: a stalled or crawling loss means the step size or the optimizer does not "
     "suit the problem; a loss that swings up and down means steps overshoot.",
     evidence="window means of the loss, relative improvement per tenth, update/weight ratio, share of sign "
@@ -365,7 +368,12 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         and swing >= t.oscillation_amplitude
     )
     not_learned = np.isfinite(frac) and frac > t.stall_loss_fraction
-    stalled = not_learned and (plateau or slow_updates)
+    # a run resumed from a trained model starts near its floor: "ends above half its start", a flat tail
+    # and batch noise then mean convergence, not a stall or an oscillation — unless held-out loss got worse
+    # over the run (slow updates still count)
+    if _resumed(ctx) and _heldout_loss_not_worse(ctx):
+        plateau = oscillating = False
+    stalled = not_learned and (slow_updates or plateau)
     if not (stalled or oscillating):
         return None
     ev = {
@@ -425,6 +433,21 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         confidence(margin, min(1.0, len(x) / 200)),
         step=int(ctx.loss.steps[len(x) * 7 // 10]) if not oscillating else int(ctx.loss.steps[0]),
     )
+
+
+RESUME_KEYS = ("resume_from", "resume_from_checkpoint")
+
+
+def _resumed(ctx: Context) -> bool:
+    """The run's config says it started from a checkpoint (``resume_from`` / ``resume_from_checkpoint``)."""
+    cfg = ctx.r.meta.get("config")
+    return isinstance(cfg, dict) and any(cfg.get(k) not in (None, False, "") for k in RESUME_KEYS)
+
+
+def _heldout_loss_not_worse(ctx: Context) -> bool:
+    ho = ctx.heldout_split
+    v = ctx.finite_eval(ho, "loss") if ho else np.zeros(0)
+    return bool(len(v) >= 2 and v[-1] <= v[0])
 
 
 def _finite_cols(v: np.ndarray) -> np.ndarray:

@@ -74,6 +74,7 @@ class _Ctx:
     run_dir: Path
     known: set[str]
     diag: Diagnosis | None = None  # the diagnosis the change answers (its evidence sizes some changes)
+    model_saved: bool = False  # the current best model is on disk (``best/model.pt``): it can be continued
 
 
 def _off(v: Any) -> bool:
@@ -198,6 +199,23 @@ def _normalize_inputs(ctx: _Ctx) -> dict[str, Any] | None:
     return None if ctx.cfg.get("normalize_inputs") is True else {"normalize_inputs": True}
 
 
+CONTINUE = (
+    "<best model>"  # resume_from placeholder: the loop puts a copy of the best model's checkpoint there
+)
+
+
+def _train_longer(ctx: _Ctx) -> dict[str, Any] | None:
+    """As many epochs again. When the training code takes ``resume_from`` and the best model is on disk, the
+    trial *continues* that model for them (half the cost of retraining twice as long), else it retrains
+    with twice the epochs."""
+    epochs = int(ctx.cfg.get("epochs", 10))
+    if epochs >= 200:
+        return None
+    if "resume_from" in ctx.known and ctx.model_saved:
+        return {"epochs": epochs, "resume_from": CONTINUE}
+    return {"epochs": epochs * 2}
+
+
 REMEDY_CHANGES: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
     "lower_learning_rate": lambda c: {"lr": _lr(c) / 10},
     "raise_learning_rate": lambda c: None if _lr(c) >= 1.0 else {"lr": _lr(c) * 10},
@@ -217,9 +235,7 @@ REMEDY_CHANGES: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
     "switch_optimizer": _switch_optimizer,
     "larger_model": _larger,
     "smaller_model": _smaller,
-    "train_longer": lambda c: (
-        {"epochs": int(c.cfg.get("epochs", 10)) * 2} if int(c.cfg.get("epochs", 10)) < 200 else None
-    ),
+    "train_longer": lambda c: _train_longer(c),
     "data_augmentation": _unless_set("augmentation", True),
     "lr_schedule": _unless_set("lr_schedule", "plateau"),
     "normalize_inputs": _normalize_inputs,
@@ -438,7 +454,7 @@ ROOT_CAUSES = frozenset(
     }
 )
 POLISH_ROUNDS = 2  # at most this many train_longer rounds on a healthy, unconverged model
-CHANCE_FACTOR = 1.5  # "learned nothing": held-out accuracy at most this times chance (1 / classes)
+CHANCE_MARGIN = 0.05  # "learned nothing": held-out accuracy at most chance (1 / classes) + this
 
 
 class _TrialCut:
@@ -447,10 +463,12 @@ class _TrialCut:
     * *worse* (retrials): its held-out metric is worse by more than ``margin`` than both the best run's
       at the same epoch and the best run's final value — it cannot be kept (a trial is kept only when it
       beats the best);
-    * *hopeless* (any run, the baseline included; accuracy only): held-out accuracy is at most
-      :data:`CHANCE_FACTOR` x chance and a diagnosis of the run so far (made once) already names a root
-      cause (:data:`ROOT_CAUSES`) — a model at chance with a known cause does not repair itself with more
-      epochs; its remedy is the next trial.
+    * *overfitting settled* (any run): the ``overfitting`` check's held-out-loss rise rule already holds
+      (the run's remaining epochs only make its model worse; the diagnosis of the cut run says so);
+    * *hopeless* (the baseline only — the run presumed faulty; accuracy only): held-out accuracy is at
+      most chance + :data:`CHANCE_MARGIN` and a diagnosis of the run so far (made once) already names a
+      root cause (:data:`ROOT_CAUSES`) — its remedy is the next trial. Its metric is then the cut epoch's.
+      Retrials are not judged this way: a remedy (a lower lr) may start at chance and recover.
 
     Plugged in as the run's epoch hook (``run.treatment``), chained to any treatment already there."""
 
@@ -465,11 +483,14 @@ class _TrialCut:
         margin: float,
         inner: Any = None,
         diagnose: Callable[[], Diagnosis] | None = None,
+        overfit_rise: float | None = None,
     ) -> None:
         self.split, self.name, self.mode = split, name, mode
         self.reference, self.final, self.margin, self.inner = reference or {}, final, margin, inner
         self.from_epoch = max(1, math.ceil(epochs / 3)) - 1
         self.diagnose = diagnose
+        self.overfit_rise = overfit_rise
+        self.losses: dict[str, dict[int, float]] = {}
         self.reason: str | None = None
 
     def before_step(self, run: Any, probe: Any, step: int) -> None:
@@ -488,7 +509,13 @@ class _TrialCut:
     ) -> None:
         if self.inner is not None:
             self.inner.after_evaluate(run, split, epoch, result, loss)
+        if loss is not None and split in ("train", self.split):
+            self.losses.setdefault(split, {})[epoch] = float(loss)
         if split != self.split or epoch < self.from_epoch or self.reason is not None:
+            return
+        settled = self._overfitting_settled(epoch)
+        if settled:
+            self._cut(run, f"cut at epoch {epoch}: {settled}")
             return
         v = loss if self.name == "loss" else (result.get("scalars") or {}).get(self.name)
         ref = self.reference.get(epoch)
@@ -507,7 +534,7 @@ class _TrialCut:
         if self.diagnose is None or not isinstance(acc, (int, float)) or n_classes < 2:
             return
         chance = 1.0 / n_classes
-        if not acc <= CHANCE_FACTOR * chance:
+        if not acc <= chance + CHANCE_MARGIN:
             return
         diagnose, self.diagnose = self.diagnose, None  # once per run
         run.flush()
@@ -515,9 +542,26 @@ class _TrialCut:
         if causes:
             self._cut(
                 run,
-                f"cut at epoch {epoch}: {self.split} accuracy {acc:.3f} ≤ {CHANCE_FACTOR:g} x chance "
-                f"({chance:.3f}) and the run already shows {', '.join(causes)}",
+                f"cut at epoch {epoch}: {self.split} accuracy {acc:.3f} ≤ chance ({chance:.3f}) + "
+                f"{CHANCE_MARGIN:g} and the run already shows {', '.join(causes)}",
             )
+
+    def _overfitting_settled(self, epoch: int) -> str | None:
+        """The ``overfitting`` check's rise rule, met already: held-out loss at least ``overfit_rise`` above
+        its best, 3+ epochs after it, with the training loss still falling. More epochs only confirm it."""
+        ho, tr = self.losses.get(self.split, {}), self.losses.get("train", {})
+        if self.overfit_rise is None or len(ho) < 3 or not all(map(math.isfinite, ho.values())):
+            return None
+        b = min(ho, key=lambda e: ho[e])
+        best, now = ho[b], ho.get(epoch, math.nan)
+        if not (best > 0 and b <= epoch - 3 and now / best - 1.0 >= self.overfit_rise):
+            return None
+        if not (b in tr and epoch in tr and tr[epoch] < tr[b]):
+            return None
+        return (
+            f"{self.split} loss {now:.4g} is {now / best - 1.0:.0%} above its best {best:.4g} (epoch {b}; "
+            f"threshold {self.overfit_rise:.0%}) while the training loss kept falling: the run overfits"
+        )
 
     def _cut(self, run: Any, reason: str) -> None:
         from ..live import TrainingProblemError
@@ -538,6 +582,7 @@ class _Best:
     run_dir: Path
     trial: int
     view: _View
+    epochs_trained: int | None = None  # epochs behind the model, continuations (``resume_from``) included
 
 
 def autofix(
@@ -663,7 +708,8 @@ def autofix(
         return model, run_dir, error, stop, time.perf_counter() - t0
 
     def make_cutter(cfg: dict[str, Any], ref: _Best | None) -> _TrialCut | None:
-        epochs = {**base_defaults, **cfg}.get("epochs")
+        cfg_view = {**base_defaults, **cfg}
+        epochs = cfg_view.get("epochs")
         if cut_margin is None or not isinstance(epochs, int) or epochs < 3:
             return None
         index = len(trials) if ref is not None else 0
@@ -676,7 +722,8 @@ def autofix(
             ref.value if ref is not None else None,
             epochs,
             cut_margin,
-            diagnose=lambda: _diagnose(run_dir, th, diagnose),
+            diagnose=(lambda: _diagnose(run_dir, th, diagnose)) if ref is None else None,
+            overfit_rise=None if cfg_view.get("early_stopping") else th.overfit_val_loss_rise,
         )
 
     def save_best(model: nn.Module | None, cfg: dict[str, Any], trial: int, value: float | None) -> None:
@@ -715,7 +762,8 @@ def autofix(
             time.perf_counter() - t_start,
         )
     ]
-    best = _Best(cfg0, model, value, diag, rd, 0, view)
+    e0 = {**base_defaults, **cfg0}.get("epochs")
+    best = _Best(cfg0, model, value, diag, rd, 0, view, e0 if isinstance(e0, int) else None)
     best_time = time.perf_counter() - t_start
     save_best(model, cfg0, 0, value)
     tried: set[str] = set()
@@ -775,6 +823,7 @@ def autofix(
                 tried,
                 rules,
                 best.view.accuracy,
+                best.model is not None,
             )
         )
         if choice is None and polishing:
@@ -783,12 +832,27 @@ def autofix(
             stop_reason = "no applicable remedy left"
             break
         code, remedy, change = choice
+        index = len(trials)
+        eff = {**base_defaults, **best.cfg, **change}
+        trained = int(eff["epochs"]) if isinstance(eff.get("epochs"), int) else None
+        if change.get("resume_from") == CONTINUE:
+            import shutil
+
+            start = root / f"start-{index:02d}.pt"  # the model this trial continues, kept for the audit
+            shutil.copyfile(root / "best" / "model.pt", start)
+            change = {**change, "resume_from": str(start)}
+            if trained is not None and best.epochs_trained is not None:
+                trained += best.epochs_trained
+        elif best.cfg.get("resume_from") is not None:
+            # any other change retrains from scratch, for as many epochs as the continued model had
+            change = {"resume_from": None, "epochs": change.get("epochs", best.epochs_trained), **change}
+            change["resume_from"] = None
+            trained = change["epochs"] if isinstance(change["epochs"], int) else trained
         tried.add(remedy)
         tried.update(remedy.split("+"))
         tried.add(_change_key(change))
         cfg = {**best.cfg, **change}
         old_view = {**base_defaults, **best.cfg}
-        index = len(trials)
         cutter = make_cutter(cfg, best)
         model, rd, error, stop, secs = train_once(index, cfg, cutter)
         view = _read_view(rd, metric) if error is None else _View(None, {}, np.zeros(0))
@@ -798,6 +862,7 @@ def autofix(
         kept = (
             error is None
             and not (cutter is not None and cutter.reason)
+            and (not polishing or diag.healthy)  # polishing never trades a healthy model for a sick one
             and (
                 _better(value, best.value, mode, min_gain)
                 or (
@@ -831,7 +896,7 @@ def autofix(
         if polishing and not kept:
             break  # the healthy model stays; polishing is one try
         if kept:
-            best = _Best(cfg, model, value, diag, rd, index, view)
+            best = _Best(cfg, model, value, diag, rd, index, view, trained)
             best_time = time.perf_counter() - t_start
             save_best(model, cfg, index, value)
         write_audit()
@@ -848,13 +913,14 @@ def _pick(
     tried: set[str],
     rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
     heldout_accuracy: np.ndarray | None = None,
+    model_saved: bool = False,
 ) -> tuple[str, str, dict[str, Any]] | None:
     """The applicable, untried remedy with the highest vote: each problem votes for its remedies with
     weight (cause rank x severity x confidence) / (1 + position in its list). Root causes (NaN, exploding or
     masked gradients) outvote symptoms (low accuracy), and a remedy several findings agree on wins. The
     winner is widened into a bundle (:func:`_bundle`) where the diagnosis says one change alone cannot work.
     """
-    ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known, diag=diag)
+    ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known, diag=diag, model_saved=model_saved)
     votes: dict[str, float] = {}
     why: dict[str, tuple[float, str]] = {}
     for f in diag.problems:
@@ -987,7 +1053,8 @@ def _pick_polish(
     """The remedy tried on a healthy, unconverged run: more epochs (again, while each round still helps)."""
     if "train_longer" not in rules:
         return None
-    change = rules["train_longer"](_Ctx(cfg=cfg, run_dir=Path(best.run_dir), known=known, diag=best.diag))
+    ctx = _Ctx(cfg, Path(best.run_dir), known, best.diag, model_saved=best.model is not None)
+    change = rules["train_longer"](ctx)
     if not change or any(k not in known for k in change) or _change_key(change) in tried:
         return None
     return "not_converged", "train_longer", change

@@ -33,6 +33,8 @@ key                 meaning (default)
 ``augmentation``    augment training batches (``False``): noise/crop/flip for images, feature noise for
                     sequences, random token replacement for tokens
 ``epochs``          epochs (10)
+``resume_from``     a checkpoint (:func:`~trainmedic.remedies.checkpoint.save_checkpoint`) whose model weights
+                    training starts from (``None``); autofix's ``train_longer`` continues a model this way
 ``batch_size``      batch size (64)
 ``seed``            seed of data, model and batch order (0)
 ==================  =========================================================================================
@@ -78,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "sampler": "none",
     "augmentation": False,
     "epochs": 10,
+    "resume_from": None,
     "batch_size": 64,
     "seed": 0,
 }
@@ -160,6 +163,10 @@ def train_fn(config: Mapping[str, Any], run: Any) -> nn.Module:
     model = build_model(
         {**cfg, "input_shape": data.input_shape, "num_classes": data.num_classes, "vocab": data.vocab}
     )
+    if cfg["resume_from"] is not None:
+        from ..remedies.checkpoint import load_checkpoint
+
+        load_checkpoint(str(cfg["resume_from"]), model, restore_rng=False)
     optimizer = _optimizer(cfg, model)
     if cfg["grad_clip"] is not None:
         from ..remedies.clipping import install_gradient_clipping
