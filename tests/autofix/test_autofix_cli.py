@@ -50,7 +50,10 @@ def test_fix_runs_autofix_and_prints_the_audit(tmp_path):  # type: ignore[no-unt
     )
     assert res.exit_code == 0, res.output
     audit = json.loads(res.output)
-    assert len(audit["trials"]) == 2 and audit["trials"][1]["remedy"] == "lower_learning_rate"
+    # plain SGD at 10x the top of its lr range: the lr is lowered by switching to Adam (one bundled trial)
+    assert (
+        len(audit["trials"]) == 2 and audit["trials"][1]["remedy"] == "lower_learning_rate+switch_optimizer"
+    )
     assert (out / "best" / "model.pt").is_file() and (out / "autofix.json").is_file()
 
     table = CliRunner().invoke(

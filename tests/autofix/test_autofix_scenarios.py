@@ -105,6 +105,16 @@ def test_bundles_follow_the_diagnosis_and_the_known_keys() -> None:
     name, change = _bundle("non_saturating_activation", {"activation": "leaky_relu"}, ctx)
     assert name == "non_saturating_activation+he_init+switch_optimizer"
     assert change["activation"] == "leaky_relu" and change["init"] == "he" and change["optimizer"] == "adam"
+    # plain SGD at a lr far beyond its range: lowering it means switching to Adam
+    hot = _Ctx({**DEFAULTS, "optimizer": "sgd", "lr": 5.0}, Path("."), known, _diag("gradient_masking"))
+    name, change = _bundle("lower_learning_rate", {"lr": 0.5}, hot)
+    assert (
+        name == "lower_learning_rate+switch_optimizer"
+        and change["optimizer"] == "adam"
+        and change["lr"] < 0.5
+    )
+    warm = _Ctx({**DEFAULTS, "optimizer": "sgd", "lr": 0.8}, Path("."), known, _diag("gradient_masking"))
+    assert _bundle("lower_learning_rate", {"lr": 0.08}, warm) == ("lower_learning_rate", {"lr": 0.08})
     # a ReLU net with momentum SGD: nothing to widen
     relu = _Ctx(
         {**DEFAULTS, "optimizer": "sgd", "momentum": 0.9}, Path("."), known, _diag("vanishing_gradient")

@@ -975,7 +975,9 @@ def _bundle(code: str, change: dict[str, Any], ctx: _Ctx) -> tuple[str, dict[str
       activation alone leaves a scale-mismatched init, and a new init alone leaves the flat tails — change
       activation *and* init together (LeakyReLU + He init);
     * plain SGD (no momentum) that stalls: raising its lr or adding momentum is one guess among several;
-      Adam at its usual lr (1e-3) adapts the step per parameter and is the robust repair.
+      Adam (at :data:`ADAM_LR`) adapts the step per parameter and is the robust repair;
+    * plain SGD whose lr is more than twice the top of its usual range: the step was never tuned, and a
+      tenth of it lands on the edge of the range, still untuned — lower it by switching to Adam.
 
     Keys the training code does not know are left out (the single change stays)."""
     codes = ctx.diag.codes if ctx.diag is not None else set()
@@ -989,15 +991,22 @@ def _bundle(code: str, change: dict[str, Any], ctx: _Ctx) -> tuple[str, dict[str
     ):
         out.update(activation="leaky_relu", init="he")
         parts = ["non_saturating_activation", "he_init"]
+    lr = ctx.cfg.get("lr")
+    untuned = code == "lower_learning_rate" and isinstance(lr, (int, float)) and lr > 2 * LR_RANGE["sgd"][1]
     if (
         _plain_sgd(ctx.cfg)
-        and codes & STALL_CODES
-        and (len(parts) > 1 or code in ("raise_learning_rate", "add_momentum", "switch_optimizer"))
+        and (
+            untuned
+            or (
+                codes & STALL_CODES
+                and (len(parts) > 1 or code in ("raise_learning_rate", "add_momentum", "switch_optimizer"))
+            )
+        )
         and {"optimizer", "lr"} <= ctx.known
     ):
         out.pop("momentum", None)
         out.update(optimizer="adam", lr=ADAM_LR)
-        if code in ("raise_learning_rate", "add_momentum"):
+        if code in ("raise_learning_rate", "add_momentum", "lower_learning_rate"):
             parts = [p for p in parts if p not in ("raise_learning_rate", "add_momentum")]
         parts.append("switch_optimizer")
     return "+".join(dict.fromkeys(parts)), out
