@@ -259,6 +259,7 @@ class Run:
         if len(self._probes) > 1:
             for probe in self._probes:
                 probe.prefix = f"{probe.name}/"
+                probe.grad_signal = f"{probe.prefix}grad_norm"
         w.set_meta(optimizers=[p.describe() for p in self._probes])
         if self.activations_enabled and index.activations:
             for stat in ACT_STATS:
@@ -371,45 +372,57 @@ class Run:
         return name if len(self._probes) == 1 else f"{probe.name}/{name}"
 
     def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., Any]:
+        # The per-step path creates no closures and catches exceptions inline: same fail-open semantics as
+        # _guard (record, warn once, disable after MAX_PROBE_FAILURES), a few µs less per step.
+        disabled = self._disabled
+
+        def before_update(step: int) -> None:
+            if "gradients" not in disabled:
+                try:
+                    capture = step % self.every == 0
+                    res = probe.grad_param_norms()
+                    if res is not None:
+                        if self._host_check:
+                            self._add_host_scalar(probe.grad_signal, step, probe.global_norm_host(res[1]))
+                        else:
+                            self._pending_scalars.append(
+                                (probe.grad_signal, step, probe.global_norm(res[1]))
+                            )
+                    changed = probe.changed_hyperparameters(force=capture)
+                    if changed and self._writer is not None:
+                        for key, v in changed:
+                            self._writer.add_scalar(key, step, v)
+                    if capture:
+                        probe.snapshot_weights()
+                except TrainingProblemError:
+                    raise
+                except Exception as e:  # never break the user's training
+                    self._internal_error("gradients", e)
+            if self.treatment is not None and "treatment" not in disabled:
+                try:
+                    self.treatment.before_step(self, probe, step)
+                except TrainingProblemError:
+                    raise
+                except Exception as e:
+                    self._internal_error("treatment", e)
+
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
             if self.closed:
                 return None
             step = probe.steps
-            capture = step % self.every == 0
             if not self._amp_checked:
                 self._guard("amp", self._detect_grad_scaler)
-
-            def measure() -> None:
-                res = probe.grad_param_norms()
-                if res is not None:
-                    if self._host_check:
-                        self._add_host_scalar(
-                            probe.prefix + "grad_norm", step, probe.global_norm_host(res[1])
-                        )
-                    else:
-                        self._pending_scalars.append(
-                            (probe.prefix + "grad_norm", step, probe.global_norm(res[1]))
-                        )
-                changed = probe.changed_hyperparameters(force=capture)
-                if changed and self._writer is not None:
-                    for key, v in changed:
-                        self._writer.add_scalar(key, step, v)
-                if capture:
-                    probe.snapshot_weights()
-
-            def before_update() -> None:
-                self._guard("gradients", measure)
-                if self.treatment is not None:
-                    self._guard("treatment", lambda: self.treatment.before_step(self, probe, step))
-
             # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
             # when the closure first returns, so a step's gradients are its own, not the previous step's.
             # args[0] is the optimizer itself, args[1] a positional closure
+            if not kwargs and len(args) < 2:  # the common case: opt.step()
+                before_update(step)
+                return None
             closure = kwargs.get("closure") if kwargs else None
             in_args = closure is None and len(args) > 1 and callable(args[1])
             closure = args[1] if in_args else closure
             if not callable(closure):
-                before_update()
+                before_update(step)
                 return None
             done = False
 
@@ -418,7 +431,7 @@ class Run:
                 result = closure()
                 if not done:
                     done = True
-                    before_update()
+                    before_update(step)
                 return result
 
             if in_args:
@@ -429,19 +442,21 @@ class Run:
 
     def _make_post_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
         pi = len(self._probes) - 1
+        disabled = self._disabled
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             if self.closed:
                 return
             step = probe.steps
-            if step % self.every == 0:
-
-                def measure() -> None:
+            if step % self.every == 0 and "weights" not in disabled:
+                try:
                     row = probe.param_stats()
                     if row is not None:
                         self._pending_rows.append((pi, step, row))
-
-                self._guard("weights", measure)
+                except TrainingProblemError:
+                    raise
+                except Exception as e:  # never break the user's training
+                    self._internal_error("weights", e)
             if self.treatment is not None:
                 self._guard("treatment", lambda: self.treatment.after_step(self, probe, step))
             probe.steps = step + 1
@@ -455,7 +470,8 @@ class Run:
                     elif act.capture:
                         act.stop_capture()
                 self._maybe_flush()
-            self._raise_pending()
+            if self._pending_problem is not None:
+                self._raise_pending()
 
         return hook
 

@@ -74,6 +74,7 @@ class OptimizerProbe:
         self.name = name
         self.optimizer = optimizer
         self.prefix = ""  # signal prefix ("generator/") when the run watches several optimizers
+        self.grad_signal = "grad_norm"  # prefix + "grad_norm", precomputed for the per-step path
         params = [p for g in optimizer.param_groups for p in g["params"] if id(p) in index.param_layer]
         self.params = params
         self.n_layers = len(index.layers)
@@ -211,6 +212,11 @@ class OptimizerProbe:
         before, self._before = self._before, None
         n = len(weights)
         cache, self._grad_cache = self._grad_cache, None
+        if before is not None and cache is not None and cache[0] is None:
+            # the common case: one fused norm over weights and updates, one stack of all 3n norms
+            torch._foreach_sub_(before, weights)  # before - after = -update: same norm, no new tensors
+            norms = [*cache[1], *torch._foreach_norm(weights + before)]
+            return _stack_norms(norms).view(3, n)
         if cache is None:
             grads = torch.zeros(n, device=self.layer_ids.device)
         elif cache[0] is None:
@@ -222,7 +228,7 @@ class OptimizerProbe:
         if before is None:
             un = torch.full((n,), float("nan"), device=wn.device)
         else:
-            torch._foreach_sub_(before, weights)  # before - after = -update: same norm, no new tensors
+            torch._foreach_sub_(before, weights)
             un = _per_param_norms(before)
         return torch.stack([grads.to(wn.device), wn, un])
 
