@@ -385,9 +385,7 @@ class Run:
                         if self._host_check:
                             self._add_host_scalar(probe.grad_signal, step, probe.global_norm_host(res[1]))
                         else:
-                            self._pending_scalars.append(
-                                (probe.grad_signal, step, probe.global_norm(res[1]))
-                            )
+                            self._pending_scalars.append((probe.grad_signal, step, probe.global_norm(res[1])))
                     changed = probe.changed_hyperparameters(force=capture)
                     if changed and self._writer is not None:
                         for key, v in changed:
