@@ -748,6 +748,14 @@ class Run:
         if self.raise_on is not None and finding.severity.rank >= self.raise_on.rank:
             self._pending_problem = TrainingProblemError(finding)
 
+    def abort(self, finding: Finding) -> None:
+        """Stop the training loop at the next watched call: it raises :class:`TrainingProblemError`.
+
+        For callers that supervise a run (``tm.autofix`` cutting a hopeless trial, an ``on_problem`` callback
+        that gives up on NaN). The run stays open; close it (``with`` does) to record the stop.
+        """
+        self._pending_problem = TrainingProblemError(finding)
+
     def _raise_pending(self) -> None:
         if self._pending_problem is not None:
             e, self._pending_problem = self._pending_problem, None

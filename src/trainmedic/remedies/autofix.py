@@ -564,12 +564,9 @@ class _TrialCut:
         )
 
     def _cut(self, run: Any, reason: str) -> None:
-        from ..live import TrainingProblemError
 
         self.reason = reason
-        run._pending_problem = TrainingProblemError(
-            Finding("inefficient_learning", Severity.INFO, reason, {"autofix": "trial_cut"})
-        )
+        run.abort(Finding("inefficient_learning", Severity.INFO, reason, {"autofix": "trial_cut"}))
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -679,7 +676,7 @@ def autofix(
             def on_problem(f: Finding) -> None:
                 if f.code == "nonfinite":
                     run.control.request_stop(f"autofix: {f.message}")
-                    run._pending_problem = TrainingProblemError(f)
+                    run.abort(f)
 
             run.on_problem = on_problem
         if cut is not None:
