@@ -36,16 +36,16 @@ class Thresholds:
     oscillation_ratio: float = 0.60  # share of sign changes in smoothed loss differences
     split_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     # checks (trainmedic.checks); each finding reports the values it used
-    init_scale_low: float = 0.1  # bad_initialization when a layer's initial weight std < this x He/Xavier std
-    init_scale_high: float = 4.0  # bad_initialization when a layer's initial weight std > this x He/Xavier std
+    init_scale_low: float = 0.1  # bad_initialization when initial weight std < this x He/Xavier std
+    init_scale_high: float = 4.0  # bad_initialization when initial weight std > this x He/Xavier std
     vanishing_abs: float = 1e-7  # vanishing_gradient when the first layer's median grad norm is below this
     min_samples_per_class: float = 20.0  # insufficient_data when the median class has fewer training samples
     max_params_per_sample: float = 100.0  # insufficient_data when parameters per training sample exceed this
     stall_loss_fraction: float = 0.5  # inefficient_learning when the loss ends above this share of its start
     slow_update_ratio: float = 1e-4  # inefficient_learning: median update/weight ratio below this is too slow
     oscillation_efficiency: float = 0.5  # oscillating when net loss change / total variation is below this
-    oscillation_amplitude: float = 0.2  # oscillating needs per-step loss std/mean (within windows) at least this
-    gan_d_loss_fraction: float = 0.1  # discriminator_overpowering when D loss falls below this share of its start
+    oscillation_amplitude: float = 0.2  # oscillating needs windowed per-step loss std/mean >= this
+    gan_d_loss_fraction: float = 0.1  # discriminator_overpowering: D loss below this share of its start
     mode_collapse_drop: float = 0.8  # mode_collapse when generator-output diversity falls by this share
 
     def to_dict(self) -> dict[str, Any]:
