@@ -90,24 +90,29 @@ def run_demo(
     after = diagnose(final_run)
 
     con.rule("[bold]Diagnosis of the faulty run")
-    render_diagnosis(before, con, show_skipped=False, compact_info=True)
+    render_diagnosis(_training_view(before), con, show_skipped=False, compact_info=True)
     con.rule("[bold]What autofix tried")
     table = Table(show_lines=False)
-    for col in ("trial", "remedy", "change", "val accuracy", "kept", "problems after"):
-        table.add_column(col)
+    table.add_column("trial", no_wrap=True)
+    table.add_column("remedy", overflow="fold")
+    table.add_column("change", overflow="fold")
+    table.add_column("val acc", no_wrap=True)
+    table.add_column("kept", no_wrap=True)
+    table.add_column("problems", no_wrap=True)
     for t in result.trials:
         d = t.to_dict()
+        codes = d.get("codes_after") or []
         table.add_row(
             str(d.get("index")),
-            str(d.get("remedy") or "baseline"),
-            ", ".join(f"{k}={v}" for k, v in (d.get("config_change") or {}).items()) or "-",
+            str(d.get("remedy") or "baseline").replace("+", " + "),
+            _change(d.get("config_change")),
             _fmt(d.get("metric_after")),
             "yes" if d.get("kept") else "rolled back",
-            ", ".join(d.get("codes_after") or []) or "none",
+            str(len(codes)) if codes else "none",
         )
     con.print(table)
     con.rule("[bold]Diagnosis after the fix")
-    render_diagnosis(after, con, show_skipped=False, compact_info=True)
+    render_diagnosis(_training_view(after), con, show_skipped=False, compact_info=True)
 
     con.rule("[bold]5. Report")
     report_path = report([first_run, final_run], output=out / "report.html")
@@ -121,6 +126,27 @@ def run_demo(
     con.print(f"model:  {result.best_model_path}")
     con.print(f"report: {report_path}")
     return DemoResult(out, data_diag, before, after, result, Path(report_path), seconds)
+
+
+def _training_view(d: Any) -> Any:
+    """The diagnosis without the audit's healthy observations (step 1 already summarized the data)."""
+    from .findings import Diagnosis
+
+    keep = [f for f in d.findings if f.is_problem or f.source != "audit"]
+    return Diagnosis(run=d.run, findings=keep, signals=d.signals, skipped=d.skipped)
+
+
+def _change(change: Any) -> str:
+    """``{"lr": [0.05, 0.003]}`` → ``lr 0.05→0.003``."""
+    if not change:
+        return "-"
+    parts = []
+    for k, v in dict(change).items():
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            parts.append(f"{k} {v[0]}→{v[1]}")
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
 
 
 def _attach_audit(run_dir: Path, diagnosis: Any) -> None:

@@ -86,12 +86,20 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     msg = f"{sp} accuracy {a_last:.1%} at the last epoch ({last}), {a_best:.1%} at the best ({best}); below {thr:.0%}"
     if cm is not None:
         msg += f"; predictions are {pattern['pattern']}"
+    counts = ctx.class_counts(ctx.train_split or sp)
+    imbalanced = (
+        counts is not None
+        and len(counts) > 1
+        and float(np.max(counts)) >= ctx.t.imbalance_ratio * max(float(np.min(counts)), 1.0)
+    )
+    # Predictions piled into a few classes point at imbalance only when the training classes are imbalanced;
+    # on balanced data the model simply has not learned (the root-cause findings say why).
     remedies = (
         [
-            ("class_weights", "predictions pile into a few classes"),
+            ("class_weights", "predictions pile into the classes that dominate training"),
             ("oversample", "balance what the model sees"),
         ]
-        if pattern.get("pattern") == "piled"
+        if pattern.get("pattern") == "piled" and imbalanced
         else []
     )
     remedies += [
