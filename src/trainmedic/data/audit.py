@@ -243,7 +243,8 @@ def check_balanced(ctx: _Context) -> list[Finding]:
         ctx.signals.setdefault("splits", {}).setdefault(sp.name, {}).update(
             {"imbalance_ratio": ratio, "effective_classes": eff}
         )
-        desc = f"largest/smallest class = {big}/{small} = {_fmt_ratio(ratio)}; effective classes {eff:.3g} of {len(c)}"
+        head = f"largest/smallest class = {big}/{small} = {_fmt_ratio(ratio)}"
+        tail = f"; effective classes {eff:.3g} of {len(c)}"
         if ratio >= th.imbalance_ratio:
             sev = Severity.ERROR if ratio >= th.severe_imbalance_ratio else Severity.WARNING
             limit = th.severe_imbalance_ratio if sev is Severity.ERROR else th.imbalance_ratio
@@ -251,7 +252,7 @@ def check_balanced(ctx: _Context) -> list[Finding]:
                 _finding(
                     "data_imbalance",
                     sev,
-                    f"{desc} (>= {limit:g})",
+                    f"{head} (>= {limit:g}){tail}",
                     sp.name,
                     ev,
                     [
@@ -265,7 +266,9 @@ def check_balanced(ctx: _Context) -> list[Finding]:
             )
         else:
             out.append(
-                _finding("data_imbalance", Severity.INFO, f"{desc} (< {th.imbalance_ratio:g})", sp.name, ev)
+                _finding(
+                    "data_imbalance", Severity.INFO, f"{head} (< {th.imbalance_ratio:g}){tail}", sp.name, ev
+                )
             )
     return out
 
