@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import math
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -72,6 +73,95 @@ def default_run_dir(name: str | None = None) -> Path:
     return p
 
 
+class _OverheadMeter:
+    """Measures the recorder's share of a training step and picks the cheapest cadences that fit the budget.
+
+    Why: on a tiny model (0.5 ms steps) the per-step global gradient norm alone costs ~5% and a capture step
+    ~25%, while on a normal model (≥ 3 ms steps) they are within a few percent. The meter times windows of
+    ``WINDOW`` steps (the first after ``WARMUP`` steps, then one every ``RECHECK`` steps): the wall time
+    between successive primary post-step hooks (intervals with a flush are skipped) and the time spent inside
+    trainmedic's own hooks and ``run.log`` (``perf_counter`` around their bodies), the gradient norm apart.
+    Capture steps' extra cost (activation hooks run inside the user's forward) is their wall time over a
+    plain step's. From these it predicts the share for a gradient-norm cadence ``k`` and a capture cadence
+    ``every × m`` and keeps the smallest ``k`` (then ``m``) that fits.
+    """
+
+    WARMUP = 5
+    WINDOW = 50
+    RECHECK = 500
+    MAX_K = 10
+    MAX_M = 10
+
+    def __init__(self, budget: float, every: int) -> None:
+        self.budget = budget
+        self.every = every
+        self.active = False
+        self.next_check = self.WARMUP
+        self.own = 0.0  # seconds in our hooks during the current interval
+        self.grad = 0.0  # of which computing the gradient norm
+        self.grad_done = False
+        self._last: float | None = None
+        self._flushes = -1
+        # (wall, own, grad, grad_done, capture) per measured step interval
+        self.samples: list[tuple[float, float, float, bool, bool]] = []
+        self.est_grad: float | None = None  # seconds per gradient norm
+        self.est_capture = 0.0  # extra seconds per capture step
+        self.share: float | None = None  # measured share at the cadences in force during the window
+        self.predicted: float | None = None  # predicted share at the chosen cadences
+        self.bare: float | None = None  # seconds per bare training step
+        self.checks = 0
+
+    def start(self) -> None:
+        self.active = True
+        self.samples = []
+        self._last = None
+        self.own = self.grad = 0.0
+        self.grad_done = False
+
+    def end_step(self, step: int, flushes: int, capture: bool) -> bool:
+        """Close one step interval (end of a primary post-step hook); True when the window is complete."""
+        now = time.perf_counter()
+        if self._last is not None and flushes == self._flushes:
+            self.samples.append((now - self._last, self.own, self.grad, self.grad_done, capture))
+        self._last, self._flushes = now, flushes
+        self.own = self.grad = 0.0
+        self.grad_done = False
+        return len(self.samples) >= self.WINDOW
+
+    def choose(self, k_now: int, cap_now: int) -> tuple[int, int] | None:
+        """New ``(grad_norm_every, capture_every)`` from the window, or None when it says too little."""
+        self.active = False
+        self.checks += 1
+        samples, self.samples = self.samples, []
+        plain = [s for s in samples if not s[4]]
+        if len(plain) < 10:
+            return None
+        med = statistics.median
+        bare = med(w - o for w, o, *_ in plain)
+        rest = med(o - g for _, o, g, *_ in plain)  # our time per step without the gradient norm
+        with_grad = [s for s in plain if s[3]]
+        if with_grad:
+            self.est_grad = med(g for _, _, g, *_ in with_grad)
+            caps = [s[0] for s in samples if s[4]]
+            if caps:
+                self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
+        grad = self.est_grad or 0.0
+        self.bare = bare = max(bare, 1e-9)
+
+        def share(k: int, cap_every: int) -> float:
+            return (rest + grad / k + self.est_capture / cap_every) / bare
+
+        self.share = share(k_now, cap_now)
+        chosen = (self.MAX_K, self.every * self.MAX_M)
+        for k in range(1, self.MAX_K + 1):
+            m = next((m for m in range(1, self.MAX_M + 1) if share(k, self.every * m) <= self.budget), None)
+            if m is not None:
+                chosen = (k, self.every * m)
+                break
+        self.predicted = share(*chosen)
+        return chosen
+
+
 def _dist_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -86,7 +176,8 @@ class Run:
         run_dir: str | os.PathLike[str] | None = None,
         *,
         name: str | None = None,
-        every: int = 10,
+        every: int | None = None,
+        overhead_budget: float | None = 0.03,
         activations: bool = True,
         activation_rows: int = 64,
         activation_elements: int = 16384,
@@ -106,9 +197,19 @@ class Run:
         progress: bool = False,
         total_steps: int | None = None,
     ) -> None:
+        every_given = every is not None
+        if every is None:
+            every = 10
         if not isinstance(every, int) or every < 1:
             raise TrainmedicError(
                 f"`every` must be a positive integer (record per-layer statistics every N steps); got {every!r}"
+            )
+        if overhead_budget is not None and (
+            not isinstance(overhead_budget, (int, float)) or not 0 < overhead_budget < 1
+        ):
+            raise TrainmedicError(
+                "`overhead_budget` must be a share of the step time between 0 and 1 (e.g. 0.03) or None; "
+                f"got {overhead_budget!r}"
             )
         if overwrite and resume:
             raise TrainmedicError("`overwrite` and `resume` exclude each other; pass one of them")
@@ -121,6 +222,12 @@ class Run:
         self.run_dir = Path(run_dir)
         self.name = name or self.run_dir.name
         self.every = every
+        # effective cadences: thinned by the overhead budget on fast models (see _OverheadMeter)
+        self._gn_every = 1
+        self._cap_every = every
+        self._meter: _OverheadMeter | None = None
+        if overhead_budget is not None and not every_given and treat is None:
+            self._meter = _OverheadMeter(float(overhead_budget), every)
         self.activations_enabled = activations
         self.activation_rows = activation_rows
         self.activation_elements = activation_elements
@@ -150,6 +257,7 @@ class Run:
         self._pending_rows: list[tuple[int, int, torch.Tensor]] = []
         self._last_flush_time = time.monotonic()
         self._last_flush_step = 0
+        self._flushes = 0  # a step interval with a flush is not a training step's time (overhead meter)
         self._failures: dict[str, int] = defaultdict(int)
         self._disabled: set[str] = set()
         self._pending_problem: TrainingProblemError | None = None
@@ -186,6 +294,7 @@ class Run:
                 trainmedic_version=_version(),
                 torch_version=torch.__version__,
                 every=every,
+                cadence=self._cadence_meta(),
                 thresholds=self.thresholds.to_dict(),
                 config=dict(config or {}),
                 world_size=self.world_size,
@@ -256,6 +365,8 @@ class Run:
             self._handles.append(
                 opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1))
             )
+        if self._meter is not None:
+            self._meter.next_check = self._step + self._meter.WARMUP
         if len(self._probes) > 1:
             for probe in self._probes:
                 probe.prefix = f"{probe.name}/"
@@ -272,7 +383,7 @@ class Run:
                 rows=self.activation_rows,
                 max_elements=self.activation_elements,
             )
-            if self._step % self.every == 0:
+            if self._step % self._cap_every == 0:
                 self._act_probe.start_capture(self._step)
         notes = []
         if compiled:
@@ -367,6 +478,45 @@ class Run:
         except Exception:
             pass
 
+    # ---- overhead budget -----------------------------------------------------------------------
+    def _cadence_meta(self) -> dict[str, Any]:
+        m = self._meter
+        return {
+            "grad_norm_every": self._gn_every,
+            "capture_every": self._cap_every,
+            "budget": m.budget if m is not None else None,
+            "measured_overhead": None if m is None or m.share is None else round(m.share, 5),
+            "predicted_overhead": None if m is None or m.predicted is None else round(m.predicted, 5),
+            "bare_step_ms": None if m is None or m.bare is None else round(m.bare * 1000, 4),
+            "checks": m.checks if m is not None else 0,
+        }
+
+    def _rethin(self) -> None:
+        """End of a measuring window: apply the cadences that fit the budget, record them (meta + event)."""
+        m = self._meter
+        assert m is not None
+        m.next_check = self._step + m.RECHECK
+        old = (self._gn_every, self._cap_every)
+        new = m.choose(*old)
+        if new is None or m.share is None or m.bare is None or m.predicted is None:
+            return
+        self._gn_every, self._cap_every = new
+        if self._act_probe is not None and self._step % self._cap_every != 0 and self._act_probe.capture:
+            self._act_probe.stop_capture()
+        if self._writer is None:
+            return
+        meta = self._cadence_meta()
+        self._writer.set_meta(cadence=meta)
+        if new != old:
+            self._writer.add_event(
+                "cadence",
+                f"recording overhead {m.share:.1%} of a {m.bare * 1000:.2f} ms step at gradient norm every "
+                f"{old[0]} / capture every {old[1]} steps vs a budget of {m.budget:.1%}: now gradient norm every "
+                f"{new[0]} and capture every {new[1]} steps (predicted {m.predicted:.1%})",
+                step=self._step,
+                data=meta,
+            )
+
     # ---- optimizer hooks -----------------------------------------------------------------------
     def _sig(self, probe: OptimizerProbe, name: str) -> str:
         return name if len(self._probes) == 1 else f"{probe.name}/{name}"
@@ -377,15 +527,26 @@ class Run:
         disabled = self._disabled
 
         def before_update(step: int) -> None:
+            meter = self._meter
+            t0 = time.perf_counter() if meter is not None and meter.active else 0.0
             if "gradients" not in disabled:
                 try:
-                    capture = step % self.every == 0
-                    res = probe.grad_param_norms()
-                    if res is not None:
-                        if self._host_check:
-                            self._add_host_scalar(probe.grad_signal, step, probe.global_norm_host(res[1]))
-                        else:
-                            self._pending_scalars.append((probe.grad_signal, step, probe.global_norm(res[1])))
+                    capture = step % self._cap_every == 0
+                    if capture or step % self._gn_every == 0:
+                        res = probe.grad_param_norms()
+                        if res is not None:
+                            if self._host_check:
+                                self._add_host_scalar(probe.grad_signal, step, probe.global_norm_host(res[1]))
+                            else:
+                                self._pending_scalars.append(
+                                    (probe.grad_signal, step, probe.global_norm(res[1]))
+                                )
+                        if t0:
+                            assert meter is not None
+                            meter.grad += time.perf_counter() - t0
+                            meter.grad_done = True
+                    else:
+                        probe._grad_cache = None
                     changed = probe.changed_hyperparameters(force=capture)
                     if changed and self._writer is not None:
                         for key, v in changed:
@@ -403,6 +564,9 @@ class Run:
                     raise
                 except Exception as e:
                     self._internal_error("treatment", e)
+            if t0:
+                assert meter is not None
+                meter.own += time.perf_counter() - t0
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
             if self.closed:
@@ -445,8 +609,10 @@ class Run:
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             if self.closed:
                 return
+            meter = self._meter
+            t0 = time.perf_counter() if meter is not None and meter.active else 0.0
             step = probe.steps
-            if step % self.every == 0 and "weights" not in disabled:
+            if step % self._cap_every == 0 and "weights" not in disabled:
                 try:
                     row = probe.param_stats()
                     if row is not None:
@@ -463,11 +629,21 @@ class Run:
                 self._stepped_since_log = True
                 act = self._act_probe
                 if act is not None:
-                    if self._step % self.every == 0:
+                    if self._step % self._cap_every == 0:
                         act.start_capture(self._step)
                     elif act.capture:
                         act.stop_capture()
                 self._maybe_flush()
+                if meter is not None:
+                    if t0:
+                        meter.own += time.perf_counter() - t0
+                        if meter.end_step(step, self._flushes, step % self._cap_every == 0):
+                            self._guard("overhead budget", self._rethin)
+                    elif self._step >= meter.next_check:
+                        meter.start()
+            elif t0:
+                assert meter is not None
+                meter.own += time.perf_counter() - t0
             if self._pending_problem is not None:
                 self._raise_pending()
 
@@ -523,6 +699,8 @@ class Run:
             raise TrainmedicError("`log()` was called after `close()`; start a new run with tm.watch(...)")
         if not scalars:
             raise TrainmedicError("`log()` needs at least one scalar, e.g. run.log(loss=loss)")
+        meter = self._meter
+        t0 = time.perf_counter() if meter is not None and meter.active else 0.0
         values: dict[str, Any] = {}
         for k, v in scalars.items():
             if isinstance(v, torch.Tensor):
@@ -566,6 +744,9 @@ class Run:
                 self._console.on_log(int(step), {k: v for k, v in values.items() if isinstance(v, float)})
 
         self._guard("log", record)
+        if t0:
+            assert meter is not None
+            meter.own += time.perf_counter() - t0
         self._raise_pending()
 
     def evaluate(
@@ -777,6 +958,7 @@ class Run:
             return
         self._last_flush_time = time.monotonic()
         self._last_flush_step = self.step
+        self._flushes += 1
         self._guard("flush", self._flush_pending)
         try:
             self._writer.set_meta(steps=self.step)

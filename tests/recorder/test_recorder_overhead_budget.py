@@ -1,0 +1,90 @@
+"""The overhead budget: fast models get thinned cadences (recorded), slow models and explicit settings do not."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _recorder_helpers import digits
+from torch import nn
+
+import trainmedic as tm
+from trainmedic.errors import TrainmedicError
+
+
+class SlowMLP(nn.Module):
+    """A tiny MLP whose forward sleeps 5 ms: a 'normal-size' step where the recorder's share is small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.005)
+        return self.net(x)
+
+
+def _train(model: nn.Module, d: Path, steps: int, **opts: Any) -> Any:
+    torch.manual_seed(0)
+    X, y = digits(512)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    run = tm.watch(model, opt, run_dir=d, overwrite=True, quiet=True, **opts)
+    for s in range(steps):
+        i = (s * 32) % (len(X) - 32)
+        opt.zero_grad()
+        loss = loss_fn(model(X[i : i + 32]), y[i : i + 32])
+        loss.backward()
+        opt.step()
+        run.log(loss=loss)
+    run.close()
+    return tm.open_run(d)
+
+
+def _grad_steps(r: Any) -> list[int]:
+    return [int(s) for s in r.scalar("grad_norm").steps]
+
+
+def test_fast_model_gets_thinned_cadences_recorded_in_meta_and_events(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    r = _train(model, tmp_path / "fast", 200)
+    cad = r.meta["cadence"]
+    assert cad["budget"] == 0.03 and cad["checks"] >= 1
+    assert cad["measured_overhead"] > 0.03, cad  # at full cadence a 0.5 ms step cannot fit 3%
+    assert cad["grad_norm_every"] > 1 or cad["capture_every"] > 10, cad
+    steps = _grad_steps(r)
+    late = [s for s in steps if s > 100]
+    assert late and all(s % cad["grad_norm_every"] == 0 or s % cad["capture_every"] == 0 for s in late)
+    assert len(late) < 99  # thinned: fewer than one per step
+    assert all(s == i for i, s in enumerate(steps[:50]))  # before the decision: every step
+    layer_steps = [int(s) for s in r.layer_stat("grad_norm").steps]
+    assert all(s % cad["capture_every"] == 0 for s in layer_steps if s > 100)
+    ev = [e for e in r.events() if e["kind"] == "cadence"]
+    assert ev and ev[-1]["data"]["grad_norm_every"] == cad["grad_norm_every"], ev
+    assert "budget of 3.0%" in ev[0]["message"]
+
+
+def test_slow_model_keeps_per_step_grad_norm(tmp_path: Path) -> None:
+    r = _train(SlowMLP(), tmp_path / "slow", 80)
+    cad = r.meta["cadence"]
+    assert cad["checks"] >= 1 and cad["bare_step_ms"] > 4.0, cad
+    assert cad["grad_norm_every"] == 1, cad
+    assert _grad_steps(r) == list(range(80))
+
+
+@pytest.mark.parametrize("opts", [{"overhead_budget": None}, {"every": 10}])
+def test_explicit_settings_keep_everything(tmp_path: Path, opts: dict[str, Any]) -> None:
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    r = _train(model, tmp_path / "all", 120, **opts)
+    assert _grad_steps(r) == list(range(120))
+    assert [int(s) for s in r.layer_stat("grad_norm").steps] == list(range(0, 120, 10))
+    assert r.meta["cadence"]["grad_norm_every"] == 1 and r.meta["cadence"]["checks"] == 0
+
+
+def test_bad_budget_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainmedicError, match="overhead_budget"):
+        tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "x", overhead_budget=3)
