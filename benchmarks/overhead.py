@@ -1,7 +1,8 @@
 """Recording overhead: bare vs watched training of an MLP and a small CNN on sklearn's digits.
 
-Three identical set-ups (bare, watched with default settings, watched with every statistic on every step,
-``every=1``) train side by side in one process, in short interleaved chunks (the order rotates each round),
+Three identical set-ups (bare, watched with default settings — ``every=10`` thinned by the default
+``overhead_budget=0.03`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
+never thins) train side by side in one process, in short interleaved chunks (the order rotates each round),
 so that the neighbours' load on a shared machine hits every variant alike. Each variant's time is its
 process CPU time (``time.process_time``, one torch thread) summed over all chunks, including the final flush
 of what was recorded; ``--wall`` uses wall-clock time. The figure is watched time / bare time, with the
@@ -59,6 +60,7 @@ class Setup:
         self.seconds = 0.0
         self.step = 0
         self.once_ms = 0.0
+        self.cadence: dict[str, Any] | None = None
         if watch is not None:
             t = time.perf_counter()
             self.run = tm.watch(
@@ -89,6 +91,7 @@ class Setup:
             t0 = CLOCK()
             self.run.flush()  # what the loop recorded, moved and written: part of the per-step cost
             self.seconds += CLOCK() - t0
+            self.cadence = self.run._cadence_meta()
             t = time.perf_counter()
             self.run.close()
             self.once_ms += 1000 * (time.perf_counter() - t)
@@ -123,6 +126,16 @@ def measure(
         f"{make.__name__.upper()}: bare {bare * 1000 / steps:.3f} ms/step over {steps} steps; watched/bare: "
         + "; ".join(parts)
     )
+    for k in per_round:
+        c = setups[k].cadence or {}
+        if c.get("budget") is not None:
+            meas, pred = c.get("measured_overhead"), c.get("predicted_overhead")
+            print(
+                f"{make.__name__.upper()}: {k}: budget {c['budget']:.0%}, grad_norm every {c['grad_norm_every']}, "
+                f"capture every {c['capture_every']} steps (last measured share "
+                f"{meas if meas is None else f'{meas:.1%}'}, predicted after thinning "
+                f"{pred if pred is None else f'{pred:.1%}'}, {c.get('checks')} check(s))"
+            )
     once = ", ".join(f"{k} {setups[k].once_ms:.0f} ms" for k in per_round)
     print(f"{make.__name__.upper()}: one-time cost per run (tm.watch + run.close), not in the ratios: {once}")
 
