@@ -134,6 +134,9 @@ class _OverheadMeter:
         self.checks += 1
         samples, self.samples = self.samples, []
         plain = [s for s in samples if not s[4]]
+        if plain:  # a stall (data loading, another job, the user's own work between steps) is no step
+            cut = 4 * statistics.median(s[0] for s in plain)
+            plain = [s for s in plain if s[0] <= cut]
         if len(plain) < 10:
             return None
         med = statistics.median
@@ -143,7 +146,7 @@ class _OverheadMeter:
         if with_grad:
             self.est_grad = med(g for _, _, g, *_ in with_grad)
             caps = [s[0] for s in samples if s[4]]
-            if caps:
+            if len(caps) >= 3:  # else keep the previous estimate: one capture step is too noisy
                 self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
         grad = self.est_grad or 0.0
         self.bare = bare = max(bare, 1e-9)
