@@ -1178,7 +1178,9 @@ def watch(
         run.close()              # or use ``with tm.watch(...) as run:``
 
     ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
-    statistics cadence, default 10 steps), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
+    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.03: on fast models the recorder measures its
+    share of a step and thins the gradient-norm / capture cadences to fit, recorded in ``meta["cadence"]``; ``None``,
+    an explicit ``every`` or ``treat`` record everything), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
     ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,
     ``treat`` (``"safe"``: skip bad updates, stop on overfitting, lower the lr on plateaus; check
     ``run.control.should_stop`` in the loop).
