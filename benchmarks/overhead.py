@@ -1,7 +1,7 @@
 """Recording overhead: bare vs watched training of an MLP and a small CNN on sklearn's digits.
 
 Three identical set-ups (bare, watched with default settings — ``every=10`` thinned by the default
-``overhead_budget=0.03`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
+``overhead_budget=0.05`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
 never thins) train side by side in one process, in short interleaved chunks (the order rotates each round),
 so that the neighbours' load on a shared machine hits every variant alike. Each variant's time is its
 process CPU time (``time.process_time``, one torch thread) summed over all chunks, including the final flush
