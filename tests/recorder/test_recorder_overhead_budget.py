@@ -51,7 +51,7 @@ def _grad_steps(r: Any) -> list[int]:
 def test_fast_model_gets_thinned_cadences_recorded_in_meta_and_events(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    r = _train(model, tmp_path / "fast", 200)
+    r = _train(model, tmp_path / "fast", 200, overhead_budget=0.03)
     cad = r.meta["cadence"]
     assert cad["budget"] == 0.03 and cad["checks"] >= 1
     assert cad["measured_overhead"] > 0.03, cad  # at full cadence a 0.5 ms step cannot fit 3%
@@ -88,3 +88,11 @@ def test_explicit_settings_keep_everything(tmp_path: Path, opts: dict[str, Any])
 def test_bad_budget_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(TrainmedicError, match="overhead_budget"):
         tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "x", overhead_budget=3)
+
+
+def test_default_budget_is_five_percent() -> None:
+    import inspect
+
+    from trainmedic.watch import Run
+
+    assert inspect.signature(Run.__init__).parameters["overhead_budget"].default == 0.05
