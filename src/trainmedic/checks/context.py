@@ -113,7 +113,9 @@ class Context:
         names = self.r.scalar_names
         if "loss" in names:
             return "loss"
-        cands = [n for n in names if n.split("/")[-1] == "loss" or n.startswith("loss")]
+        # a GAN's adversarial losses (`loss_d`, `loss_g`) are not meant to fall: only the GAN checks read them
+        gan = set(GAN_D_NAMES) | set(GAN_G_NAMES)
+        cands = [n for n in names if n not in gan and (n.split("/")[-1] == "loss" or n.startswith("loss"))]
         return cands[0] if cands else None
 
     @cached_property
