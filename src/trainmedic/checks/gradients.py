@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..findings import Finding, Severity
@@ -245,6 +247,18 @@ def _weight_layers(ctx: Context, names: list[str]) -> list[int]:
 def check_vanishing_gradient(ctx: Context) -> Finding | None:
     ls = ctx.layer("grad_norm")
     cols = _weight_layers(ctx, ls.layers)
+    models = ctx.r.meta.get("models") or []
+    if len(models) <= 1:
+        return _vanishing_in(ctx, ls, cols)
+    # Several models (a GAN): first and last layer are judged within each model, never across models.
+    by_model: dict[str, list[int]] = {}
+    for c in cols:
+        by_model.setdefault(ls.layers[c].split("/", 1)[0], []).append(c)
+    found = [f for group in by_model.values() if (f := _vanishing_in(ctx, ls, group)) is not None]
+    return max(found, key=lambda f: f.confidence) if found else None
+
+
+def _vanishing_in(ctx: Context, ls: Any, cols: list[int]) -> Finding | None:
     if len(cols) < 2:
         return None
     v = ls.values[:, cols].astype(np.float64)
