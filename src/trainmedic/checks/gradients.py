@@ -239,7 +239,8 @@ def _weight_layers(ctx: Context, names: list[str]) -> list[int]:
     thresholds=("vanishing_ratio", "vanishing_abs"),
     remedies=("non_saturating_activation", "he_init", "batch_norm", "smaller_model"),
     what="The median gradient norm of the first weight layer divided by that of the last is below "
-    "`vanishing_ratio`, or the first layer's median gradient norm is below `vanishing_abs`.",
+    "`vanishing_ratio`, or the first layer's median gradient norm is below `vanishing_abs`. With several "
+    "models (a GAN) first and last layer are taken within each model.",
     why="Layers near the input barely change, so a deep network behaves like a shallow one and learns "
     "slowly or not at all.",
     evidence="median grad norm per weight layer (first → last), their ratio, the first step it held",
