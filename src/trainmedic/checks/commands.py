@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         fail_on: str = typer.Option(
             None, "--fail-on", help="Exit 1 when a finding at or above this level exists: warning or error."
         ),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="Show healthy observations (info) in full, not as one line each."
+        ),
     ) -> None:
         """Diagnose a recorded training run."""
         from . import diagnose
@@ -35,7 +38,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             typer.echo(d.to_json())
         else:
-            render_diagnosis(d, Console())
+            render_diagnosis(d, Console(), compact_info=not verbose)
         if d.fails(fail_on):
             raise typer.Exit(1)
 
