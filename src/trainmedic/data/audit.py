@@ -786,6 +786,7 @@ def audit(
     seed: int = 0,
     sample_rows: int = 5000,
     chunk_rows: int = 65_536,
+    run: Any = None,
 ) -> Diagnosis:
     """Audit the splits of a classification dataset; return a :class:`Diagnosis` of ``source="audit"`` findings.
 
@@ -803,7 +804,11 @@ def audit(
         seed: seeds every sample drawn, so audits repeat exactly.
         sample_rows: rows per split kept for the two-sample tests and the neighbour statistics.
         chunk_rows: rows read at once; bounds memory.
+        run: a :class:`~trainmedic.watch.Run` (``tm.watch``) to store the audit with, so it joins that run's
+            diagnosis and report.
     """
+    if run is not None and not callable(getattr(run, "record", None)):
+        raise TrainmedicError(f"`run` must be a trainmedic Run (from tm.watch); got {type(run).__name__}")
     if label_check not in ("auto", "full", "off"):
         raise TrainmedicError(f"`label_check` must be 'auto', 'full' or 'off'; got {label_check!r}")
     th = load_audit_thresholds(thresholds)
@@ -884,4 +889,6 @@ def audit(
     diagnosis.extend(found)
     diagnosis.signals = ctx.signals
     diagnosis.skipped = ctx.skipped
+    if run is not None:
+        run.record("audit", diagnosis.to_dict())
     return diagnosis
