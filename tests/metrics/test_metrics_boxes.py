@@ -32,6 +32,11 @@ def test_box_iou_matches_naive_loop(a, b) -> None:
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
+def test_box_iou_of_identical_boxes_with_a_subnormal_area_is_one() -> None:
+    box = torch.tensor([[0.0, 0.0, 1.0, 5e-324]], dtype=torch.float64)  # found by hypothesis
+    assert box_iou(box, box).item() == 1.0
+
+
 def test_box_iou_exact_half_and_degenerate() -> None:
     iou = box_iou(
         torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[0.0, 0, 10, 5], [5, 5, 5, 5], [20, 20, 30, 30]])

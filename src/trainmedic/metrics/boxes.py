@@ -85,9 +85,11 @@ def _iou(a: Tensor, b: Tensor) -> Tensor:
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area_a[..., :, None] + area_b[..., None, :] - inter
-    # Two zero-area boxes have union 0: they overlap nowhere, so IoU 0 rather than NaN.
+    # Two zero-area boxes have union 0: they overlap nowhere, so IoU 0 rather than NaN. The divisor is replaced
+    # only where the union is 0 (not clamped to the smallest normal float, which broke subnormal unions).
+    positive = union > 0
     return torch.where(
-        union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(inter)
+        positive, inter / torch.where(positive, union, torch.ones_like(union)), torch.zeros_like(inter)
     )
 
 
