@@ -152,6 +152,20 @@ def _integer_epochs(ax: Any, xlabel: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _threshold_line(ax: Any, hline: tuple[float, str]) -> None:
+    """A dotted horizontal line at a threshold, labelled at the left edge."""
+    ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.0)
+    ax.annotate(
+        plain(hline[1]),
+        xy=(0.0, hline[0]),
+        xycoords=("axes fraction", "data"),
+        xytext=(2, 2),
+        textcoords="offset points",
+        fontsize=7.5,
+        color="#555555",
+    )
+
+
 def _draw_markers(ax: Any, markers: Sequence[Marker]) -> None:
     """Dashed verticals labelled with the finding code; labels at one x are stacked, not overprinted."""
     seen: dict[float, int] = {}
@@ -212,16 +226,7 @@ def line_chart(
         if use_log:
             ax.set_yscale("log")
         if hline is not None:
-            ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.0)
-            ax.annotate(
-                plain(hline[1]),
-                xy=(0.0, hline[0]),
-                xycoords=("axes fraction", "data"),
-                xytext=(2, 2),
-                textcoords="offset points",
-                fontsize=7.5,
-                color="#555555",
-            )
+            _threshold_line(ax, hline)
         _draw_markers(ax, markers)
         _integer_epochs(ax, xlabel)
         ax.set_title(plain(title))
@@ -312,16 +317,7 @@ def layer_profile(
         if use_log:
             ax.set_yscale("log")
         if hline is not None:
-            ax.axhline(hline[0], color="#555555", linestyle=":", linewidth=1.0)
-            ax.annotate(
-                plain(hline[1]),
-                xy=(0.0, hline[0]),
-                xycoords=("axes fraction", "data"),
-                xytext=(2, 2),
-                textcoords="offset points",
-                fontsize=7.5,
-                color="#555555",
-            )
+            _threshold_line(ax, hline)
         ax.set_xticks(
             x,
             [short(s, 28) for s in layers],
