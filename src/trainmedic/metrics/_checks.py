@@ -87,3 +87,13 @@ def check_label_range(labels: Tensor, num_classes: int, name: str) -> None:
 
 def shape_of(x: Any) -> str:
     return describe_shape(x)
+
+
+def float_list(t: Tensor) -> list[float]:
+    """A 1-D tensor as plain python floats (JSON-able)."""
+    return [float(v) for v in t.tolist()]
+
+
+def int_list(t: Tensor) -> list[int]:
+    """A 1-D tensor as plain python ints (JSON-able)."""
+    return [int(v) for v in t.tolist()]

@@ -31,6 +31,8 @@ from ._checks import (
     check_no_nan,
     check_num_classes,
     check_threshold,
+    float_list,
+    int_list,
     shape_of,
     to_class_indices,
 )
@@ -262,15 +264,15 @@ class ClassificationMetrics:
     def per_class(self) -> dict[str, list[float] | list[int]]:
         """Per-class lists, index = class id."""
         return {
-            "precision": [float(v) for v in self.precision.tolist()],
-            "recall": [float(v) for v in self.recall.tolist()],
-            "f1": [float(v) for v in self.f1.tolist()],
-            "support": [int(v) for v in self.support.tolist()],
-            "predicted": [int(v) for v in self.predicted.tolist()],
-            "tp": [int(v) for v in self.tp.tolist()],
-            "fp": [int(v) for v in self.fp.tolist()],
-            "fn": [int(v) for v in self.fn.tolist()],
-            "tn": [int(v) for v in self.tn.tolist()],
+            "precision": float_list(self.precision),
+            "recall": float_list(self.recall),
+            "f1": float_list(self.f1),
+            "support": int_list(self.support),
+            "predicted": int_list(self.predicted),
+            "tp": int_list(self.tp),
+            "fp": int_list(self.fp),
+            "fn": int_list(self.fn),
+            "tn": int_list(self.tn),
         }
 
     def to_dict(self) -> dict[str, Any]:

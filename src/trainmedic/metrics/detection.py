@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import TrainmedicError
-from ._checks import as_tensor, check_num_classes, shape_of, to_class_indices
+from ._checks import as_tensor, check_num_classes, float_list, int_list, shape_of, to_class_indices
 
 __all__ = [
     "COCO_IOU_THRESHOLDS",
@@ -507,17 +507,17 @@ class DetectionMetrics:
     def per_class(self) -> dict[str, list[float] | list[int]]:
         """Per-class lists, index = class id."""
         return {
-            "ap": [float(v) for v in self.ap.tolist()],
-            "ap_50": [float(v) for v in self.ap_50.tolist()],
-            "ap_50_95": [float(v) for v in self.ap_50_95.tolist()],
-            "precision": [float(v) for v in self.precision.tolist()],
-            "recall": [float(v) for v in self.recall.tolist()],
-            "f1": [float(v) for v in self.f1.tolist()],
-            "support": [int(v) for v in self.support.tolist()],
-            "predicted": [int(v) for v in self.predicted.tolist()],
-            "tp": [int(v) for v in self.tp.tolist()],
-            "fp": [int(v) for v in self.fp.tolist()],
-            "fn": [int(v) for v in self.fn.tolist()],
+            "ap": float_list(self.ap),
+            "ap_50": float_list(self.ap_50),
+            "ap_50_95": float_list(self.ap_50_95),
+            "precision": float_list(self.precision),
+            "recall": float_list(self.recall),
+            "f1": float_list(self.f1),
+            "support": int_list(self.support),
+            "predicted": int_list(self.predicted),
+            "tp": int_list(self.tp),
+            "fp": int_list(self.fp),
+            "fn": int_list(self.fn),
         }
 
     def to_dict(self) -> dict[str, Any]:
