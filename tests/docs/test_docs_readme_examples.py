@@ -51,10 +51,14 @@ def test_fit_example_runs(tmp_path, monkeypatch) -> None:
 
     line = next(ln for ln in _blocks()[1].splitlines() if ln.startswith("result = tm.fit("))
     x, y = _digits()
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.0), nn.Linear(32, 10))
     ns = {"tm": tm, "model": model, "X_tr": x[:1200], "y_tr": y[:1200], "X_va": x[1200:], "y_va": y[1200:]}
     exec(compile(line.split("#")[0].replace("epochs=20", "epochs=3"), "README.md", "exec"), ns)
-    assert ns["result"] is not None
+    result = ns["result"]
+    assert result.epochs_run == 3 and result.config["dropout"] == 0.2
+    assert result.final("val_accuracy") > 0.6  # it really trained the model on digits (chance: 0.1)
+    assert model[2].p == 0.2  # the dropout keyword reached the model
 
 
 def test_data_example_runs() -> None:
