@@ -252,7 +252,6 @@ class Run:
         self._log_count = 0
         self._log_after_step: bool | None = None
         self._stepped_since_log = False
-        self._capture = True
         self._epoch_counter: dict[str, int] = defaultdict(int)
         self.epoch: int | None = None
         self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
@@ -521,9 +520,6 @@ class Run:
             )
 
     # ---- optimizer hooks -----------------------------------------------------------------------
-    def _sig(self, probe: OptimizerProbe, name: str) -> str:
-        return name if len(self._probes) == 1 else f"{probe.name}/{name}"
-
     def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., Any]:
         # The per-step path creates no closures and catches exceptions inline: same fail-open semantics as
         # _guard (record, warn once, disable after MAX_PROBE_FAILURES), a few µs less per step.
