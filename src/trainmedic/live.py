@@ -44,7 +44,7 @@ class LiveMonitor:
         self._norm_state: dict[str, _NormHistory] = {}  # one history per gradient-norm signal (GAN: G and D)
         self.sustain = sustain
 
-    def observe(self, name: str, step: int, value: float, signal_prefix: str = "") -> None:
+    def observe(self, name: str, step: int, value: float) -> None:
         base = self._watched.get(name)
         if base is None:
             last = name.rsplit("/", 1)[-1]
