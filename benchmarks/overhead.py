@@ -8,7 +8,12 @@ process CPU time (``time.process_time``, one torch thread) summed over all chunk
 of what was recorded; ``--wall`` uses wall-clock time. The figure is watched time / bare time, with the
 spread of the per-round ratios. One-time costs (``tm.watch`` set-up, ``run.close``) are reported apart.
 
+``--device cuda`` puts data and models on the GPU and times wall-clock with ``torch.cuda.synchronize()`` at
+each chunk's start and end (CPU time says nothing about queued kernels there). ``--models`` picks the models;
+``big`` (an MLP 64-1024-1024-1024-10) has kernels long enough that GPU time is not all launch overhead.
+
     python benchmarks/overhead.py [--rounds 30] [--chunk 25] [--threads 1] [--wall]
+                                  [--device cpu|cuda] [--models mlp,cnn,big | --only mlp]
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ import trainmedic as tm
 CLOCK = time.process_time
 
 
+def _no_sync() -> None:
+    """On the CPU every kernel has finished when it returns: nothing to wait for."""
+
+
+SYNC: Callable[[], None] = _no_sync  # torch.cuda.synchronize on --device cuda
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 
@@ -48,12 +60,29 @@ def cnn() -> nn.Module:
     )
 
 
+def big() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(64, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
+    )
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {"mlp": mlp, "cnn": cnn, "big": big}
+
+
 class Setup:
     """One model + optimizer (+ run when watched) that can train a chunk of steps and account its time."""
 
-    def __init__(self, make: Callable[[], nn.Module], watch: dict[str, Any] | None, root: Path) -> None:
+    def __init__(
+        self, make: Callable[[], nn.Module], watch: dict[str, Any] | None, root: Path, device: torch.device
+    ) -> None:
         torch.manual_seed(0)
-        self.model = make()
+        self.model = make().to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loss_fn = nn.CrossEntropyLoss()
         self.run = None
@@ -71,6 +100,7 @@ class Setup:
     def chunk(self, X: torch.Tensor, y: torch.Tensor, steps: int, bs: int = 64) -> float:
         model, opt, loss_fn, run = self.model, self.opt, self.loss_fn, self.run
         n = len(X)
+        SYNC()
         t0 = CLOCK()
         for _ in range(steps):
             i = (self.step * bs) % (n - bs)
@@ -82,14 +112,17 @@ class Setup:
             opt.step()
             if run is not None:
                 run.log(loss=loss)
+        SYNC()
         dt = CLOCK() - t0
         self.seconds += dt
         return dt
 
     def finish(self) -> None:
         if self.run is not None:
+            SYNC()
             t0 = CLOCK()
             self.run.flush()  # what the loop recorded, moved and written: part of the per-step cost
+            SYNC()
             self.seconds += CLOCK() - t0
             self.cadence = self.run._cadence_meta()
             t = time.perf_counter()
@@ -101,7 +134,7 @@ def measure(
     make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, rounds: int, chunk: int, root: Path
 ) -> None:
     variants: dict[str, dict[str, Any] | None] = {"bare": None, "default": {}, "every=1": {"every": 1}}
-    setups = {k: Setup(make, v, root) for k, v in variants.items()}
+    setups = {k: Setup(make, v, root, X.device) for k, v in variants.items()}
     for s in setups.values():  # warm-up: allocator, first-step paths, first flush
         s.chunk(X, y, 10)
         s.seconds = 0.0
@@ -140,30 +173,58 @@ def measure(
     print(f"{make.__name__.upper()}: one-time cost per run (tm.watch + run.close), not in the ratios: {once}")
 
 
+def parse_models(text: str) -> list[str]:
+    """``"mlp,cnn,big"`` → the model names, in order; unknown names fail with the list of known ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"`--models` must be a comma-separated list of {', '.join(MODELS)}; got {text!r}"
+        )
+    return names
+
+
 def main() -> None:
-    global CLOCK
+    global CLOCK, SYNC
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--chunk", type=int, default=25, help="steps per variant per round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--wall", action="store_true", help="wall-clock instead of process CPU time")
-    ap.add_argument("--only", choices=["mlp", "cnn"], default=None)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--models", type=parse_models, default=None, help="comma-separated: mlp,cnn,big")
+    ap.add_argument("--only", choices=list(MODELS), default=None, help="one model (same as --models NAME)")
     args = ap.parse_args()
-    if args.wall:
+    if args.only is not None and args.models is not None:
+        ap.error("give `--only` or `--models`, not both")
+    models: list[str] = [args.only] if args.only else args.models or ["mlp", "cnn"]
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(
+                "overhead.py: `--device cuda` needs a CUDA GPU; got none (torch.cuda.is_available() is False, "
+                f"torch {torch.__version__}); use --device cpu"
+            )
+        CLOCK, SYNC = time.perf_counter, torch.cuda.synchronize  # CPU time misses queued GPU work
+    elif args.wall:
         CLOCK = time.perf_counter
     torch.set_num_threads(args.threads)
     d = load_digits()
-    X = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(d.target, dtype=torch.long)
-    clock = "wall-clock" if args.wall else "process CPU"
+    X = torch.tensor(d.data / 16.0, dtype=torch.float32, device=device)
+    y = torch.tensor(d.target, dtype=torch.long, device=device)
+    clock = "process CPU" if CLOCK is time.process_time else "wall-clock"
+    if device.type == "cuda":
+        clock += " (synchronized at each chunk's start and end)"
+        print(
+            f"device: {torch.cuda.get_device_name()} (cuda), TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
+        )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {clock} time, batch 64, Adam, "
         f"{args.rounds} rounds x {args.chunk} steps per variant, interleaved"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for make in (mlp, cnn):
-            if args.only is None or args.only == make.__name__:
-                measure(make, X, y, args.rounds, args.chunk, Path(tmp))
+        for name in models:
+            measure(MODELS[name], X, y, args.rounds, args.chunk, Path(tmp))
 
 
 if __name__ == "__main__":
