@@ -41,6 +41,7 @@ from .store.writer import RunWriter
 
 LAYER_NORM_STATS = ("grad_norm", "weight_norm", "update_norm")
 MAX_PROBE_FAILURES = 20
+HP_REFRESH = 100  # steps between hyperparameter records when nothing changed (changes are written at once)
 
 
 def _name_all(objs: Any, kind: str) -> dict[str, Any]:
@@ -251,6 +252,8 @@ class Run:
         self._step = 0  # completed steps of the primary optimizer
         self._log_count = 0
         self._log_after_step: bool | None = None
+        self._logs_at_first_step: int | None = None  # log() calls before the first optimizer step
+        self._skips_at_first_step = 0  # steps a GradScaler skipped (inf/NaN gradients) before the first one
         self._stepped_since_log = False
         self._epoch_counter: dict[str, int] = defaultdict(int)
         self.epoch: int | None = None
@@ -268,6 +271,7 @@ class Run:
         self._input_handles: dict[str, Any] = {}
         self._amp: dict[str, Any] = {}  # autocast dtype / GradScaler seen (meta "amp")
         self._amp_checked = False
+        self._quiet = False  # quiet steps take the hooks' short path (see _update_quiet)
         from .remedies.control import Control
         from .remedies.treatment import make_treatment
 
@@ -480,6 +484,21 @@ class Run:
         except Exception:
             pass
 
+    def _update_quiet(self) -> None:
+        """Whether quiet steps may take the hooks' short path: not while measuring, treating or closed.
+
+        Called whenever one of those changes; also makes every probe re-derive its next step with work.
+        """
+        m = self._meter
+        self._quiet = (
+            not self.closed
+            and self.treatment is None
+            and self._amp_checked
+            and not (m is not None and m.active)
+        )
+        for probe in self._probes:
+            probe.quiet_pre = probe.quiet_post = 0
+
     # ---- overhead budget -----------------------------------------------------------------------
     def _cadence_meta(self) -> dict[str, Any]:
         m = self._meter
@@ -500,6 +519,7 @@ class Run:
         m.next_check = self._step + m.RECHECK
         old = (self._gn_every, self._cap_every)
         new = m.choose(*old)
+        self._update_quiet()
         if new is None or m.share is None or m.bare is None or m.predicted is None:
             return
         self._gn_every, self._cap_every = new
@@ -535,7 +555,9 @@ class Run:
                         res = probe.grad_param_norms()
                         if res is not None:
                             if self._host_check:
-                                self._add_host_scalar(probe.grad_signal, step, probe.global_norm_host(res[1]))
+                                gn = probe.global_norm_host_cached()
+                                if gn is not None:
+                                    self._add_host_scalar(probe.grad_signal, step, gn)
                             else:
                                 self._pending_scalars.append(
                                     (probe.grad_signal, step, probe.global_norm(res[1]))
@@ -546,16 +568,19 @@ class Run:
                             meter.grad_done = True
                     else:
                         probe._grad_cache = None
-                    changed = probe.changed_hyperparameters(force=capture)
+                    # hyperparameters: written when they change, and refreshed every HP_REFRESH steps
+                    changed = probe.changed_hyperparameters(force=step % HP_REFRESH == 0)
                     if changed and self._writer is not None:
                         for key, v in changed:
                             self._writer.add_scalar(key, step, v)
                     if capture:
-                        probe.snapshot_weights()
+                        probe.snapshot_weights(self._host_check)
                 except TrainingProblemError:
                     raise
                 except Exception as e:  # never break the user's training
                     self._internal_error("gradients", e)
+            gn, cap = self._gn_every, self._cap_every
+            probe.quiet_pre = min(step - step % gn + gn, step - step % cap + cap)  # the next step with work
             if self.treatment is not None and "treatment" not in disabled:
                 try:
                     self.treatment.before_step(self, probe, step)
@@ -568,9 +593,20 @@ class Run:
                 meter.own += time.perf_counter() - t0
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
+            step = probe.steps
+            if step < probe.quiet_pre and self._quiet and not kwargs and len(args) < 2:
+                # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for
+                if "gradients" not in disabled:
+                    try:
+                        changed = probe.changed_hyperparameters(False)
+                        if changed and self._writer is not None:
+                            for key, v in changed:
+                                self._writer.add_scalar(key, step, v)
+                    except Exception as e:  # never break the user's training
+                        self._internal_error("gradients", e)
+                return None
             if self.closed:
                 return None
-            step = probe.steps
             if not self._amp_checked:
                 self._guard("amp", self._detect_grad_scaler)
             # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
@@ -606,14 +642,35 @@ class Run:
         disabled = self._disabled
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            step = probe.steps
+            if step < probe.quiet_post and self._quiet:
+                # a quiet step: count it, look at the flush clock and whether a measuring window is due
+                probe.steps = step + 1
+                if primary:
+                    self._step = step + 1
+                    self._stepped_since_log = True
+                    if (
+                        time.monotonic() - self._last_flush_time >= self.flush_secs
+                        or step + 1 - self._last_flush_step >= self.flush_steps
+                    ):
+                        self.flush()
+                    meter = self._meter
+                    if meter is not None and step + 1 >= meter.next_check:
+                        meter.start()
+                        self._update_quiet()
+                if self._pending_problem is not None:
+                    self._raise_pending()
+                return
             if self.closed:
                 return
             meter = self._meter
             t0 = time.perf_counter() if meter is not None and meter.active else 0.0
-            step = probe.steps
+            cap = self._cap_every
+            nxt = step - step % cap + cap  # the next capture step: its post hook and the one before have work
+            probe.quiet_post = nxt - 1 if nxt - 1 > step else nxt
             if step % self._cap_every == 0 and "weights" not in disabled:
                 try:
-                    row = probe.param_stats()
+                    row = probe.param_stats(self._host_check)
                     if row is not None:
                         self._pending_rows.append((pi, step, row))
                 except TrainingProblemError:
@@ -640,6 +697,7 @@ class Run:
                             self._guard("overhead budget", self._rethin)
                     elif self._step >= meter.next_check:
                         meter.start()
+                        self._update_quiet()
             elif t0:
                 assert meter is not None
                 meter.own += time.perf_counter() - t0
@@ -654,6 +712,8 @@ class Run:
         Looked up once, in the first step's pre-hook, from the calling frames: no cost afterwards.
         """
         self._amp_checked = True
+        self._update_quiet()
+        self._logs_at_first_step = self._log_count
         scaler = None
         f: Any = sys._getframe(1)
         for _ in range(12):
@@ -666,6 +726,10 @@ class Run:
             f = f.f_back
         self._amp["grad_scaler"] = scaler is not None
         if scaler is not None:
+            with contextlib.suppress(Exception):  # how many steps it skipped before this one (one read, once)
+                scale, init, back = float(scaler.get_scale()), scaler._init_scale, scaler._backoff_factor
+                if 0 < scale < init and 0 < back < 1:
+                    self._skips_at_first_step = round(math.log(init / scale) / math.log(1 / back))
             self._amp["note"] = (
                 "gradients are read in the optimizer step pre-hook, which GradScaler.step calls after "
                 "unscale_: recorded gradient norms are unscaled; steps the scaler skips (inf/NaN) are not recorded"
@@ -694,12 +758,14 @@ class Run:
 
     def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record per-step scalars: ``run.log(loss=loss, acc=acc)``. Tensors stay on the device until a flush."""
+        # the per-step path: every line here runs once per training step with cold caches, so it is kept short
         if self.closed:
             raise TrainmedicError("`log()` was called after `close()`; start a new run with tm.watch(...)")
         if not scalars:
             raise TrainmedicError("`log()` needs at least one scalar, e.g. run.log(loss=loss)")
         meter = self._meter
         t0 = time.perf_counter() if meter is not None and meter.active else 0.0
+        host = self._host_check
         values: dict[str, Any] = {}
         for k, v in scalars.items():
             if isinstance(v, torch.Tensor):
@@ -709,7 +775,7 @@ class Run:
                         f"{describe_shape(v)}; reduce it first, e.g. {k}={k}.mean()"
                     )
                 # CPU: read now (no cost, and the live checks see it at once); accelerators: keep it on the device
-                values[k] = float(v.detach()) if self._host_check else v.detach()
+                values[k] = float(v.item()) if host else v.detach()
             elif isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
                 values[k] = float(v)
             else:
@@ -720,33 +786,43 @@ class Run:
             return
         if step is None:
             if self._probes:
-                if self._log_after_step is None:
-                    self._log_after_step = self._stepped_since_log
-                step = self._step - 1 if (self._log_after_step and self._step > 0) else self._step
+                after = self._log_after_step
+                if after is None and self._logs_at_first_step is not None:
+                    # does the loop log after opt.step() (its loss belongs to the step just taken) or before?
+                    # Decided at the first real step: logging after, every log so far followed a step that the
+                    # GradScaler skipped (no hooks ran); logging before, one more log came first.
+                    after = self._log_after_step = self._logs_at_first_step <= self._skips_at_first_step
+                step = self._step - 1 if (after and self._step > 0) else self._step
             else:
                 step = self._log_count
+        else:
+            step = int(step)
         self._log_count += 1
         self._stepped_since_log = False
-
-        def record() -> None:
-            for k, v in values.items():
-                if isinstance(v, torch.Tensor):
-                    self._push_scalar(k, int(step), v)
-                else:
-                    assert self._writer is not None
-                    self._writer.add_scalar(k, int(step), v)
-                    if self._monitor is not None:
-                        self._monitor.observe(k, int(step), v)
-            if not self._probes:
-                self._maybe_flush()
-            if self._console is not None:
-                self._console.on_log(int(step), {k: v for k, v in values.items() if isinstance(v, float)})
-
-        self._guard("log", record)
+        if "log" not in self._disabled:
+            try:
+                writer, monitor = self._writer, self._monitor
+                assert writer is not None
+                for k, v in values.items():
+                    if isinstance(v, float):
+                        writer.add_scalar(k, step, v)
+                        if monitor is not None:
+                            monitor.observe(k, step, v)
+                    else:
+                        self._push_scalar(k, step, v)
+                if not self._probes:
+                    self._maybe_flush()
+                if self._console is not None:
+                    self._console.on_log(step, {k: v for k, v in values.items() if isinstance(v, float)})
+            except TrainingProblemError:
+                raise
+            except Exception as e:  # never break the user's training
+                self._internal_error("log", e)
         if t0:
             assert meter is not None
             meter.own += time.perf_counter() - t0
-        self._raise_pending()
+        if self._pending_problem is not None:
+            self._raise_pending()
 
     def evaluate(
         self,
@@ -1054,6 +1130,7 @@ class Run:
             except Exception as e:
                 self._internal_error("writer", e)
         self.closed = True
+        self._quiet = False
         self._finalizer.detach()
 
     @staticmethod

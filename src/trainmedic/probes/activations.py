@@ -15,7 +15,9 @@ so a few rows still see every unit at many positions. Per activation module we k
 Values that do not apply to an activation kind are NaN.
 
 Why the samples are buffered: on small models the cost of a statistic is the number of kernel launches, not
-the arithmetic. A capture therefore costs one copy of the sampled rows; the statistics of up to
+the arithmetic. A capture therefore costs one copy of the sampled rows — none when the sample is the whole
+output (an MLP's hidden layer): it is kept by reference, and its autograd version counter, checked before the
+statistics are computed, drops it if anything wrote into it in place since; the statistics of up to
 ``BUFFER_SAMPLES`` captures of the same module and shape are computed together, in one set of kernels, when
 the buffer fills or the recorder flushes. Hooks are attached only while a capture is pending, so the forward
 passes in between run on PyTorch's hook-free fast path.
@@ -77,6 +79,10 @@ def activation_stats(out: torch.Tensor, kind: str, unit_dim: int, rows: int = 64
     return activation_stats_batch(out.detach()[:rows].float().unsqueeze(0), kind, unit_dim)[0]
 
 
+def _reraise(e: Exception) -> None:
+    raise e
+
+
 class ActivationProbe:
     """Forward hooks on activation modules, attached only while the recorder asks for a capture."""
 
@@ -99,7 +105,8 @@ class ActivationProbe:
         self.unit_dims = unit_dims
         self._guard = guard
         self._done: set[int] = set()
-        self._buffers: dict[tuple[int, tuple[int, ...]], tuple[list[int], list[torch.Tensor]]] = {}
+        # per (module, sample shape): steps, samples, and the version counter of samples kept by reference
+        self._buffers: dict[tuple[int, tuple[int, ...]], tuple[list[int], list[torch.Tensor], list[int]]] = {}
         self._results: list[tuple[int, list[int], torch.Tensor]] = []  # (module index, steps, (K, 5) stats)
         self.handles: list[Any] = []
 
@@ -126,7 +133,10 @@ class ActivationProbe:
             if isinstance(out, nn.utils.rnn.PackedSequence):
                 out = out.data
             if isinstance(out, torch.Tensor):
-                self._guard("activations", lambda: self._keep(i, out))
+                try:
+                    self._keep(i, out)
+                except Exception as e:  # never break the user's training
+                    self._guard("activations", lambda e=e: _reraise(e))  # type: ignore[misc]
 
         return hook
 
@@ -135,16 +145,33 @@ class ActivationProbe:
         if rows is None:  # bounded elements per capture: all rows of an MLP, fewer of a big feature map
             per_row = max(1, out[0].numel()) if out.dim() > 0 and len(out) else 1
             rows = self._rows[i] = max(1, min(self.rows, self.max_elements // per_row))
-        sample = out.detach()[:rows].to(torch.float32, copy=True)  # one kernel: the sampled rows
+        whole = out.dim() > 0 and len(out) <= rows
+        if whole and out.dtype == torch.float32 and out._base is None:
+            # the whole (small) output: keep a reference, no copy. Its version counter tells at compute time
+            # whether anything wrote into it since (then the sample is dropped, never misreported).
+            sample = out.detach()
+            version = sample._version
+        else:
+            sample = (out.detach() if whole else out.detach()[:rows]).to(torch.float32, copy=True)
+            version = -1
         key = (i, tuple(sample.shape))
-        steps, samples = self._buffers.setdefault(key, ([], []))
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = ([], [], [])
+        steps, samples, versions = buf
         steps.append(self.step)
         samples.append(sample)
+        versions.append(version)
         if len(samples) >= BUFFER_SAMPLES or len(samples) * sample.numel() >= BUFFER_ELEMENTS:
             self._compute(key)
 
     def _compute(self, key: tuple[int, tuple[int, ...]]) -> None:
-        steps, samples = self._buffers.pop(key)
+        steps, samples, versions = self._buffers.pop(key)
+        if any(v >= 0 and s._version != v for s, v in zip(samples, versions)):
+            kept = [(st, s) for st, s, v in zip(steps, samples, versions) if v < 0 or s._version == v]
+            if not kept:
+                return
+            steps, samples = [st for st, _ in kept], [s for _, s in kept]
         i = key[0]
         stats = activation_stats_batch(torch.stack(samples), self.kinds[i], self.unit_dims[i])
         self._results.append((i, steps, stats))

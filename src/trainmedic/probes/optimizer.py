@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .layers import LayerIndex
@@ -43,6 +44,15 @@ def _stack_norms(norms: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.
 def _per_param_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """L2 norm of each tensor as one 1-D float32 tensor, with one fused kernel per device/dtype."""
     return _stack_norms(torch._foreach_norm(tensors))
+
+
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``dst[i].copy_(src[i])`` for all i, in one fused call where torch has it (2.2+)."""
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, s in zip(dst, src):
+            d.copy_(s)
 
 
 def layer_norms(values: torch.Tensor, layer_ids: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -84,7 +94,24 @@ class OptimizerProbe:
         )
         self._before: list[torch.Tensor] | None = None
         self._grad_cache: tuple[list[int] | None, list[torch.Tensor]] | None = None
+        # host path (CPU float32/64 parameters): NumPy views of the weights, made once, and snapshot buffers
+        self._host: list[np.ndarray] | None = None
+        self._host_ptrs: list[int] = []
+        self._host_before: list[np.ndarray] = []
+        self._host_snap = False
+        self._grad_vals: list[float] | None = None  # host floats of the cached gradient norms
+        self._snap_bufs: list[torch.Tensor] | None = None  # weight snapshot buffers (device path), reused
+        self._host_ok = bool(params) and all(
+            p.device.type == "cpu"
+            and p.dtype in (torch.float32, torch.float64)
+            and p.layout == torch.strided
+            and p.is_contiguous()
+            for p in params
+        )
         self.steps = 0  # completed steps of this optimizer
+        # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
+        self.quiet_pre = 0
+        self.quiet_post = 0
         self._hp_groups = -1
         self._hp_names: list[str] = []
         self._hp_last: list[float | None] = []
@@ -108,6 +135,7 @@ class OptimizerProbe:
             grads = [grads[i] for i in idx]
         norms = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
         self._grad_cache = (idx, norms)
+        self._grad_vals = None
         return idx, norms
 
     @staticmethod
@@ -120,7 +148,15 @@ class OptimizerProbe:
     @staticmethod
     def global_norm_host(norms: list[torch.Tensor]) -> float:
         """The global L2 norm as a float, for CPU tensors: reading 0-d CPU tensors is cheaper than two kernels."""
-        return math.sqrt(math.fsum(float(n) ** 2 for n in norms))
+        return math.hypot(*[n.item() for n in norms])
+
+    def global_norm_host_cached(self) -> float | None:
+        """:meth:`global_norm_host` of the last :meth:`grad_param_norms`, keeping the floats for a capture."""
+        cache = self._grad_cache
+        if cache is None:
+            return None
+        vals = self._grad_vals = [n.item() for n in cache[1]]
+        return math.hypot(*vals)
 
     def hyperparameter_names(self) -> list[str]:
         """Signal names of :meth:`hyperparameter_values`, e.g. ``lr`` or ``lr/1`` with several groups."""
@@ -195,12 +231,87 @@ class OptimizerProbe:
         idx, norms = cache
         return layer_norms(_stack_norms(norms), self._ids(idx), self.n_layers)
 
-    def snapshot_weights(self) -> None:
-        """Copy the weights before the step (one fused kernel) so the update can be measured after it."""
-        self._before = list(torch._foreach_clone([p.detach() for p in self.params])) if self.params else None
+    def _host_views(self) -> list[np.ndarray] | None:
+        """Flat NumPy views of the CPU weights, rebuilt when a parameter's storage moved (``p.data = ...``).
 
-    def param_stats(self) -> torch.Tensor | None:
+        Why: on small CPU models a captured step's cost is the number of calls, and a NumPy call on a cached
+        view costs a fraction of a torch kernel launch (a weight snapshot 3 µs instead of 10, the weight and
+        update norms 13 µs instead of 24 on a 3-layer MLP).
+        """
+        if not self._host_ok:
+            return None
+        views = self._host
+        ptrs = [p.data_ptr() for p in self.params]
+        if views is None or ptrs != self._host_ptrs:
+            if not all(
+                p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous()
+                for p in self.params
+            ):
+                self._host_ok = False
+                self._host = None
+                return None
+            views = self._host = [p.detach().numpy().reshape(-1) for p in self.params]
+            self._host_ptrs = ptrs
+            self._host_before = [np.empty_like(v) for v in views]
+            self._host_snap = False
+        return views
+
+    def snapshot_weights(self, host: bool = True) -> None:
+        """Copy the weights before the step so the update can be measured after it (no allocation on the CPU).
+
+        ``host``: the recorder reads values on the host (CPU runs); False keeps everything in torch tensors.
+        """
+        views = self._host_views() if host else None
+        if views is not None:
+            for buf, v in zip(self._host_before, views):
+                np.copyto(buf, v)
+            self._host_snap = True
+            return
+        if not self.params:
+            self._before = None
+            return
+        weights = [p.detach() for p in self.params]
+        bufs = self._snap_bufs
+        if bufs is None or len(bufs) != len(weights):
+            bufs = self._snap_bufs = [torch.empty_like(w) for w in weights]
+        try:
+            _copy_all(bufs, weights)
+        except RuntimeError:  # a parameter changed shape or device (p.data = ...): new buffers
+            bufs = self._snap_bufs = [torch.empty_like(w) for w in weights]
+            _copy_all(bufs, weights)
+        self._before = bufs
+
+    def _host_param_stats(self, views: list[np.ndarray]) -> np.ndarray:
+        """:meth:`param_stats` for CPU weights with NumPy: ``(3, params)`` float64, no torch kernel."""
+        n = len(views)
+        out = np.empty((3, n))
+        cache, self._grad_cache = self._grad_cache, None
+        vals, self._grad_vals = self._grad_vals, None
+        if cache is None:
+            out[0] = 0.0
+        else:
+            idx, norms = cache
+            g = vals if vals is not None else [n.item() for n in norms]
+            if idx is None:
+                out[0] = g
+            else:
+                out[0] = 0.0
+                out[0, idx] = g
+        snap, self._host_snap = self._host_snap, False
+        for i, (v, b) in enumerate(zip(views, self._host_before)):
+            out[1, i] = np.dot(v, v)
+            if snap:
+                np.subtract(b, v, out=b)  # before - after = -update: same norm
+                out[2, i] = np.dot(b, b)
+        np.sqrt(out[1:], out=out[1:])
+        if not snap:
+            out[2] = np.nan
+        return out
+
+    def param_stats(self, host: bool = True) -> torch.Tensor | None:
         """Per-parameter ``[grad, weight, update]`` norms after the step: a ``(3, params)`` device tensor.
+
+        ``host`` (CPU runs): float32/64 CPU weights are read through cached NumPy views (see :meth:`_host_views`).
 
         Gradients are those read in the pre-step hook (0 where a parameter had none); the update is NaN when
         no snapshot was taken. Rows of several steps are combined into layers at flush time
@@ -208,6 +319,10 @@ class OptimizerProbe:
         """
         if not self.params:
             return None
+        if host and (self._host_snap or (self._before is None and self._host_ok)):
+            views = self._host_views()
+            if views is not None:
+                return torch.from_numpy(self._host_param_stats(views))
         weights = [p.detach() for p in self.params]
         before, self._before = self._before, None
         n = len(weights)
@@ -238,7 +353,7 @@ class OptimizerProbe:
 
     def layer_weight_and_update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-layer weight norms after the step and update norms (None when no snapshot was taken)."""
-        had_snapshot = self._before is not None
+        had_snapshot = self._before is not None or self._host_snap
         row = self.param_stats()
         if row is None:
             return torch.zeros(self.n_layers), None
