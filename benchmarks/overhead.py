@@ -75,6 +75,27 @@ def big() -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {"mlp": mlp, "cnn": cnn, "big": big}
 
 
+NEVER = 10**12
+
+# --parts: the recorder's pieces added one at a time (each a watched set-up beside the bare one)
+PARTS: dict[str, dict[str, Any]] = {
+    "step hooks only": {"every": 1, "_cadences": (NEVER, NEVER), "_log": False},
+    "+ run.log(loss)": {"every": 1, "_cadences": (NEVER, NEVER)},
+    "+ grad norm every step": {"every": 1, "_cadences": (1, NEVER)},
+    "+ layer norms every step": {"every": 1, "_cadences": (1, 1), "activations": False},
+    "+ activations every step": {"every": 1, "_cadences": (1, 1)},
+}
+
+
+def fix_cadences(run: Any, grad_norm_every: int, capture_every: int) -> None:
+    """Pin a run's cadences (a benchmark knob: the overhead budget off, statistics at these cadences)."""
+    run._meter = None
+    run._gn_every, run._cap_every = grad_norm_every, capture_every
+    run._update_quiet()
+    if run._act_probe is not None and run._act_probe.capture and capture_every != 1:
+        run._act_probe.stop_capture()
+
+
 class Setup:
     """One model + optimizer (+ run when watched) that can train a chunk of steps and account its time."""
 
@@ -90,11 +111,19 @@ class Setup:
         self.step = 0
         self.once_ms = 0.0
         self.cadence: dict[str, Any] | None = None
+        self.log = True
         if watch is not None:
+            watch = dict(watch)
+            fixed = watch.pop(
+                "_cadences", None
+            )  # --parts: (gradient-norm cadence, capture cadence), no budget
+            self.log = watch.pop("_log", True)
             t = time.perf_counter()
             self.run = tm.watch(
                 self.model, self.opt, run_dir=root / f"r{time.perf_counter_ns()}", quiet=True, **watch
             )
+            if fixed is not None:
+                fix_cadences(self.run, *fixed)
             self.once_ms += 1000 * (time.perf_counter() - t)
 
     def chunk(self, X: torch.Tensor, y: torch.Tensor, steps: int, bs: int = 64) -> float:
@@ -110,7 +139,7 @@ class Setup:
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
-            if run is not None:
+            if run is not None and self.log:
                 run.log(loss=loss)
         SYNC()
         dt = CLOCK() - t0
@@ -131,9 +160,18 @@ class Setup:
 
 
 def measure(
-    make: Callable[[], nn.Module], X: torch.Tensor, y: torch.Tensor, rounds: int, chunk: int, root: Path
+    make: Callable[[], nn.Module],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    rounds: int,
+    chunk: int,
+    root: Path,
+    parts: bool = False,
 ) -> None:
     variants: dict[str, dict[str, Any] | None] = {"bare": None, "default": {}, "every=1": {"every": 1}}
+    parts_mode = parts
+    if parts:
+        variants = {"bare": None, **PARTS}
     setups = {k: Setup(make, v, root, X.device) for k, v in variants.items()}
     for s in setups.values():  # warm-up: allocator, first-step paths, first flush
         s.chunk(X, y, 10)
@@ -155,6 +193,15 @@ def measure(
             f"{k} {setups[k].seconds / bare:.3f}x (per-round median {statistics.median(rs):.3f}, "
             f"IQR {np.percentile(rs, 25):.3f}-{np.percentile(rs, 75):.3f})"
         )
+    if parts_mode:
+        print(f"{make.__name__.upper()}: bare {bare * 1e6 / steps:.1f} µs/step over {steps} steps")
+        for k in per_round:
+            extra = (setups[k].seconds - bare) * 1e6 / steps
+            print(
+                f"  {k:<28} {setups[k].seconds / bare:.3f}x  (+{extra:6.1f} µs/step; per-round median "
+                f"{statistics.median(per_round[k]):.3f})"
+            )
+        return
     print(
         f"{make.__name__.upper()}: bare {bare * 1000 / steps:.3f} ms/step over {steps} steps; watched/bare: "
         + "; ".join(parts)
@@ -194,6 +241,11 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--models", type=parse_models, default=None, help="comma-separated: mlp,cnn,big")
     ap.add_argument("--only", choices=list(MODELS), default=None, help="one model (same as --models NAME)")
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="the cost of each piece of the recorder (pinned cadences, no budget)",
+    )
     args = ap.parse_args()
     if args.only is not None and args.models is not None:
         ap.error("give `--only` or `--models`, not both")
@@ -224,7 +276,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            measure(MODELS[name], X, y, args.rounds, args.chunk, Path(tmp))
+            measure(MODELS[name], X, y, args.rounds, args.chunk, Path(tmp), parts=args.parts)
 
 
 if __name__ == "__main__":

@@ -46,13 +46,25 @@ class LiveMonitor:
         self._norm_state: dict[str, _NormHistory] = {}  # one history per gradient-norm signal (GAN: G and D)
         self.sustain = sustain
 
-    def observe(self, name: str, step: int, value: float) -> None:
+    def needs_every_value(self, name: str) -> bool:
+        """True for gradient-norm signals (the spike check needs each value); loss-like signals need only the
+        non-finite ones, and other signals none."""
+        return self._kind(name) == "grad_norm"
+
+    def _kind(self, name: str) -> str:
+        """``"loss"``, ``"grad_norm"`` or ``""`` (not watched), cached per signal name."""
         base = self._watched.get(name)
         if base is None:
             last = name.rsplit("/", 1)[-1]
             base = self._watched[name] = (
                 last if last in ("loss", "grad_norm") or name.startswith("loss") else ""
             )
+        return base
+
+    def observe(self, name: str, step: int, value: float) -> None:
+        base = self._watched.get(name)
+        if base is None:
+            base = self._kind(name)
         if not base:
             return
         if not math.isfinite(value):

@@ -41,6 +41,7 @@ from .store.writer import RunWriter
 
 LAYER_NORM_STATS = ("grad_norm", "weight_norm", "update_norm")
 MAX_PROBE_FAILURES = 20
+CLOCK_SECS = 0.02  # the flush clock is read at least this often (quiet steps skip it)
 HP_REFRESH = 100  # steps between hyperparameter records when nothing changed (changes are written at once)
 
 
@@ -78,49 +79,70 @@ class _OverheadMeter:
     """Measures the recorder's share of a training step and picks the cheapest cadences that fit the budget.
 
     Why: on a tiny model (0.5 ms steps) the per-step global gradient norm alone costs ~5% and a capture step
-    ~25%, while on a normal model (≥ 3 ms steps) they are within a few percent. The meter times windows of
-    ``WINDOW`` steps (the first after ``WARMUP`` steps, then one every ``RECHECK`` steps): the wall time
-    between successive primary post-step hooks (intervals with a flush are skipped) and the time spent inside
-    trainmedic's own hooks and ``run.log`` (``perf_counter`` around their bodies), the gradient norm apart.
-    Capture steps' extra cost (activation hooks run inside the user's forward) is their wall time over a
-    plain step's. From these it predicts the share for a gradient-norm cadence ``k`` and a capture cadence
-    ``every × m`` and keeps the smallest ``k`` (then ``m``) that fits.
+    ~50-80%, while on a normal model (>= 3 ms steps) they are within a few percent. Measuring windows open
+    ``WARMUP`` steps in and then every ``RECHECK`` steps.
+
+    * The first window (``own`` mode, ``WINDOW`` steps, the hooks' short path off) times trainmedic's own work
+      with ``perf_counter`` around the hooks and ``run.log``: the per-step rest (an over-estimate of a quiet
+      step, which takes a shorter path) and the gradient norm; a capture's cost is its steps' wall time over a
+      plain step's.
+    * Later windows (``wall`` mode) leave the recorder as it runs and time whole step intervals by kind:
+      quiet, gradient norm, capture start (the step before a capture, whose hooks arm the activation probe)
+      and capture. A rare piece of work runs with cold caches and costs up to 2x what it costs every step;
+      differences of wall medians include that, and the training step's own slow-down, which the hooks'
+      own clock cannot see.
+
+    From these it predicts the share for a gradient-norm cadence ``k`` and a capture cadence ``every x m``
+    and keeps the smallest ``k`` (then ``m``) that fits.
     """
 
     WARMUP = 5
     WINDOW = 50
     RECHECK = 500
-    MAX_K = 10
-    MAX_M = 10
+    MAX_K = 20
+    MAX_M = 20
+    MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 2
 
     def __init__(self, budget: float, every: int) -> None:
         self.budget = budget
         self.every = every
         self.active = False
+        self.mode = "own"  # the first window; "wall" afterwards
         self.next_check = self.WARMUP
-        self.own = 0.0  # seconds in our hooks during the current interval
+        self.own = 0.0  # seconds in our hooks during the current interval (own mode)
         self.grad = 0.0  # of which computing the gradient norm
         self.grad_done = False
         self._last: float | None = None
         self._flushes = -1
-        # (wall, own, grad, grad_done, capture) per measured step interval
+        # own mode: (wall, own, grad, grad_done, capture) per measured step interval
         self.samples: list[tuple[float, float, float, bool, bool]] = []
+        # wall mode: step interval wall times by kind: quiet, grad norm, capture start, capture
+        self.walls: dict[str, list[float]] = {"q": [], "g": [], "s": [], "c": []}
+        self.window_steps = 0
+        self.rest = 0.0  # our own seconds per step without the gradient norm (own mode)
         self.est_grad: float | None = None  # seconds per gradient norm
-        self.est_capture = 0.0  # extra seconds per capture step
+        self.est_capture = 0.0  # extra seconds per capture (its two hooked steps)
         self.share: float | None = None  # measured share at the cadences in force during the window
         self.predicted: float | None = None  # predicted share at the chosen cadences
         self.bare: float | None = None  # seconds per bare training step
         self.checks = 0
 
+    @property
+    def timing(self) -> bool:
+        """True while the hooks and ``run.log`` must time themselves (own mode)."""
+        return self.active and self.mode == "own"
+
     def start(self) -> None:
         self.active = True
         self.samples = []
+        self.walls = {"q": [], "g": [], "s": [], "c": []}
+        self.window_steps = 0
         self._last = None
         self.own = self.grad = 0.0
         self.grad_done = False
 
     def end_step(self, step: int, flushes: int, capture: bool) -> bool:
-        """Close one step interval (end of a primary post-step hook); True when the window is complete."""
+        """Own mode: close one step interval (end of a primary post-step hook); True when the window is full."""
         now = time.perf_counter()
         if self._last is not None and flushes == self._flushes:
             self.samples.append((now - self._last, self.own, self.grad, self.grad_done, capture))
@@ -129,28 +151,35 @@ class _OverheadMeter:
         self.grad_done = False
         return len(self.samples) >= self.WINDOW
 
+    def tick(self, kind: str, flushes: int, k: int, cap_every: int) -> bool:
+        """Wall mode: close one step interval of ``kind``; True when the window has enough of each kind."""
+        now = time.perf_counter()
+        if self._last is not None and flushes == self._flushes:
+            self.walls[kind].append(now - self._last)
+        self._last, self._flushes = now, flushes
+        self.window_steps += 1
+        w = self.walls
+        enough = (
+            len(w["q"]) >= self.MIN_QUIET
+            and (len(w["g"]) >= self.MIN_GRAD or k > self.MAX_K)
+            and len(w["c"]) >= self.MIN_CAPTURE
+        )
+        return enough or self.window_steps >= max(4 * self.WINDOW, (self.MIN_CAPTURE + 1) * cap_every + 10)
+
     def choose(self, k_now: int, cap_now: int) -> tuple[int, int] | None:
         """New ``(grad_norm_every, capture_every)`` from the window, or None when it says too little."""
         self.active = False
         self.checks += 1
-        samples, self.samples = self.samples, []
-        plain = [s for s in samples if not s[4]]
-        if plain:  # a stall (data loading, another job, the user's own work between steps) is no step
-            cut = 4 * statistics.median(s[0] for s in plain)
-            plain = [s for s in plain if s[0] <= cut]
-        if len(plain) < 10:
+        if self.mode == "own":
+            bare = self._estimate_own()
+            self.mode = "wall"
+        else:
+            bare = self._estimate_wall()
+        if bare is None:
             return None
-        med = statistics.median
-        bare = med(w - o for w, o, *_ in plain)
-        rest = med(o - g for _, o, g, *_ in plain)  # our time per step without the gradient norm
-        with_grad = [s for s in plain if s[3]]
-        if with_grad:
-            self.est_grad = med(g for _, _, g, *_ in with_grad)
-            caps = [s[0] for s in samples if s[4]]
-            if len(caps) >= 3:  # else keep the previous estimate: one capture step is too noisy
-                self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
         grad = self.est_grad or 0.0
         self.bare = bare = max(bare, 1e-9)
+        rest = self.rest
 
         def share(k: int, cap_every: int) -> float:
             return (rest + grad / k + self.est_capture / cap_every) / bare
@@ -164,6 +193,43 @@ class _OverheadMeter:
                 break
         self.predicted = share(*chosen)
         return chosen
+
+    def _estimate_own(self) -> float | None:
+        samples, self.samples = self.samples, []
+        plain = _without_stalls([s for s in samples if not s[4]], key=lambda s: s[0])
+        if len(plain) < 10:
+            return None
+        med = statistics.median
+        self.rest = med(o - g for _, o, g, *_ in plain)
+        with_grad = [s for s in plain if s[3]]
+        if with_grad:
+            self.est_grad = med(g for _, _, g, *_ in with_grad)
+            caps = [s[0] for s in samples if s[4]]
+            if len(caps) >= 3:  # else keep the previous estimate: one capture step is too noisy
+                self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
+        return med(w - o for w, o, *_ in plain)
+
+    def _estimate_wall(self) -> float | None:
+        w = {kind: _without_stalls(v, key=float) for kind, v in self.walls.items()}
+        if len(w["q"]) < 10:
+            return None
+        med = statistics.median
+        quiet = med(w["q"])
+        if len(w["g"]) >= 3:
+            self.est_grad = max(0.0, med(w["g"]) - quiet)
+        if len(w["c"]) >= self.MIN_CAPTURE:
+            start = max(0.0, med(w["s"]) - quiet) if w["s"] else 0.0
+            self.est_capture = max(0.0, med(w["c"]) - quiet) + start
+        return quiet - self.rest
+
+
+def _without_stalls(items: list[Any], key: Callable[[Any], float]) -> list[Any]:
+    """Drop step intervals over 4x the median: a stall (data loading, another job, the user's own work
+    between steps) is no step."""
+    if not items:
+        return items
+    cut = 4 * statistics.median(key(x) for x in items)
+    return [x for x in items if key(x) <= cut]
 
 
 def _dist_rank() -> tuple[int, int]:
@@ -181,14 +247,14 @@ class Run:
         *,
         name: str | None = None,
         every: int | None = None,
-        overhead_budget: float | None = 0.05,
+        overhead_budget: float | None = 0.03,
         activations: bool = True,
         activation_rows: int = 64,
         activation_elements: int = 16384,
         overwrite: bool = False,
         resume: bool = False,
         flush_secs: float = 2.0,
-        flush_steps: int = 1000,
+        flush_steps: int = 5000,
         live: bool = True,
         on_problem: Callable[[Finding], Any] | None = None,
         raise_on: str | None = None,
@@ -272,6 +338,10 @@ class Run:
         self._amp: dict[str, Any] = {}  # autocast dtype / GradScaler seen (meta "amp")
         self._amp_checked = False
         self._quiet = False  # quiet steps take the hooks' short path (see _update_quiet)
+        self._clock_every = 1  # quiet steps between looks at the flush clock (adapts to the step time)
+        self._clock_last = (time.monotonic(), 0)
+        # scalar name -> the writer's (steps, values) buffers: log()'s short path; emptied at each flush
+        self._log_sinks: dict[str, tuple[list[int], list[float]]] = {}
         from .remedies.control import Control
         from .remedies.treatment import make_treatment
 
@@ -492,12 +562,23 @@ class Run:
         m = self._meter
         self._quiet = (
             not self.closed
+            and self._pending_problem is None
             and self.treatment is None
             and self._amp_checked
-            and not (m is not None and m.active)
+            and not (m is not None and m.timing)
         )
         for probe in self._probes:
             probe.quiet_pre = probe.quiet_post = 0
+        self._log_sinks.clear()
+
+    def _step_kind(self, step: int) -> str:
+        """The work of ``step`` for the overhead meter: capture, capture start, gradient norm or quiet."""
+        cap = self._cap_every
+        if step % cap == 0:
+            return "c"
+        if (step + 1) % cap == 0:
+            return "s"
+        return "g" if step % self._gn_every == 0 else "q"
 
     # ---- overhead budget -----------------------------------------------------------------------
     def _cadence_meta(self) -> dict[str, Any]:
@@ -547,7 +628,7 @@ class Run:
 
         def before_update(step: int) -> None:
             meter = self._meter
-            t0 = time.perf_counter() if meter is not None and meter.active else 0.0
+            t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
             if "gradients" not in disabled:
                 try:
                     capture = step % self._cap_every == 0
@@ -595,7 +676,14 @@ class Run:
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
             step = probe.steps
             if step < probe.quiet_pre and self._quiet and not kwargs and len(args) < 2:
-                # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for
+                # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for. A
+                # scheduler sets a new lr object; other changes are caught at the next step with work
+                # (at most gradient-norm cadence steps later) or the HP_REFRESH record.
+                for g, lr in zip(opt.param_groups, probe.lr_objects):
+                    if g["lr"] is not lr:
+                        break
+                else:
+                    return None
                 if "gradients" not in disabled:
                     try:
                         changed = probe.changed_hyperparameters(False)
@@ -644,30 +732,25 @@ class Run:
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             step = probe.steps
             if step < probe.quiet_post and self._quiet:
-                # a quiet step: count it, look at the flush clock and whether a measuring window is due
+                # a quiet step: only counted. The flush clock, the overhead meter and pending problems are
+                # looked at on the steps with work, and at least every ``_clock_every`` steps (~20 ms of steps).
                 probe.steps = step + 1
                 if primary:
                     self._step = step + 1
                     self._stepped_since_log = True
-                    if (
-                        time.monotonic() - self._last_flush_time >= self.flush_secs
-                        or step + 1 - self._last_flush_step >= self.flush_steps
-                    ):
-                        self.flush()
-                    meter = self._meter
-                    if meter is not None and step + 1 >= meter.next_check:
-                        meter.start()
-                        self._update_quiet()
-                if self._pending_problem is not None:
-                    self._raise_pending()
                 return
             if self.closed:
                 return
             meter = self._meter
-            t0 = time.perf_counter() if meter is not None and meter.active else 0.0
+            t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
             cap = self._cap_every
             nxt = step - step % cap + cap  # the next capture step: its post hook and the one before have work
-            probe.quiet_post = nxt - 1 if nxt - 1 > step else nxt
+            nxt = nxt - 1 if nxt - 1 > step else nxt
+            if primary:  # ... and the next look at the clock, the flush and the meter
+                nxt = min(nxt, step + self._clock_every, self._last_flush_step + self.flush_steps - 1)
+                if meter is not None:
+                    nxt = step + 1 if meter.active else min(nxt, max(step + 1, meter.next_check - 1))
+            probe.quiet_post = nxt
             if step % self._cap_every == 0 and "weights" not in disabled:
                 try:
                     row = probe.param_stats(self._host_check)
@@ -694,6 +777,10 @@ class Run:
                     if t0:
                         meter.own += time.perf_counter() - t0
                         if meter.end_step(step, self._flushes, step % self._cap_every == 0):
+                            self._guard("overhead budget", self._rethin)
+                    elif meter.active:
+                        kind = self._step_kind(step)
+                        if meter.tick(kind, self._flushes, self._gn_every, self._cap_every):
                             self._guard("overhead budget", self._rethin)
                     elif self._step >= meter.next_check:
                         meter.start()
@@ -759,12 +846,28 @@ class Run:
     def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record per-step scalars: ``run.log(loss=loss, acc=acc)``. Tensors stay on the device until a flush."""
         # the per-step path: every line here runs once per training step with cold caches, so it is kept short
+        sinks = self._log_sinks
+        if sinks and step is None and len(scalars) == 1:
+            # the common call, run.log(loss=loss) on the CPU between quiet steps: append to the writer's buffer
+            for k, v in scalars.items():
+                sink = sinks.get(k)
+                if sink is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
+                    x = float(v.item())
+                    if (
+                        x - x == 0.0
+                    ):  # finite (NaN and Inf take the full path, where the live check sees them)
+                        s = self._step
+                        sink[0].append(s - 1 if (self._log_after_step and s > 0) else s)
+                        sink[1].append(x)
+                        self._log_count += 1
+                        self._stepped_since_log = False
+                        return
         if self.closed:
             raise TrainmedicError("`log()` was called after `close()`; start a new run with tm.watch(...)")
         if not scalars:
             raise TrainmedicError("`log()` needs at least one scalar, e.g. run.log(loss=loss)")
         meter = self._meter
-        t0 = time.perf_counter() if meter is not None and meter.active else 0.0
+        t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
         host = self._host_check
         values: dict[str, Any] = {}
         for k, v in scalars.items():
@@ -808,6 +911,13 @@ class Run:
                         writer.add_scalar(k, step, v)
                         if monitor is not None:
                             monitor.observe(k, step, v)
+                        if (
+                            self._quiet
+                            and self._log_after_step is not None
+                            and self._console is None
+                            and (monitor is None or not monitor.needs_every_value(k))
+                        ):  # later calls may take the short path above, until the next flush
+                            self._log_sinks[k] = writer._scalars[k]
                     else:
                         self._push_scalar(k, step, v)
                 if not self._probes:
@@ -1003,6 +1113,8 @@ class Run:
                 self._internal_error("on_problem callback", e)
         if self.raise_on is not None and finding.severity.rank >= self.raise_on.rank:
             self._pending_problem = TrainingProblemError(finding)
+            self._quiet = False  # the next hook raises it
+            self._log_sinks.clear()
 
     def abort(self, finding: Finding) -> None:
         """Stop the training loop at the next watched call: it raises :class:`TrainingProblemError`.
@@ -1011,16 +1123,25 @@ class Run:
         that gives up on NaN). The run stays open; close it (``with`` does) to record the stop.
         """
         self._pending_problem = TrainingProblemError(finding)
+        self._quiet = False  # the next hook raises it
+        self._log_sinks.clear()
 
     def _raise_pending(self) -> None:
         if self._pending_problem is not None:
             e, self._pending_problem = self._pending_problem, None
+            self._update_quiet()
             self.flush()
             raise e
 
     # ---- flushing ------------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
         now = time.monotonic()
+        # how many quiet steps may pass between looks at the clock: about CLOCK_SECS of training
+        last_now, last_step = self._clock_last
+        if self.step > last_step and now > last_now:
+            per_step = (now - last_now) / (self.step - last_step)
+            self._clock_every = max(1, min(64, int(CLOCK_SECS / per_step)))
+        self._clock_last = (now, self.step)
         if (
             now - self._last_flush_time >= self.flush_secs
             or self.step - self._last_flush_step >= self.flush_steps
@@ -1034,6 +1155,7 @@ class Run:
         self._last_flush_time = time.monotonic()
         self._last_flush_step = self.step
         self._flushes += 1
+        self._log_sinks.clear()  # the writer starts new buffers
         self._guard("flush", self._flush_pending)
         try:
             self._writer.set_meta(steps=self.step)
@@ -1131,6 +1253,7 @@ class Run:
                 self._internal_error("writer", e)
         self.closed = True
         self._quiet = False
+        self._log_sinks.clear()
         self._finalizer.detach()
 
     @staticmethod
@@ -1251,7 +1374,7 @@ def watch(
         run.close()              # or use ``with tm.watch(...) as run:``
 
     ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
-    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.05: on fast models the recorder measures its
+    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.03: on fast models the recorder measures its
     share of a step and thins the gradient-norm / capture cadences to fit, recorded in ``meta["cadence"]``; ``None``,
     an explicit ``every`` or ``treat`` record everything), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
     ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,

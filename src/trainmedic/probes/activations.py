@@ -37,9 +37,18 @@ BUFFER_SAMPLES = 32  # captures of one module buffered before their statistics a
 BUFFER_ELEMENTS = 1 << 22  # ... or fewer, when the buffered samples would exceed this many elements
 
 
-def _count(mask: torch.Tensor) -> torch.Tensor:
-    """Number of True per row of a ``(K, n)`` mask (summing bytes is several times faster than bools)."""
-    return mask.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+def _count_positive(x: torch.Tensor) -> torch.Tensor:
+    """Number of elements > 0 per row of a float ``(K, n)`` tensor.
+
+    ``sign(max(x, 0))`` is 1 exactly where x > 0: two vectorised float passes and a sum, about 3x faster on the
+    CPU than counting a boolean mask (comparisons that produce ``bool`` are not vectorised there).
+    """
+    return x.clamp(min=0).sign_().sum(dim=1)
+
+
+def _count_above(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of elements with ``x > threshold`` per row of ``x`` (consumed: modified in place)."""
+    return x.sub_(threshold).clamp_(min=0).sign_().sum(dim=1)
 
 
 def activation_stats_batch(x: torch.Tensor, kind: str, unit_dim: int) -> torch.Tensor:
@@ -47,7 +56,8 @@ def activation_stats_batch(x: torch.Tensor, kind: str, unit_dim: int) -> torch.T
 
     ``unit_dim`` is the unit (feature/channel) dimension of one sample ``(rows, ...)``; -1 for the last.
     Written for speed on large samples: sums and norms instead of ``std_mean`` (10x slower on CPU), a max
-    over rows and positions for dead units instead of ``any`` over a boolean tensor.
+    over rows and positions for dead units instead of ``any`` over a boolean tensor, counts from float passes
+    (``sign``/``clamp``) instead of boolean masks.
     """
     k = x.shape[0]
     flat = x.reshape(k, -1)
@@ -56,19 +66,19 @@ def activation_stats_batch(x: torch.Tensor, kind: str, unit_dim: int) -> torch.T
     std = torch.linalg.vector_norm(flat - mean[:, None], dim=1) / math.sqrt(n)
     nan = torch.full((k,), float("nan"), device=x.device)
     if kind == "relu":
-        zero = 1.0 - _count(flat > 0) / n
+        zero = 1.0 - _count_positive(flat) / n
         if x.dim() >= 3:
             d = unit_dim + 1 if unit_dim >= 0 else x.dim() - 1
             peak = x.amax(dim=[i for i in range(1, x.dim()) if i != d])  # (K, units), no copy
-            dead = 1.0 - _count(peak > 0) / peak.shape[1]
+            dead = 1.0 - _count_positive(peak) / peak.shape[1]
         else:
             dead = zero
     else:
-        dead, zero = nan, _count(flat == 0) / n
+        dead, zero = nan, 1.0 - flat.abs().sign_().sum(dim=1) / n
     if kind == "sigmoid":
-        sat = _count((flat - 0.5).abs() > 0.49) / n
+        sat = _count_above((flat - 0.5).abs_(), 0.49) / n
     elif kind in ("tanh", "recurrent"):
-        sat = _count(flat.abs() > 0.99) / n
+        sat = _count_above(flat.abs(), 0.99) / n
     else:
         sat = nan
     return torch.stack([mean, std, dead, zero, sat], dim=1).float()

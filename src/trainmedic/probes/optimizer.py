@@ -112,6 +112,7 @@ class OptimizerProbe:
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
         self.quiet_pre = 0
         self.quiet_post = 0
+        self.lr_objects: list[Any] = []  # each group's lr object at the last hyperparameter check
         self._hp_groups = -1
         self._hp_names: list[str] = []
         self._hp_last: list[float | None] = []
@@ -198,6 +199,7 @@ class OptimizerProbe:
             (g.get("lr"), g.get("momentum"), g.get("weight_decay"), g.get("betas"))
             for g in self.optimizer.param_groups
         ]
+        self.lr_objects = [g.get("lr") for g in self.optimizer.param_groups]
         if not force and not self._hp_tensor and raw == self._hp_raw:
             return []
         self._hp_raw = raw
