@@ -101,7 +101,7 @@ class _OverheadMeter:
     RECHECK = 500
     MAX_K = 20
     MAX_M = 20
-    MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 2
+    MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 3
 
     def __init__(self, budget: float, every: int) -> None:
         self.budget = budget
@@ -204,23 +204,30 @@ class _OverheadMeter:
         with_grad = [s for s in plain if s[3]]
         if with_grad:
             self.est_grad = med(g for _, _, g, *_ in with_grad)
-            caps = [s[0] for s in samples if s[4]]
+            typical = med(s[0] for s in plain)
+            caps = [s[0] for s in samples if s[4] and s[0] <= STALL * typical]
             if len(caps) >= 3:  # else keep the previous estimate: one capture step is too noisy
                 self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
         return med(w - o for w, o, *_ in plain)
 
     def _estimate_wall(self) -> float | None:
-        w = {kind: _without_stalls(v, key=float) for kind, v in self.walls.items()}
-        if len(w["q"]) < 10:
+        q = _without_stalls(self.walls["q"], key=float)
+        if len(q) < 10:
             return None
         med = statistics.median
-        quiet = med(w["q"])
+        quiet = med(q)
+        # a stall (data loading, evaluation, other work between steps) is no step: judged against a quiet step,
+        # since the few capture samples cannot judge themselves
+        w = {kind: [x for x in v if x <= STALL * quiet] for kind, v in self.walls.items()}
         if len(w["g"]) >= 3:
             self.est_grad = max(0.0, med(w["g"]) - quiet)
         if len(w["c"]) >= self.MIN_CAPTURE:
             start = max(0.0, med(w["s"]) - quiet) if w["s"] else 0.0
             self.est_capture = max(0.0, med(w["c"]) - quiet) + start
         return quiet - self.rest
+
+
+STALL = 8  # a step interval this many times a quiet step's is a stall, not a step
 
 
 def _without_stalls(items: list[Any], key: Callable[[Any], float]) -> list[Any]:
