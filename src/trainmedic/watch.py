@@ -331,6 +331,9 @@ class Run:
         self._epoch_counter: dict[str, int] = defaultdict(int)
         self.epoch: int | None = None
         self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
+        # accelerators: (signal, step, per-parameter gradient norms) -> the global norm at the flush, so that a
+        # gradient-norm step launches one kernel (the fused per-parameter norm) and no reduction of its own
+        self._pending_norms: list[tuple[str, int, list[torch.Tensor]]] = []
         # (probe index, step, (3, params) [grad, weight, update] norms): combined into layers at flush
         self._pending_rows: list[tuple[int, int, torch.Tensor]] = []
         self._last_flush_time = time.monotonic()
@@ -646,10 +649,8 @@ class Run:
                                 gn = probe.global_norm_host_cached()
                                 if gn is not None:
                                     self._add_host_scalar(probe.grad_signal, step, gn)
-                            else:
-                                self._pending_scalars.append(
-                                    (probe.grad_signal, step, probe.global_norm(res[1]))
-                                )
+                            else:  # the per-parameter norms stay on the device; combined at the flush
+                                self._pending_norms.append((probe.grad_signal, step, res[1]))
                         if t0:
                             assert meter is not None
                             meter.grad += time.perf_counter() - t0
@@ -1175,6 +1176,9 @@ class Run:
         assert w is not None
         scalars, self._pending_scalars = self._pending_scalars, []
         rows, self._pending_rows = self._pending_rows, []
+        norms, self._pending_norms = self._pending_norms, []
+        if norms:
+            scalars = scalars + _global_norms(norms)
         if scalars:
             vals = _batch_to_host([t.reshape(()) for _, _, t in scalars])
             for (name, step, _), v in zip(scalars, vals):
@@ -1314,6 +1318,21 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _global_norms(items: list[tuple[str, int, list[torch.Tensor]]]) -> list[tuple[str, int, torch.Tensor]]:
+    """``(signal, step, per-parameter norms)`` of many steps → ``(signal, step, global norm)``, in a few
+    kernels per group of same-sized steps (one stack, one reduction), still on the device."""
+    groups: dict[tuple[torch.device, int], list[int]] = defaultdict(list)
+    for i, (_, _, ns) in enumerate(items):
+        groups[(ns[0].device, len(ns))].append(i)
+    out: list[tuple[str, int, torch.Tensor] | None] = [None] * len(items)
+    for (_, n), idx in groups.items():
+        flat = [t if t.dtype == torch.float32 else t.float() for i in idx for t in items[i][2]]
+        g = torch.linalg.vector_norm(torch.stack(flat).view(len(idx), n), dim=1)
+        for j, i in enumerate(idx):
+            out[i] = (items[i][0], items[i][1], g[j])
+    return [o for o in out if o is not None]
 
 
 def _batch_to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
