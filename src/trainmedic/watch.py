@@ -102,6 +102,9 @@ class _OverheadMeter:
     MAX_K = 20
     MAX_M = 20
     MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 3
+    # with the gradient norm on every step, a wall window skips it on every SKIP_EVERY-th step (never a
+    # capture step) to see what a step without it costs: MIN_QUIET_K1 such steps per window
+    SKIP_EVERY, MIN_QUIET_K1 = 8, 5
 
     def __init__(self, budget: float, every: int) -> None:
         self.budget = budget
@@ -160,7 +163,7 @@ class _OverheadMeter:
         self.window_steps += 1
         w = self.walls
         enough = (
-            len(w["q"]) >= self.MIN_QUIET
+            len(w["q"]) >= (self.MIN_QUIET if k > 1 else self.MIN_QUIET_K1)
             and (len(w["g"]) >= self.MIN_GRAD or k > self.MAX_K)
             and len(w["c"]) >= self.MIN_CAPTURE
         )
@@ -211,19 +214,24 @@ class _OverheadMeter:
         return med(w - o for w, o, *_ in plain)
 
     def _estimate_wall(self) -> float | None:
-        q = _without_stalls(self.walls["q"], key=float)
-        if len(q) < 10:
-            return None
         med = statistics.median
+        q = _without_stalls(self.walls["q"], key=float)
+        g = _without_stalls(self.walls["g"], key=float)
+        if len(q) < self.MIN_QUIET_K1 or len(q) + len(g) < 10:
+            return None
         quiet = med(q)
         # a stall (data loading, evaluation, other work between steps) is no step: judged against a quiet step,
         # since the few capture samples cannot judge themselves
         w = {kind: [x for x in v if x <= STALL * quiet] for kind, v in self.walls.items()}
-        if len(w["g"]) >= 3:
-            self.est_grad = max(0.0, med(w["g"]) - quiet)
+        grad_step = med(w["g"]) if len(w["g"]) >= 3 else None
+        if grad_step is not None:
+            self.est_grad = max(0.0, grad_step - quiet)
         if len(w["c"]) >= self.MIN_CAPTURE:
-            start = max(0.0, med(w["s"]) - quiet) if w["s"] else 0.0
-            self.est_capture = max(0.0, med(w["c"]) - quiet) + start
+            # a capture step computes the gradient norm anyway; the step before it does when k == 1
+            k1 = len(q) < len(w["g"]) and grad_step is not None
+            ref = grad_step if grad_step is not None else quiet + (self.est_grad or 0.0)
+            start = max(0.0, med(w["s"]) - (ref if k1 else quiet)) if w["s"] else 0.0
+            self.est_capture = max(0.0, med(w["c"]) - ref) + start
         return quiet - self.rest
 
 
@@ -588,7 +596,18 @@ class Run:
             return "c"
         if (step + 1) % cap == 0:
             return "s"
-        return "g" if step % self._gn_every == 0 else "q"
+        return "g" if step % self._gn_every == 0 and not self._skips_grad(step) else "q"
+
+    def _skips_grad(self, step: int) -> bool:
+        """True on the few steps where a wall window leaves out a per-step gradient norm (see the meter)."""
+        m = self._meter
+        return (
+            m is not None
+            and self._gn_every == 1
+            and m.active
+            and m.mode == "wall"
+            and step % m.SKIP_EVERY == m.SKIP_EVERY // 2
+        )
 
     # ---- overhead budget -----------------------------------------------------------------------
     def _cadence_meta(self) -> dict[str, Any]:
@@ -642,7 +661,7 @@ class Run:
             if "gradients" not in disabled:
                 try:
                     capture = step % self._cap_every == 0
-                    if capture or step % self._gn_every == 0:
+                    if capture or (step % self._gn_every == 0 and not self._skips_grad(step)):
                         res = probe.grad_param_norms()
                         if res is not None:
                             if self._host_check:
