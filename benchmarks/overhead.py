@@ -1,9 +1,11 @@
 """Recording overhead: bare vs watched training of an MLP and a small CNN on sklearn's digits.
 
 Three identical set-ups (bare, watched with default settings — ``every=10`` thinned by the default
-``overhead_budget=0.05`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
-never thins) train side by side in one process, in short interleaved chunks (the order rotates each round),
-so that the neighbours' load on a shared machine hits every variant alike. Each variant's time is its
+``overhead_budget=0.03`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
+never thins) train side by side in one process, in interleaved chunks of 100 steps (the order rotates each
+round), so that the neighbours' load on a shared machine hits every variant alike. (Shorter chunks bias the
+figure against the watched set-ups: each switch between models re-warms the caches, and a watched step has
+more code and data to bring back; training does not switch models every few steps.) Each variant's time is its
 process CPU time (``time.process_time``, one torch thread) summed over all chunks, including the final flush
 of what was recorded; ``--wall`` uses wall-clock time. The figure is watched time / bare time, with the
 spread of the per-round ratios. One-time costs (``tm.watch`` set-up, ``run.close``) are reported apart.
@@ -12,7 +14,7 @@ spread of the per-round ratios. One-time costs (``tm.watch`` set-up, ``run.close
 each chunk's start and end (CPU time says nothing about queued kernels there). ``--models`` picks the models;
 ``big`` (an MLP 64-1024-1024-1024-10) has kernels long enough that GPU time is not all launch overhead.
 
-    python benchmarks/overhead.py [--rounds 30] [--chunk 25] [--threads 1] [--wall]
+    python benchmarks/overhead.py [--rounds 50] [--chunk 100] [--threads 1] [--wall] [--parts]
                                   [--device cpu|cuda] [--models mlp,cnn,big | --only mlp]
 """
 
@@ -234,8 +236,8 @@ def parse_models(text: str) -> list[str]:
 def main() -> None:
     global CLOCK, SYNC
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--chunk", type=int, default=25, help="steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--chunk", type=int, default=100, help="steps per variant per round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--wall", action="store_true", help="wall-clock instead of process CPU time")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -36,12 +36,12 @@ say "== tests: exit status $tests_rc$([ "$tests_rc" -eq 124 ] && echo ' (timed o
 
 bench_rc=0
 if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  run timeout 150 "$PY" benchmarks/overhead.py --device cuda --rounds 80 --models mlp,cnn,big || bench_rc=$?
-  run timeout 90 "$PY" benchmarks/overhead.py --device cuda --rounds 40 --parts --models mlp,big || bench_rc=$?
+  run timeout 150 "$PY" benchmarks/overhead.py --device cuda --rounds 25 --models mlp,cnn,big || bench_rc=$?
+  run timeout 90 "$PY" benchmarks/overhead.py --device cuda --rounds 10 --parts --models mlp,big || bench_rc=$?
 else
   say "== skipping the CUDA benchmark: torch.cuda.is_available() is False on this machine"
 fi
-run timeout 60 "$PY" benchmarks/overhead.py --rounds 40 --only mlp || bench_rc=$?
+run timeout 60 "$PY" benchmarks/overhead.py --rounds 20 --only mlp || bench_rc=$?
 
 say "== done: tests exit status $tests_rc, benchmarks exit status $bench_rc; log in $LOG"
 if [ "$tests_rc" -ne 0 ]; then
