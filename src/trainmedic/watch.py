@@ -99,8 +99,8 @@ class _OverheadMeter:
     WARMUP = 5
     WINDOW = 50
     RECHECK = 500
-    MAX_K = 20
-    MAX_M = 20
+    MAX_K = 50
+    MAX_M = 50
     MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 3
     # with the gradient norm on every step, a wall window skips it on every SKIP_EVERY-th step (never a
     # capture step) to see what a step without it costs: MIN_QUIET_K1 such steps per window
@@ -121,6 +121,8 @@ class _OverheadMeter:
         self.samples: list[tuple[float, float, float, bool, bool]] = []
         # wall mode: step interval wall times by kind: quiet, grad norm, capture start, capture
         self.walls: dict[str, list[float]] = {"q": [], "g": [], "s": [], "c": []}
+        self.ticks: list[tuple[int, float, int]] = []  # (step, perf_counter at its post-step hook, flushes)
+        self._prev_tick: tuple[int, float, int] | None = None
         self.window_steps = 0
         self.rest = 0.0  # our own seconds per step without the gradient norm (own mode)
         self.est_grad: float | None = None  # seconds per gradient norm
@@ -139,6 +141,8 @@ class _OverheadMeter:
         self.active = True
         self.samples = []
         self.walls = {"q": [], "g": [], "s": [], "c": []}
+        self.ticks = []
+        self._prev_tick = None
         self.window_steps = 0
         self._last = None
         self.own = self.grad = 0.0
@@ -154,13 +158,18 @@ class _OverheadMeter:
         self.grad_done = False
         return len(self.samples) >= self.WINDOW
 
-    def tick(self, kind: str, flushes: int, k: int, cap_every: int) -> bool:
-        """Wall mode: close one step interval of ``kind``; True when the window has enough of each kind."""
-        now = time.perf_counter()
-        if self._last is not None and flushes == self._flushes:
-            self.walls[kind].append(now - self._last)
-        self._last, self._flushes = now, flushes
-        self.window_steps += 1
+    def ingest(self, kind_of: Callable[[int], str], k: int, cap_every: int) -> bool:
+        """Wall mode: turn the ``(step, time, flushes)`` ticks so far into step intervals by kind (consecutive
+        steps without a flush between them); True when the window has enough of each kind."""
+        ticks, self.ticks = self.ticks, self.ticks[-1:]
+        prev = self._prev_tick
+        for t in ticks:
+            if prev is not None and t[0] == prev[0] + 1 and t[2] == prev[2]:
+                self.walls[kind_of(t[0])].append(t[1] - prev[1])
+            prev = t
+        self._prev_tick = prev
+        self.ticks = []
+        self.window_steps += len(ticks)
         w = self.walls
         enough = (
             len(w["q"]) >= (self.MIN_QUIET if k > 1 else self.MIN_QUIET_K1)
@@ -356,6 +365,7 @@ class Run:
         self._amp: dict[str, Any] = {}  # autocast dtype / GradScaler seen (meta "amp")
         self._amp_checked = False
         self._quiet = False  # quiet steps take the hooks' short path (see _update_quiet)
+        self._ticking = False  # a wall-mode measuring window is open: quiet steps read the clock too
         self._clock_every = 1  # quiet steps between looks at the flush clock (adapts to the step time)
         self._clock_last = (time.monotonic(), 0)
         # scalar name -> the writer's (steps, values) buffers: log()'s short path; emptied at each flush
@@ -578,6 +588,7 @@ class Run:
         Called whenever one of those changes; also makes every probe re-derive its next step with work.
         """
         m = self._meter
+        self._ticking = m is not None and m.active and m.mode == "wall"
         self._quiet = (
             not self.closed
             and self._pending_problem is None
@@ -588,6 +599,15 @@ class Run:
         for probe in self._probes:
             probe.quiet_pre = probe.quiet_post = 0
         self._log_sinks.clear()
+
+    def _tick(self, step: int) -> None:
+        """Wall-mode window, on a step with work: add this step's tick, sort the ticks so far into intervals
+        by kind, and choose cadences when the window has enough."""
+        m = self._meter
+        assert m is not None
+        m.ticks.append((step, time.perf_counter(), self._flushes))
+        if m.ingest(self._step_kind, self._gn_every, self._cap_every):
+            self._guard("overhead budget", self._rethin)
 
     def _step_kind(self, step: int) -> str:
         """The work of ``step`` for the overhead meter: capture, capture start, gradient norm or quiet."""
@@ -626,7 +646,9 @@ class Run:
         """End of a measuring window: apply the cadences that fit the budget, record them (meta + event)."""
         m = self._meter
         assert m is not None
-        m.next_check = self._step + m.RECHECK
+        # the next window opens RECHECK steps on, or 4 window lengths (measuring costs a little too); the first
+        # wall-mode window soon after the own-time one, which cannot see cold caches
+        m.next_check = self._step + (m.WARMUP if m.checks == 0 else max(m.RECHECK, 4 * m.window_steps))
         old = (self._gn_every, self._cap_every)
         new = m.choose(*old)
         self._update_quiet()
@@ -765,6 +787,8 @@ class Run:
                 if primary:
                     self._step = step + 1
                     self._stepped_since_log = True
+                    if self._ticking:  # a wall-mode measuring window: one clock read per step
+                        self._meter.ticks.append((step, time.perf_counter(), self._flushes))  # type: ignore[union-attr]
                 return
             if self.closed:
                 return
@@ -776,7 +800,10 @@ class Run:
             if primary:  # ... and the next look at the clock, the flush and the meter
                 nxt = min(nxt, step + self._clock_every, self._last_flush_step + self.flush_steps - 1)
                 if meter is not None:
-                    nxt = step + 1 if meter.active else min(nxt, max(step + 1, meter.next_check - 1))
+                    if meter.timing:  # own mode: every step on this path
+                        nxt = step + 1
+                    elif not meter.active:  # the step that opens the next window
+                        nxt = min(nxt, max(step + 1, meter.next_check - 1))
             probe.quiet_post = nxt
             if step % self._cap_every == 0 and "weights" not in disabled:
                 try:
@@ -806,9 +833,7 @@ class Run:
                         if meter.end_step(step, self._flushes, step % self._cap_every == 0):
                             self._guard("overhead budget", self._rethin)
                     elif meter.active:
-                        kind = self._step_kind(step)
-                        if meter.tick(kind, self._flushes, self._gn_every, self._cap_every):
-                            self._guard("overhead budget", self._rethin)
+                        self._tick(step)
                     elif self._step >= meter.next_check:
                         meter.start()
                         self._update_quiet()
