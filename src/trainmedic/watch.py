@@ -271,7 +271,7 @@ class Run:
         *,
         name: str | None = None,
         every: int | None = None,
-        overhead_budget: float | None = 0.03,
+        overhead_budget: float | None = 0.02,
         activations: bool = True,
         activation_rows: int = 64,
         activation_elements: int = 16384,
@@ -1444,7 +1444,7 @@ def watch(
         run.close()              # or use ``with tm.watch(...) as run:``
 
     ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
-    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.03: on fast models the recorder measures its
+    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.02: on fast models the recorder measures its
     share of a step and thins the gradient-norm / capture cadences to fit, recorded in ``meta["cadence"]``; ``None``,
     an explicit ``every`` or ``treat`` record everything), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
     ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,

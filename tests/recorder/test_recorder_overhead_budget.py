@@ -92,12 +92,13 @@ def test_bad_budget_is_one_line_error(tmp_path: Path) -> None:
         tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "x", overhead_budget=3)
 
 
-def test_default_budget_is_three_percent() -> None:
+def test_default_budget_is_two_percent() -> None:
     import inspect
 
     from trainmedic.watch import Run
 
-    assert inspect.signature(Run.__init__).parameters["overhead_budget"].default == 0.03
+    # the meter's 2% measures ~3% side by side: it cannot see the training step's own slow-down
+    assert inspect.signature(Run.__init__).parameters["overhead_budget"].default == 0.02
 
 
 def test_later_windows_time_whole_steps_and_keep_the_thinned_cadences(tmp_path: Path) -> None:
@@ -105,13 +106,13 @@ def test_later_windows_time_whole_steps_and_keep_the_thinned_cadences(tmp_path: 
     the gradient-norm and capture costs come from wall-time differences, and the cadences stay thinned."""
     torch.set_num_threads(1)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    r = _train(model, tmp_path / "fast", 1400)
+    r = _train(model, tmp_path / "fast", 2400)
     cad = r.meta["cadence"]
-    assert cad["budget"] == 0.03 and cad["checks"] >= 2, cad
+    assert cad["budget"] == 0.02 and cad["checks"] >= 2, cad
     assert cad["grad_norm_every"] > 1 and cad["capture_every"] >= 10, cad
-    assert 0 < cad["predicted_overhead"] <= 0.03 or cad["grad_norm_every"] == 20, cad
+    assert 0 < cad["predicted_overhead"] <= 0.02 or cad["grad_norm_every"] == 50, cad
     changes = [(e["step"], e["data"]) for e in r.events() if e["kind"] == "cadence"]
-    assert len(changes) >= 2, changes
+    assert changes, changes  # a later window may keep the cadences (no event then)
     for s in _grad_steps(r):
         in_force = [c for at, c in changes if at + 1 < s]
         if in_force:  # every recorded gradient norm follows the cadences in force at its step
