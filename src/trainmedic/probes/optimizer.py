@@ -139,20 +139,9 @@ class OptimizerProbe:
         self._grad_vals = None
         return idx, norms
 
-    @staticmethod
-    def global_norm(norms: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The global L2 norm as a 0-d device tensor (no sync)."""
-        if isinstance(norms, torch.Tensor):
-            return torch.linalg.vector_norm(norms)
-        return torch.linalg.vector_norm(_stack_norms(norms))
-
-    @staticmethod
-    def global_norm_host(norms: list[torch.Tensor]) -> float:
-        """The global L2 norm as a float, for CPU tensors: reading 0-d CPU tensors is cheaper than two kernels."""
-        return math.hypot(*[n.item() for n in norms])
-
     def global_norm_host_cached(self) -> float | None:
-        """:meth:`global_norm_host` of the last :meth:`grad_param_norms`, keeping the floats for a capture."""
+        """The global L2 norm of the last :meth:`grad_param_norms` as a float (CPU tensors: reading 0-d tensors is
+        cheaper than two more kernels), keeping the per-parameter floats for a capture."""
         cache = self._grad_cache
         if cache is None:
             return None
@@ -220,19 +209,6 @@ class OptimizerProbe:
         }
 
     # ---- per layer at the cadence ----------------------------------------------------------------
-    def _ids(self, idx: list[int] | None) -> torch.Tensor:
-        if idx is None:
-            return self.layer_ids
-        return self.layer_ids[torch.tensor(idx, device=self.layer_ids.device)]
-
-    def layer_grad_norms(self) -> torch.Tensor | None:
-        """Per-layer gradient norms of the gradients read by the last :meth:`grad_param_norms`."""
-        cache = self._grad_cache
-        if cache is None:
-            return None
-        idx, norms = cache
-        return layer_norms(_stack_norms(norms), self._ids(idx), self.n_layers)
-
     def _host_views(self) -> list[np.ndarray] | None:
         """Flat NumPy views of the CPU weights, rebuilt when a parameter's storage moved (``p.data = ...``).
 
@@ -352,15 +328,6 @@ class OptimizerProbe:
     def layer_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Combine stacked :meth:`param_stats` rows ``(T, 3, params)`` into ``(T, 3, layers)`` L2 norms."""
         return layer_norms(rows, self.layer_ids.to(rows.device), self.n_layers)
-
-    def layer_weight_and_update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-layer weight norms after the step and update norms (None when no snapshot was taken)."""
-        had_snapshot = self._before is not None or self._host_snap
-        row = self.param_stats()
-        if row is None:
-            return torch.zeros(self.n_layers), None
-        wu = self.layer_rows(row[None])[0]
-        return wu[1], (wu[2] if had_snapshot else None)
 
     def describe(self) -> dict[str, Any]:
         opt = self.optimizer
