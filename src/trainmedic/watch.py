@@ -161,14 +161,13 @@ class _OverheadMeter:
     def ingest(self, kind_of: Callable[[int], str], k: int, cap_every: int) -> bool:
         """Wall mode: turn the ``(step, time, flushes)`` ticks so far into step intervals by kind (consecutive
         steps without a flush between them); True when the window has enough of each kind."""
-        ticks, self.ticks = self.ticks, self.ticks[-1:]
+        ticks, self.ticks = self.ticks, []
         prev = self._prev_tick
         for t in ticks:
             if prev is not None and t[0] == prev[0] + 1 and t[2] == prev[2]:
                 self.walls[kind_of(t[0])].append(t[1] - prev[1])
             prev = t
         self._prev_tick = prev
-        self.ticks = []
         self.window_steps += len(ticks)
         w = self.walls
         enough = (
