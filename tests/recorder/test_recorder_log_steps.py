@@ -53,3 +53,29 @@ def test_logged_loss_belongs_to_its_optimizer_step(
         assert math.isclose(last[s], v, rel_tol=1e-6), (s, last[s], v, rec.steps.tolist())
     assert list(r.scalar("grad_norm").steps) == list(range(12 - skipped))
     assert r.meta["amp"]["grad_scaler"] is True
+
+
+def test_nan_loss_on_a_quiet_step_stops_training_at_that_step(tmp_path: Path) -> None:
+    """Between statistics, run.log takes a short path; a non-finite loss still reaches the live check at once."""
+    from trainmedic.live import TrainingProblemError
+
+    X, y = digits(256)
+    torch.manual_seed(0)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = watched(model, opt, tmp_path, raise_on="error")
+    stopped_at, short = None, 0
+    try:
+        for step in range(300):
+            i = (step * 16) % 240
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(X[i : i + 16]), y[i : i + 16])
+            loss.backward()
+            opt.step()
+            short += bool(run._log_sinks)  # the short path is armed
+            run.log(loss=loss * float("nan") if step == 157 else loss)
+    except TrainingProblemError as e:
+        stopped_at, finding = step, e.finding
+    run.close()
+    assert stopped_at == 157 and finding.code == "nonfinite" and finding.step == 157
+    assert short > 100  # most steps before it took the short path
