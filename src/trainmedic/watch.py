@@ -904,9 +904,8 @@ class Run:
                 sink = sinks.get(k)
                 if sink is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
                     x = float(v.item())
-                    if (
-                        x - x == 0.0
-                    ):  # finite (NaN and Inf take the full path, where the live check sees them)
+                    # finite values only: NaN and Inf take the full path, where the live check sees them
+                    if x - x == 0.0:
                         s = self._step
                         sink[0].append(s - 1 if (self._log_after_step and s > 0) else s)
                         sink[1].append(x)
