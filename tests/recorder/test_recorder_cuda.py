@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 from _recorder_helpers import Reference, close, cnn, digits, mlp, train, watched
-from test_recorder_probes import ActivationReference
+from test_recorder_probes import ActivationReference, assert_matches_references
 from torch import nn
 
 import trainmedic as tm
-from trainmedic.probes.activations import ACT_STATS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -100,38 +99,13 @@ def test_cuda_probes_match_naive_torch(arch: str, every: int, tmp_path: Path) ->
     # 2 epochs of 16 steps: with every=1 the 32 buffered activation samples are computed inside the loop too
     losses = train(model, opt, X, y, epochs=2, run=run, before_step=lambda s: setattr(acts, "step", s))
     run.close()
-    n = len(losses)
     r = tm.open_run(tmp_path)
     no_internal_errors(r)
     assert r.meta["device"] == str(next(model.parameters()).device)
 
-    loss = r.scalar("loss")
-    assert list(loss.steps) == list(range(n))
-    assert close(loss.values, losses)
-    gn = r.scalar("grad_norm")
-    assert list(gn.steps) == list(range(n))
-    assert close(gn.values, ref.global_grad, rtol=1e-4)
+    assert_matches_references(r, losses, ref, acts, every, label=arch)
     lr = r.scalar("lr")
     assert len(lr) > 0 and np.all(lr.values == 0.05)
-
-    captured = list(range(0, n, every))
-    for stat, series in (("grad_norm", ref.grad), ("weight_norm", ref.weight), ("update_norm", ref.update)):
-        ls = r.layer_stat(stat)
-        assert list(ls.steps) == captured, stat
-        assert sorted(ls.layers) == sorted(ref.layers), stat
-        want = np.array([[series[s][lay] for lay in ls.layers] for s in captured])
-        assert close(ls.values, want, rtol=2e-4, atol=1e-6), (stat, ls.values, want)
-    ratio = r.layer_stat("update_ratio")
-    want = np.array([[ref.update[s][lay] / ref.weight[s][lay] for lay in ratio.layers] for s in captured])
-    assert close(ratio.values, want, rtol=5e-4, atol=1e-7)
-
-    names = r.layer_stats["act_mean"]
-    assert names, "every model here has activation modules"
-    for si, stat in enumerate(ACT_STATS):
-        ls = r.layer_stat(stat)
-        assert list(ls.steps) == captured, stat
-        want = np.array([[acts.by_step[s][a][si] for a in names] for s in captured])
-        np.testing.assert_allclose(ls.values, want, rtol=1e-4, atol=1e-5, err_msg=f"{arch} {stat}")
 
     split = r.eval_series("train", "accuracy")
     assert list(split.steps) == [0, 1]

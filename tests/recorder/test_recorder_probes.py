@@ -73,9 +73,16 @@ def test_probes_match_naive_torch(name: str, every: int, tmp_path: Any) -> None:
     acts = ActivationReference(model, unit_dims)
     losses = train(model, opt, X, y, epochs=1, run=run, before_step=lambda s: setattr(acts, "step", s))
     run.close()
-    n = len(losses)
     r = tm.open_run(tmp_path)
 
+    assert_matches_references(r, losses, ref, acts, every, label=name)
+
+
+def assert_matches_references(
+    r: Any, losses: list[float], ref: Reference, acts: ActivationReference, every: int, label: str
+) -> None:
+    """Every recorded probe of a run read back (``r``) equals the plain-torch references taken beside it."""
+    n = len(losses)
     loss = r.scalar("loss")
     assert list(loss.steps) == list(range(n))
     assert close(loss.values, losses)
@@ -94,15 +101,13 @@ def test_probes_match_naive_torch(name: str, every: int, tmp_path: Any) -> None:
     want = np.array([[ref.update[s][lay] / ref.weight[s][lay] for lay in ratio.layers] for s in captured])
     assert close(ratio.values, want, rtol=5e-4, atol=1e-7)
 
-    if r.layer_stats.get("act_mean"):
-        names = r.layer_stats["act_mean"]
-        for si, stat in enumerate(ACT_STATS):
-            ls = r.layer_stat(stat)
-            assert list(ls.steps) == captured, stat
-            want = np.array([[acts.by_step[s][a][si] for a in names] for s in captured])
-            np.testing.assert_allclose(ls.values, want, rtol=1e-4, atol=1e-5, err_msg=f"{name} {stat}")
-    else:
-        pytest.fail("every model here has activation modules")
+    names = r.layer_stats.get("act_mean")
+    assert names, "every model here has activation modules"
+    for si, stat in enumerate(ACT_STATS):
+        ls = r.layer_stat(stat)
+        assert list(ls.steps) == captured, stat
+        want = np.array([[acts.by_step[s][a][si] for a in names] for s in captured])
+        np.testing.assert_allclose(ls.values, want, rtol=1e-4, atol=1e-5, err_msg=f"{label} {stat}")
 
 
 def test_model_summary_batch_size_and_dataset_facts(tmp_path: Any) -> None:

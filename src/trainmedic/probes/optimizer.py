@@ -46,6 +46,17 @@ def _per_param_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return _stack_norms(torch._foreach_norm(tensors))
 
 
+def _host_readable(params: list[torch.nn.Parameter]) -> bool:
+    """Whether NumPy views can stand for these parameters: dense, contiguous float32/64 CPU tensors."""
+    return bool(params) and all(
+        p.device.type == "cpu"
+        and p.dtype in (torch.float32, torch.float64)
+        and p.layout == torch.strided
+        and p.is_contiguous()
+        for p in params
+    )
+
+
 def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     """``dst[i].copy_(src[i])`` for all i, in one fused call where torch has it (2.2+)."""
     if hasattr(torch, "_foreach_copy_"):
@@ -101,13 +112,7 @@ class OptimizerProbe:
         self._host_snap = False
         self._grad_vals: list[float] | None = None  # host floats of the cached gradient norms
         self._snap_bufs: list[torch.Tensor] | None = None  # weight snapshot buffers (device path), reused
-        self._host_ok = bool(params) and all(
-            p.device.type == "cpu"
-            and p.dtype in (torch.float32, torch.float64)
-            and p.layout == torch.strided
-            and p.is_contiguous()
-            for p in params
-        )
+        self._host_ok = _host_readable(params)
         self.steps = 0  # completed steps of this optimizer
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
         self.quiet_pre = 0
@@ -221,10 +226,7 @@ class OptimizerProbe:
         views = self._host
         ptrs = [p.data_ptr() for p in self.params]
         if views is None or ptrs != self._host_ptrs:
-            if not all(
-                p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous()
-                for p in self.params
-            ):
+            if not _host_readable(self.params):
                 self._host_ok = False
                 self._host = None
                 return None
