@@ -47,7 +47,7 @@ def test_class_weights_make_the_imbalance_a_compensated_info(tmp_path: Path) -> 
 
 
 def test_early_stopping_is_judged_at_the_restored_epoch(tmp_path: Path) -> None:
-    res = autofix(train_fn, SCENARIOS["overfit_sgd_momentum"].config, budget=3, run_root=tmp_path)
+    res = autofix(train_fn, SCENARIOS["overfit_tiny_mlp"].config, budget=3, run_root=tmp_path)
     assert "overfitting" in res.trials[0].codes_after
     kept = res.trials[res.best_trial]
     assert kept.remedy == "early_stopping" and res.config["restore_best"] is True

@@ -64,8 +64,9 @@ def test_a_resumed_run_near_its_floor_is_not_a_stall(tmp_path: Path) -> None:
         resumed_cfg = {**cfg, "resume_from": str(tmp_path / f"m{k}.pt")}
     d = run_scenario(resumed_cfg, tmp_path / "resumed")
     assert "inefficient_learning" not in d.codes
-    # the same curve, judged as if trained from scratch
+    # the same curve judged as if trained from scratch: the model learned (high accuracy), so a wobble at
+    # its floor is convergence too — converged is not stalled
     w = RunWriter(tmp_path / "resumed", mode="resume")
     w.set_meta(config=cfg)
     w.close(status="closed")
-    assert tm.diagnose(tmp_path / "resumed").has("inefficient_learning")
+    assert not tm.diagnose(tmp_path / "resumed").has("inefficient_learning")

@@ -131,11 +131,23 @@ def test_healthy_minibatch_noise_is_not_oscillation(tmp_path: Path) -> None:
         assert "inefficient_learning" not in d.codes
 
 
-def test_high_lr_bouncing_loss_is_oscillation(tmp_path: Path) -> None:
+def test_iid_batch_noise_around_a_flat_level_is_a_stall_not_an_oscillation(tmp_path: Path) -> None:
+    """Per-step swings of ~30% with window means that move only by their noise: the loss never fell."""
     rng = np.random.default_rng(0)
-    loss = 1.8 + 1.5 * np.abs(rng.standard_normal(600))  # per-step swings ~30% of the level
+    loss = 1.8 + 1.5 * np.abs(rng.standard_normal(600))
+    f = diagnose(write_run(tmp_path / "r", loss=loss)).by_code("inefficient_learning")
+    assert f and f[0].evidence["kind"] == "stalled"
+
+
+def test_high_lr_bouncing_loss_is_oscillation(tmp_path: Path) -> None:
+    """The windowed loss swings up and down by far more than the mini-batch noise of a window mean."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(600)
+    level = 2.0 - 1.2 * np.sign(np.sin(2 * np.pi * steps / 60))  # down/up every 30 steps (one window)
+    loss = level * (1 + 0.8 * np.abs(rng.standard_normal(600)))
     f = diagnose(write_run(tmp_path / "r", loss=loss)).by_code("inefficient_learning")
     assert f and f[0].evidence["kind"] == "oscillating"
+    assert f[0].evidence["median_window_move"] >= 3 * np.sqrt(2) * f[0].evidence["window_noise_se"]
 
 
 def test_flat_quiet_loss_is_a_stall_not_oscillation(tmp_path: Path) -> None:
@@ -217,7 +229,9 @@ def test_live_finding_without_posthoc_match_is_kept(tmp_path: Path) -> None:
     ]
     d = diagnose(write_run(tmp_path / "r", loss=healthy_loss(), grad=healthy_grad(), events=ev))
     f = d.by_code("exploding_gradient")[0]
-    assert f.source == "live" and f.severity is Severity.WARNING and "post_hoc" in f.evidence
+    # one verdict per code: the post-hoc check did not confirm the live alarm, so it is a note
+    assert f.source == "live" and f.severity is Severity.INFO and "post_hoc" in f.evidence
+    assert d.healthy
 
 
 def test_internal_error_events_become_a_warning_naming_missing_signals(tmp_path: Path) -> None:

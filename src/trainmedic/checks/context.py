@@ -40,6 +40,19 @@ class Context:
         self.r = reader
         self.t = thresholds
         self.current: Check | None = None
+        # the first step of a non-finite value or damaging explosion (set by diagnose once the root-cause
+        # checks ran): per-layer statistics from then on describe the wreckage, not a separate problem
+        self.break_step: int | None = None
+        self._break_set = False
+
+    def set_break(self, step: int | None) -> None:
+        """Judge per-layer statistics only before ``step`` (once; ``None``: no break)."""
+        if self._break_set:
+            return
+        self._break_set = True
+        self.break_step = step
+        if hasattr(self, "_layers"):
+            self._layers.clear()
 
     # ---- building findings -----------------------------------------------------------------------
     def finding(
@@ -155,7 +168,12 @@ class Context:
         if not hasattr(self, "_layers"):
             self._layers = {}
         if stat not in self._layers:
-            self._layers[stat] = self.r.layer_stat(stat)
+            ls = self.r.layer_stat(stat)
+            if self.break_step is not None and ls.values.size:
+                keep = ls.steps < self.break_step
+                if keep.any():  # with nothing before the break, the wreckage is all there is
+                    ls = LayerSeries(ls.stat, ls.layers, ls.steps[keep], ls.values[keep])
+            self._layers[stat] = ls
         return self._layers[stat]
 
     @cached_property
@@ -254,6 +272,47 @@ class Context:
             return np.asarray(meta["class_counts"], dtype=np.int64)
         cm = self.r.confusion_matrix(split)
         return None if cm is None else cm.sum(axis=1)
+
+    def n_samples(self, split: str | None) -> int:
+        """Samples in ``split`` (from its class counts / confusion matrix); 0 when unknown."""
+        c = self.class_counts(split)
+        return int(c.sum()) if c is not None else 0
+
+    def accuracy_se(self, p: float, split: str | None) -> float:
+        """Standard error of an accuracy ``p`` measured on ``split`` (binomial; never below the
+        resolution of one sample). NaN when the split size is unknown."""
+        n = self.n_samples(split)
+        if n <= 0 or not math.isfinite(p):
+            return float("nan")
+        return math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
+
+    @cached_property
+    def n_classes(self) -> int:
+        sp = self.train_split or self.judged_split
+        c = self.class_counts(sp)
+        return int(len(c)) if c is not None else 0
+
+    @cached_property
+    def learned(self) -> bool | None:
+        """Did the model learn? True when its best accuracy (training split, else held-out) reached
+        `underfit_train_accuracy` or clearly beat chance; False when it stayed below both; None when no
+        accuracy was recorded. Used to tell a converged plateau (a floor) from a stall."""
+        sp = self.train_split or self.judged_split
+        if sp is None:
+            return None
+        acc = self.finite_eval(sp, "accuracy")
+        if acc.size == 0:
+            return None
+        best = float(acc.max())
+        if best >= self.t.underfit_train_accuracy:
+            return True
+        counts = self.class_counts(sp)
+        if counts is None or counts.sum() == 0:
+            return False
+        # chance: always predicting the most frequent class
+        chance = float(counts.max() / counts.sum())
+        se = self.accuracy_se(chance, sp)
+        return bool(best >= chance + max(0.25 * (1.0 - chance), 3 * (se if math.isfinite(se) else 0.0)))
 
     @cached_property
     def diverged(self) -> bool:

@@ -32,7 +32,7 @@ def _compensation(config: object) -> list[str]:
     thresholds=("imbalance_ratio", "min_recall"),
     remedies=("class_weights", "oversample", "undersample", "more_data", "change_loss"),
     what="The largest training class has at least `imbalance_ratio` times the samples of the smallest "
-    "(class counts of the training split, else the judged split). The held-out confusion matrix says "
+    "(class counts of the training split, else the judged split), also at the one-sided 95% lower bound of the count ratio under Poisson sampling noise (so 9 vs 2 samples in a small training set is not imbalance). It is a warning only when the imbalance shows harm: minority recall on the held-out split at least 10 points and 1.64 standard errors (from the minority support) below majority recall, predictions piled into few classes, or a low-recall/precision/accuracy finding it explains; otherwise `info`. The held-out confusion matrix says "
     "whether the minority classes suffer (lower recall, predictions piled into majority columns). When the "
     "training compensates (class weights or a balanced sampler in the run's config) and the minority "
     "classes' mean held-out recall is at least `min_recall` (predictions not piled into a few classes), "
@@ -54,6 +54,12 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
     thr = ctx.t.imbalance_ratio
     if ratio < thr:
         return None
+    # sampling noise: class counts are Poisson-like, so log(max/min) has standard error
+    # sqrt(1/max + 1/min); small training sets of a balanced source often show 9 vs 2 by chance
+    se_log = float(np.sqrt(1.0 / present.max() + 1.0 / present.min()))
+    ratio_low = float(np.exp(np.log(ratio) - 1.64 * se_log))
+    if ratio_low < thr:
+        return None
     med = float(np.median(counts))
     minority = [int(i) for i in np.flatnonzero((counts > 0) & (counts <= present.max() / thr))]
     majority = [int(i) for i in np.flatnonzero(counts >= med)]
@@ -62,9 +68,12 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
         "class_counts": counts.tolist(),
         "ratio": ratio,
         "minority_classes": minority,
+        "ratio_lower_bound": ratio_low,
+        "noise": "one-sided 95% lower bound of the count ratio (Poisson counts)",
     }
     msg = f"the largest {split} class has {fmt(ratio)}x the samples of the smallest ({int(present.max())} vs {int(present.min())}; threshold {fmt(thr)}x)"
     hurt = 0.0
+    harmed = False
     r_min = r_maj = float("nan")
     piled = False
     ho = ctx.judged_split
@@ -76,6 +85,11 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
         if mino and majo:
             r_min, r_maj = float(np.nanmean(recall[mino])), float(np.nanmean(recall[majo]))
             hurt = max(0.0, r_maj - r_min)
+            # sampling noise of the minority recall: its standard error from the minority support
+            n_min = float(np.sum(support[mino]))
+            se = float(np.sqrt(max(r_min * (1 - r_min), 0.25 / max(n_min, 1.0)) / max(n_min, 1.0)))
+            ev["minority_recall_se"] = se
+            harmed = hurt >= 0.1 and hurt >= 1.64 * se
             ev.update(minority_recall=r_min, majority_recall=r_maj, heldout_split=ho)
             msg += f"; on {ho}, minority recall {r_min:.0%} vs majority {r_maj:.0%}"
         pat = confusion_pattern(cm)
@@ -84,6 +98,7 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
             msg += f", predictions piled into classes {pat['top_predicted_classes']}"
             hurt = max(hurt, 0.2)
             piled = True
+            harmed = True
     compensated_by = _compensation(ctx.r.meta.get("config"))
     ev["compensated_by"] = compensated_by
     min_rec = ctx.t.min_recall
@@ -96,6 +111,12 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
         )
     elif compensated_by:
         msg += f" despite {', '.join(compensated_by)}"
+    if harmed and not compensated:
+        # the imbalance's own harm: minority classes measurably worse than majority ones (beyond the
+        # minority recall's sampling noise), or predictions piled into a few classes
+        ev["harm"] = (
+            "minority classes recalled worse than majority classes" if not piled else "predictions piled"
+        )
     return ctx.finding(
         Severity.INFO if compensated else Severity.WARNING,
         msg,

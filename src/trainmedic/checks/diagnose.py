@@ -21,6 +21,7 @@ from ..settings import Thresholds, load_thresholds
 from ..store.reader import RunReader
 from .context import Context
 from .registry import Check, all_checks
+from .verdict import apply_symptoms_and_causes
 
 # What each probe of the recorder writes: a failing probe means these signals may be incomplete.
 PROBE_SIGNALS: dict[str, str] = {
@@ -154,12 +155,16 @@ def _merge_live(findings: list[Finding], reader: RunReader, ran: set[str]) -> li
             match.source = "training+live"
             continue
         if live.code in ran:
-            live.evidence["post_hoc"] = (
-                "not confirmed by the post-hoc check over the whole run (e.g. it recovered)"
-            )
+            # one verdict per code: the post-hoc check over the whole run decides; an alarm it does not
+            # confirm stays visible as a note of what was seen live
+            live.evidence["post_hoc"] = "not confirmed by the post-hoc check over the whole run"
+            live.evidence["live_severity"] = live.severity.value
             live.confidence *= 0.5
-            if live.severity is Severity.ERROR:
-                live.severity = Severity.WARNING
+            live.severity = Severity.INFO
+            live.message = (
+                f"live alarm not confirmed: {live.message}; over the whole run the post-hoc check found no "
+                "lasting harm (e.g. a transient burst while the loss kept falling)"
+            )
         out.append(live)
     return out
 
@@ -183,6 +188,20 @@ def _audit_findings(reader: RunReader) -> list[Finding]:
             f.source = "audit"
             out.append(f)
     return out
+
+
+ROOT_CAUSE_FIRST = ("nonfinite", "exploding_gradient")
+
+
+def _break_step(findings: list[Finding]) -> int | None:
+    """The first step of a non-finite value or of a damaging (error) explosion, if any."""
+    steps = [
+        f.step
+        for f in findings
+        if f.step is not None
+        and (f.code == "nonfinite" or (f.code == "exploding_gradient" and f.severity is Severity.ERROR))
+    ]
+    return min(steps) if steps else None
 
 
 def diagnose(
@@ -210,7 +229,12 @@ def diagnose(
         findings: list[Finding] = []
         skipped: list[SkippedCheck] = []
         ran: set[str] = set()
-        for code in wanted:
+        # root cause first: the checks of a broken run judge first, and later checks read only the
+        # statistics recorded before the break (what follows is evidence of the root cause)
+        first = [c for c in ROOT_CAUSE_FIRST if c in wanted]
+        for code in first + [c for c in wanted if c not in first]:
+            if code not in first:
+                ctx.set_break(_break_step(findings))
             got, skip = run_check(ctx, registry[code])
             findings.extend(got)
             if skip is not None:
@@ -218,6 +242,7 @@ def diagnose(
             else:
                 ran.add(code)
         findings = _merge_live(findings, reader, ran)
+        findings = apply_symptoms_and_causes(findings)
         findings.extend(_internal_error_findings(reader))
         findings.extend(_audit_findings(reader))
         diag = Diagnosis(run=reader.name, findings=findings, skipped=skipped, signals=_signals(ctx))

@@ -62,7 +62,81 @@ def markdown_all() -> str:
         + ", ".join(f"`{c}`" for c in sorted(AUDIT_SIDE)),
         "",
     ]
-    return "\n".join(head) + "\n".join(explain_markdown(code, level=2) for code in all_checks())
+    return "\n".join(head + _model_section()) + "\n".join(
+        explain_markdown(code, level=2) for code in all_checks()
+    )
+
+
+NOISE_MODELS: tuple[tuple[str, str], ...] = (
+    (
+        "accuracy gaps (overfitting, train/test mismatch)",
+        "the gap must exceed 2 standard errors of the difference of two binomial accuracies at the splits' "
+        "sizes (never below one sample's resolution), besides the gap threshold",
+    ),
+    (
+        "held-out loss rise (overfitting)",
+        "the rise above the best epoch must exceed 1.5x the loss noise: the larger of its standard error "
+        "(per-sample losses spread about twice their mean, over sqrt(n)) and the move of one confidently "
+        "wrong sample (2 ln C / n)",
+    ),
+    (
+        "still improving (underfitting, stopped too early)",
+        "the held-out accuracy gain over the last third of the epochs must exceed max(3 points, 3 standard "
+        "errors of a difference), and the last epoch's gain max(1 point, 2 standard errors)",
+    ),
+    (
+        "loss curve (inefficient learning)",
+        "the per-step loss is judged in 20 windows; a window mean's noise is the within-window std over "
+        "sqrt(window length) (mini-batch noise); oscillation and lasting damage must exceed 3 sqrt(2) of it, "
+        "and a plateau is a stall only if it is not a floor (the model did not learn)",
+    ),
+    (
+        "class counts (data imbalance)",
+        "the count ratio must hold at its one-sided 95% lower bound under Poisson sampling noise; minority "
+        "recall must be 10 points and 1.64 standard errors (from the minority support) below majority recall "
+        "to count as harm",
+    ),
+    (
+        "gradient norms (exploding gradient)",
+        "3 of 5 consecutive steps above `explode_ratio` x the running median of the previous 200 steps, and "
+        "the loss must rise 1.2x after the onset; a run whose loss comes back is not damaged",
+    ),
+)
+
+
+def _model_section() -> list[str]:
+    from .verdict import EXPLAINS, SYMPTOMS
+
+    out = [
+        "## How a diagnosis decides: symptoms and causes",
+        "",
+        "A practitioner calls something a problem when training is harmed, then looks for why; the diagnosis "
+        "works the same way.",
+        "",
+        "- **Symptoms** are outcomes, a problem by themselves; each warning names its symptom in its message "
+        "and in `evidence.symptom`: " + "; ".join(f"`{c}` — {s}" for c, s in SYMPTOMS.items()) + ".",
+        "- **Causes** explain symptoms. A cause is a warning or error only when a symptom it can explain is "
+        "present; its message then starts with `explains <symptom> (...) — because ...` and "
+        "`evidence.explains` lists the symptom codes. A cause without harm is an `info` note "
+        "(`evidence.demoted_from` keeps the severity it would have had): "
+        + "; ".join(f"`{c}` explains {', '.join(f'`{x}`' for x in v)}" for c, v in EXPLAINS.items())
+        + ". `data_imbalance` can show its own harm (minority classes recalled worse than majority ones "
+        "beyond sampling noise, or predictions piled into a few classes). `exploding_gradient` is a symptom "
+        "when the loss suffered lastingly and a note when the run recovered.",
+        "- **Root cause first.** `nonfinite` and `exploding_gradient` are judged first; per-layer statistics "
+        "recorded from the first non-finite value or damaging (error) explosion on are left out of the other "
+        "checks (they describe the wreckage: a huge last-layer gradient, dead units after a NaN).",
+        "- **One verdict per code.** The post-hoc check over the whole run decides. A live alarm (raised while "
+        "training, where live treatment may act on it) is attached to the verdict as evidence, or, when the "
+        "post-hoc check does not confirm it, kept as an `info` note (`live alarm not confirmed: ...`).",
+        "- **Reproducible.** Checks read recorded values only; the recording cadence is a function of the step "
+        "(see docs/architecture.md), so the same seeded run gets the same verdict.",
+        "",
+        "### Noise models",
+        "",
+    ]
+    out += [f"- **{what}**: {how}." for what, how in NOISE_MODELS]
+    return [*out, ""]
 
 
 AUDIT_SIDE = ("label_noise", "data_leakage", "low_data_quality")

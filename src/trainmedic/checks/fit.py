@@ -35,8 +35,26 @@ def heldout_loss_rise(ctx: Context) -> tuple[bool, float, int | None, float, flo
             train_drop = float(tl.values[b] - tl.values[-1])
         elif ctx.loss is not None:
             train_drop = 0.0
-        rise_hit = b <= len(vl) - 3 and rise >= ctx.t.overfit_val_loss_rise and train_drop > 0
+        noise = loss_noise(ctx, ho, max(best_loss, float(vl.values[-1])))
+        delta = float(vl.values[-1] - best_loss)
+        rise_hit = (
+            b <= len(vl) - 3
+            and rise >= ctx.t.overfit_val_loss_rise
+            and train_drop > 0
+            and not (delta < 1.5 * noise)
+        )
     return rise_hit, rise, best_epoch, best_loss, train_drop
+
+
+def loss_noise(ctx: Context, split: str, level: float) -> float:
+    """What the mean loss of ``split`` moves by noise alone: the larger of its standard error (per-sample
+    losses of a classifier spread about twice their mean) and the move of one confidently wrong sample
+    (2 ln C / n). NaN when the split size is unknown."""
+    n = ctx.n_samples(split)
+    if n <= 0 or not math.isfinite(level):
+        return float("nan")
+    c = max(ctx.n_classes, 2)
+    return max(2.0 * abs(level) / math.sqrt(n), 2.0 * math.log(c) / n)
 
 
 @check(
@@ -76,7 +94,12 @@ def check_overfitting(ctx: Context) -> Finding | None:
     acc_tr = _last_mean(ctx.eval(tr, metric).values)
     acc_ho = _last_mean(ctx.eval(ho, metric).values)
     gap = acc_tr - acc_ho
-    gap_hit = acc_tr >= t.underfit_train_accuracy and gap >= t.overfit_gap
+    # the gap must stand out of the splits' sampling noise (standard error of the difference)
+    se_gap = math.sqrt(
+        np.nan_to_num(ctx.accuracy_se(acc_tr, tr), nan=0.0) ** 2
+        + np.nan_to_num(ctx.accuracy_se(acc_ho, ho), nan=0.0) ** 2
+    )
+    gap_hit = acc_tr >= t.underfit_train_accuracy and gap >= t.overfit_gap and gap >= 2.0 * se_gap
     rise_hit, rise, best_epoch, best_loss, train_drop = heldout_loss_rise(ctx)
     n_train = ctx.class_counts(tr)
     small = n_train is not None and float(np.median(n_train)) < t.min_samples_per_class
@@ -143,6 +166,9 @@ def check_overfitting(ctx: Context) -> Finding | None:
             "heldout_accuracy": acc_ho,
             "accuracy_gap": gap,
             "gap_metric": metric,
+            "gap_standard_error": se_gap,
+            "noise": "accuracy gap against 2 standard errors of the two splits' sizes; loss rise against "
+            "1.5x the held-out loss noise (standard error, one-sample move)",
             "rule": [r for r, hit in (("val_loss_rise", rise_hit), ("accuracy_gap", gap_hit)) if hit],
         },
         remedies,
@@ -154,7 +180,7 @@ def check_overfitting(ctx: Context) -> Finding | None:
 
 @check(
     "underfitting",
-    requires=("train_eval",),
+    requires_any=("train_eval", "heldout_eval"),
     thresholds=("underfit_train_accuracy", "mismatch_gap"),
     remedies=(
         "train_longer",
@@ -165,7 +191,10 @@ def check_overfitting(ctx: Context) -> Finding | None:
         "batch_norm",
     ),
     what="Training accuracy (mean of the last two epochs, and never above the threshold in any epoch) stays "
-    "below `underfit_train_accuracy`. Not raised when held-out accuracy is `mismatch_gap` above training "
+    "below `underfit_train_accuracy`; or (*stopped too early*) training ended while the held-out accuracy was "
+    "still rising steadily: over the last third of the epochs (at least 2) it gained at least max(3 points, 3 "
+    "standard errors of a difference at the split's size), the last epoch alone at least max(1 point, 2 "
+    "standard errors), at least 75% of those epochs improved, and the held-out loss kept falling. Not raised when held-out accuracy is `mismatch_gap` above training "
     "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
     why="A model that cannot fit its own training data will not do well anywhere; more regularization "
     "would make it worse.",
@@ -174,14 +203,15 @@ def check_overfitting(ctx: Context) -> Finding | None:
 )
 def check_underfitting(ctx: Context) -> Finding | None:
     tr = ctx.train_split
-    assert tr is not None
     t = ctx.t
+    if tr is None:
+        return None if ctx.diverged else _stopped_early(ctx)
     acc = ctx.eval(tr, "accuracy").values
     final, best = _last_mean(acc), float(np.nanmax(acc)) if np.isfinite(acc).any() else float("nan")
-    if not (best < t.underfit_train_accuracy):
-        return None
     if ctx.diverged:
         return None
+    if not (best < t.underfit_train_accuracy):
+        return _stopped_early(ctx)
     ho = ctx.heldout_split
     acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
     if ho and acc_ho - final >= t.mismatch_gap:
@@ -232,6 +262,61 @@ def check_underfitting(ctx: Context) -> Finding | None:
         confidence((t.underfit_train_accuracy - best) / 0.2, min(1.0, len(acc) / 5)),
         epoch=int(ctx.eval(tr, "accuracy").steps[-1]),
         split=tr,
+    )
+
+
+def _stopped_early(ctx: Context) -> Finding | None:
+    """Training stopped while the held-out split was still improving steadily, beyond its noise: the
+    model is under-trained (too few updates or epochs), the remedy is to train longer."""
+    sp = ctx.heldout_split or ctx.train_split
+    if sp is None or ctx.restored_epoch is not None:
+        return None
+    acc = ctx.eval(sp, "accuracy")
+    a = acc.values
+    if len(a) < 3 or not np.isfinite(a).all():
+        return None
+    k = min(max(2, len(a) // 3), len(a) - 1)
+    gain = float(a[-1] - a[-k - 1])
+    last_gain = float(a[-1] - a[-2])
+    se = ctx.accuracy_se(float(a[-1]), sp)
+    se = 0.0 if not math.isfinite(se) else se
+    need = max(0.03, 3.0 * math.sqrt(2.0) * se)
+    need_last = max(0.01, 2.0 * math.sqrt(2.0) * se)  # still steep at the very end, not levelling off
+    rising = float(np.mean(np.diff(a[-k - 1 :]) > 0))
+    lv = ctx.eval(sp, "loss").values
+    loss_falling = True
+    if len(lv) == len(a) and np.isfinite(lv).all() and len(lv) > k:
+        loss_falling = bool(lv[-1] < 0.9 * lv[-k - 1] and np.mean(np.diff(lv[-k - 1 :]) < 0) >= 0.75)
+    if not (gain >= need and last_gain >= need_last and rising >= 0.75 and loss_falling):
+        return None
+    t = ctx.t
+    msg = (
+        f"stopped too early: {sp} accuracy was still rising when training ended (+{gain:.1%} over the last "
+        f"{k} epochs to {a[-1]:.1%}, +{last_gain:.1%} in the last one; {rising:.0%} of those epochs improved; "
+        f"noise levels {need:.1%} and {need_last:.1%} from n={ctx.n_samples(sp)})"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "kind": "stopped_early",
+            "split": sp,
+            "accuracy_gain_last_epochs": gain,
+            "accuracy_gain_last_epoch": last_gain,
+            "epochs_judged": k,
+            "share_improving": rising,
+            "noise_level": need,
+            "final_accuracy": float(a[-1]),
+            "threshold_train_accuracy": t.underfit_train_accuracy,
+        },
+        [
+            ("train_longer", "the held-out accuracy was still rising steadily at the end"),
+            ("raise_learning_rate", "reach the minimum in fewer epochs"),
+            ("lr_schedule", "a warm-up then decay converges faster"),
+        ],
+        confidence(gain / need - 1.0, min(1.0, len(a) / 6)),
+        epoch=int(acc.steps[-1]),
+        split=sp,
     )
 
 
@@ -321,6 +406,8 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
         "add_momentum",
         "switch_optimizer",
         "batch_norm",
+        "gradient_clipping",
+        "restore_best_checkpoint",
     ),
     what="On 20 windows of the per-step loss: *stalled/slow* when the loss ends above `stall_loss_fraction` of "
     "where it started and either the last three tenths of training each improved less than "
@@ -328,7 +415,14 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "*oscillating* when, besides ending above `stall_loss_fraction`, at least `oscillation_ratio` of "
     "consecutive window-to-window changes flip sign, the net change is below `oscillation_efficiency` of the "
     "total variation, and the per-step loss swings (std/mean within windows, second half) by at least "
-    "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation. A run whose config says it "
+    "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation. Noise and harm: a stall "
+    "needs a plateau that is not a floor (the model did not learn: best accuracy below "
+    "`underfit_train_accuracy` and near chance; with no accuracy recorded, the loss ended above 90% of its "
+    "start); an oscillation needs either lasting damage (the loss ends at twice its best stretch or more, by at "
+    "least 3·sqrt(2) mini-batch standard errors of a window mean) or no learning with window-to-window moves "
+    "of at least that size. *Unstable* when the loss suffers that lasting damage without the oscillation "
+    "pattern. "
+    "Every converged run stops improving; that alone is not inefficient. A run whose config says it "
     "resumed from a checkpoint (`resume_from`, `resume_from_checkpoint`) starts near its floor: when its held-out "
     "loss ends no higher than it started, a flat or noisy loss counts as a stall only through the update/weight "
     "ratio.",
@@ -350,7 +444,12 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
     start, end = float(m20[0]), float(m20[-1])
     frac = end / start if start > 0 else float("nan")
     rel = (m10[:-1] - m10[1:]) / np.maximum(np.abs(m10[:-1]), 1e-12)
-    plateau = bool((rel[-3:] < t.plateau_rel_improvement).all())
+    # progress must beat the mini-batch noise of a tenth's mean (2 sqrt(2) standard errors), not only
+    # `plateau_rel_improvement`: noisy small batches make a flat loss look like it moves
+    tenths = np.array_split(np.asarray(x, dtype=np.float64), 10)
+    se10 = np.array([h.std() / np.sqrt(len(h)) if len(h) > 1 else 0.0 for h in tenths])
+    noise_rel = 2.0 * np.sqrt(2.0) * se10[1:] / np.maximum(np.abs(m10[:-1]), 1e-12)
+    plateau = bool((rel[-3:] < np.maximum(t.plateau_rel_improvement, noise_rel[-3:])).all())
     ur = ctx.layer("update_ratio")
     upd = (
         float(np.nanmedian(ur.values[:, _finite_cols(ur.values)]))
@@ -359,22 +458,40 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
     )
     slow_updates = np.isfinite(upd) and upd < t.slow_update_ratio
     sc, eff = _oscillation(m20)
-    halves = np.array_split(x, 20)[10:]
+    windows = np.array_split(x, 20)
+    halves = windows[10:]
     swing = float(np.median([h.std() / max(abs(h.mean()), 1e-12) for h in halves if len(h) > 1] or [0.0]))
+    # mini-batch noise: what a window mean moves by chance (within-window std / sqrt(window length));
+    # a swing of the windowed curve counts only when it is several times that
+    w_se = float(np.median([h.std() / np.sqrt(len(h)) for h in windows if len(h) > 1] or [0.0]))
+    moves = float(np.median(np.abs(np.diff(m20)))) if len(m20) > 1 else 0.0
+    beyond_noise = moves >= 3.0 * np.sqrt(2.0) * w_se
+    # lasting damage: the loss ends far above the best stretch of the run
+    damaged = bool(end >= 2.0 * float(m20.min()) and end - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se)
+    learned = ctx.learned
     oscillating = (
         sc >= t.oscillation_ratio
         and eff < t.oscillation_efficiency
         and frac > t.stall_loss_fraction
         and swing >= t.oscillation_amplitude
+        and ((learned is not True and beyond_noise) or damaged)
     )
-    not_learned = np.isfinite(frac) and frac > t.stall_loss_fraction
+    # a plateau is a stall only when it is not a floor: the model has not learned (accuracy near chance
+    # or below `underfit_train_accuracy`), or, with no accuracy recorded, the loss barely moved at all
+    not_learned = (
+        np.isfinite(frac)
+        and frac > t.stall_loss_fraction
+        and (learned is False or (learned is None and frac > 0.9))
+    )
     # a run resumed from a trained model starts near its floor: "ends above half its start", a flat tail
     # and batch noise then mean convergence, not a stall or an oscillation — unless held-out loss got worse
     # over the run (slow updates still count)
     if _resumed(ctx) and _heldout_loss_not_worse(ctx):
         plateau = oscillating = False
     stalled = not_learned and (slow_updates or plateau)
-    if not (stalled or oscillating):
+    # unstable: the loss climbed back up and stays there (lasting damage), whatever the sign pattern
+    unstable = damaged and frac > t.stall_loss_fraction and not oscillating
+    if not (stalled or oscillating or unstable):
         return None
     ev = {
         "loss_start": start,
@@ -385,9 +502,28 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         "sign_change_share": sc,
         "path_efficiency": eff,
         "swing": swing,
+        "window_noise_se": w_se,
+        "median_window_move": moves,
+        "learned": learned,
+        "noise": "window-to-window moves against 3 sqrt(2) x the mini-batch standard error of a window mean",
         "window_means": [float(v) for v in m20],
     }
-    if oscillating:
+    if unstable and not stalled:
+        best_w = float(m20.min())
+        msg = (
+            f"the loss is unstable: after reaching {fmt(best_w)} it climbed back to {fmt(end)} "
+            f"({end / best_w:.1f}x its best stretch, beyond the mini-batch noise {fmt(w_se)} of a window mean) "
+            f"and ends at {frac:.0%} of its start"
+        )
+        remedies = [
+            ("lower_learning_rate", "steps too large throw the weights out of the good region"),
+            ("gradient_clipping", "bounds the updates of bad batches"),
+            ("lr_schedule", "decay the step size as training settles"),
+            ("restore_best_checkpoint", "the best stretch of the run had better weights"),
+        ]
+        ev["kind"] = "unstable"
+        margin = np.log(end / max(best_w, 1e-12) / 2.0) * 2
+    elif oscillating:
         msg = (
             f"the loss oscillates: {sc:.0%} of window-to-window changes flip sign (threshold "
             f"{t.oscillation_ratio:.0%}) and the net change is {eff:.0%} of the total movement (threshold "
@@ -431,7 +567,7 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         ev,
         remedies,
         confidence(margin, min(1.0, len(x) / 200)),
-        step=int(ctx.loss.steps[len(x) * 7 // 10]) if not oscillating else int(ctx.loss.steps[0]),
+        step=int(ctx.loss.steps[len(x) * 7 // 10]) if stalled else int(ctx.loss.steps[0]),
     )
 
 
