@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cadence import Cadence, FixedCadence, LogCadence
 from .errors import TrainmedicError, describe_shape
 from .findings import Finding, Severity
 from .live import LiveMonitor, TrainingProblemError
@@ -270,7 +271,7 @@ class Run:
         *,
         name: str | None = None,
         every: int | None = None,
-        overhead_budget: float | None = 0.02,
+        overhead_budget: float | None = None,
         activations: bool = True,
         activation_rows: int = 64,
         activation_elements: int = 16384,
@@ -315,11 +316,17 @@ class Run:
         self.run_dir = Path(run_dir)
         self.name = name or self.run_dir.name
         self.every = every
-        # effective cadences: thinned by the overhead budget on fast models (see _OverheadMeter)
-        self._gn_every = 1
-        self._cap_every = every
+        # which steps record what (trainmedic/cadence.py): a pure function of the step number by default, so the
+        # same seeded run records the same steps on any machine; fixed with an explicit `every` or `treat`
+        last = total_steps - 1 if isinstance(total_steps, int) and total_steps > 0 else None
+        self._cadence: Cadence = (
+            FixedCadence(1, every, last)
+            if every_given or treat is not None or overhead_budget is not None
+            else LogCadence(every, last)
+        )
         self._meter: _OverheadMeter | None = None
-        if overhead_budget is not None and not every_given and treat is None:
+        if overhead_budget is not None and treat is None:
+            # opted in: the wall-time meter thins the fixed cadences on fast models (not reproducible)
             self._meter = _OverheadMeter(float(overhead_budget), every)
         self.activations_enabled = activations
         self.activation_rows = activation_rows
@@ -486,7 +493,7 @@ class Run:
                 rows=self.activation_rows,
                 max_elements=self.activation_elements,
             )
-            if self._step % self._cap_every == 0:
+            if self._cadence.capture(self._step):
                 self._act_probe.start_capture(self._step)
         notes = []
         if compiled:
@@ -605,24 +612,24 @@ class Run:
         m = self._meter
         assert m is not None
         m.ticks.append((step, time.perf_counter(), self._flushes))
-        if m.ingest(self._step_kind, self._gn_every, self._cap_every):
+        if m.ingest(self._step_kind, self._cadence.gn_every, self._cadence.cap_every):
             self._guard("overhead budget", self._rethin)
 
     def _step_kind(self, step: int) -> str:
         """The work of ``step`` for the overhead meter: capture, capture start, gradient norm or quiet."""
-        cap = self._cap_every
-        if step % cap == 0:
+        cad = self._cadence
+        if cad.capture(step):
             return "c"
-        if (step + 1) % cap == 0:
+        if cad.capture(step + 1):
             return "s"
-        return "g" if step % self._gn_every == 0 and not self._skips_grad(step) else "q"
+        return "g" if cad.grad(step) and not self._skips_grad(step) else "q"
 
     def _skips_grad(self, step: int) -> bool:
         """True on the few steps where a wall window leaves out a per-step gradient norm (see the meter)."""
         m = self._meter
         return (
             m is not None
-            and self._gn_every == 1
+            and self._cadence.gn_every == 1
             and m.active
             and m.mode == "wall"
             and step % m.SKIP_EVERY == m.SKIP_EVERY // 2
@@ -632,8 +639,7 @@ class Run:
     def _cadence_meta(self) -> dict[str, Any]:
         m = self._meter
         return {
-            "grad_norm_every": self._gn_every,
-            "capture_every": self._cap_every,
+            **self._cadence.meta(),
             "budget": m.budget if m is not None else None,
             "measured_overhead": None if m is None or m.share is None else round(m.share, 5),
             "predicted_overhead": None if m is None or m.predicted is None else round(m.predicted, 5),
@@ -648,13 +654,14 @@ class Run:
         # the next window opens RECHECK steps on, or 4 window lengths (measuring costs a little too); the first
         # wall-mode window soon after the own-time one, which cannot see cold caches
         m.next_check = self._step + (m.WARMUP if m.checks == 0 else max(m.RECHECK, 4 * m.window_steps))
-        old = (self._gn_every, self._cap_every)
+        cad = self._cadence
+        old = (cad.gn_every, cad.cap_every)
         new = m.choose(*old)
         self._update_quiet()
         if new is None or m.share is None or m.bare is None or m.predicted is None:
             return
-        self._gn_every, self._cap_every = new
-        if self._act_probe is not None and self._step % self._cap_every != 0 and self._act_probe.capture:
+        cad.gn_every, cad.cap_every = new
+        if self._act_probe is not None and not cad.capture(self._step) and self._act_probe.capture:
             self._act_probe.stop_capture()
         if self._writer is None:
             return
@@ -675,14 +682,15 @@ class Run:
         # The per-step path creates no closures and catches exceptions inline: same fail-open semantics as
         # _guard (record, warn once, disable after MAX_PROBE_FAILURES), a few µs less per step.
         disabled = self._disabled
+        cadence = self._cadence
 
         def before_update(step: int) -> None:
             meter = self._meter
             t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
             if "gradients" not in disabled:
                 try:
-                    capture = step % self._cap_every == 0
-                    if capture or (step % self._gn_every == 0 and not self._skips_grad(step)):
+                    capture = cadence.capture(step)
+                    if capture or (cadence.grad(step) and not self._skips_grad(step)):
                         res = probe.grad_param_norms()
                         if res is not None:
                             if self._host_check:
@@ -708,8 +716,7 @@ class Run:
                     raise
                 except Exception as e:  # never break the user's training
                     self._internal_error("gradients", e)
-            gn, cap = self._gn_every, self._cap_every
-            probe.quiet_pre = min(step - step % gn + gn, step - step % cap + cap)  # the next step with work
+            probe.quiet_pre = cadence.next_work(step)  # the next step with work
             if self.treatment is not None and "treatment" not in disabled:
                 try:
                     self.treatment.before_step(self, probe, step)
@@ -776,6 +783,7 @@ class Run:
     def _make_post_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
         pi = len(self._probes) - 1
         disabled = self._disabled
+        cadence = self._cadence
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             step = probe.steps
@@ -793,8 +801,8 @@ class Run:
                 return
             meter = self._meter
             t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
-            cap = self._cap_every
-            nxt = step - step % cap + cap  # the next capture step: its post hook and the one before have work
+            # the next capture step: its post hook and the one before have work
+            nxt = cadence.next_capture(step)
             nxt = nxt - 1 if nxt - 1 > step else nxt
             if primary:  # ... and the next look at the clock, the flush and the meter
                 nxt = min(nxt, step + self._clock_every, self._last_flush_step + self.flush_steps - 1)
@@ -804,7 +812,8 @@ class Run:
                     elif not meter.active:  # the step that opens the next window
                         nxt = min(nxt, max(step + 1, meter.next_check - 1))
             probe.quiet_post = nxt
-            if step % self._cap_every == 0 and "weights" not in disabled:
+            capture = cadence.capture(step)
+            if capture and "weights" not in disabled:
                 try:
                     row = probe.param_stats(self._host_check)
                     if row is not None:
@@ -821,7 +830,7 @@ class Run:
                 self._stepped_since_log = True
                 act = self._act_probe
                 if act is not None:
-                    if self._step % self._cap_every == 0:
+                    if cadence.capture(self._step):
                         act.start_capture(self._step)
                     elif act.capture:
                         act.stop_capture()
@@ -829,7 +838,7 @@ class Run:
                 if meter is not None:
                     if t0:
                         meter.own += time.perf_counter() - t0
-                        if meter.end_step(step, self._flushes, step % self._cap_every == 0):
+                        if meter.end_step(step, self._flushes, capture):
                             self._guard("overhead budget", self._rethin)
                     elif meter.active:
                         self._tick(step)
@@ -1441,10 +1450,13 @@ def watch(
         ...  run.log(loss=loss)  # every step
         run.close()              # or use ``with tm.watch(...) as run:``
 
-    ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (per-layer
-    statistics cadence, default 10 steps), ``overhead_budget`` (default 0.02: on fast models the recorder measures its
-    share of a step and thins the gradient-norm / capture cadences to fit, recorded in ``meta["cadence"]``; ``None``,
-    an explicit ``every`` or ``treat`` record everything), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
+    ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (default: a
+    schedule of the step number alone, dense early and spreading later — captures every 10 steps for the first 20,
+    then every 20, 40, …; the gradient norm every step for 100 steps, then every 2, 4, 8, 16 — the same steps on
+    any machine, see ``trainmedic/cadence.py``; an explicit ``every=N``: a capture every N steps and the gradient
+    norm every step), ``total_steps`` (the last step is captured too), ``overhead_budget`` (opt-in, e.g. 0.02: the
+    recorder measures its share of a step in wall time and thins the cadences to fit, recorded in
+    ``meta["cadence"]``; not reproducible on a loaded machine), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
     ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,
     ``treat`` (``"safe"``: skip bad updates, stop on overfitting, lower the lr on plateaus; check
     ``run.control.should_stop`` in the loop).

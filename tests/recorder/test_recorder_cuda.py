@@ -23,6 +23,7 @@ from test_recorder_probes import ActivationReference, assert_matches_references
 from torch import nn
 
 import trainmedic as tm
+from trainmedic.cadence import LogCadence
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -112,11 +113,16 @@ def test_cuda_probes_match_naive_torch(arch: str, every: int, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("arch", list(MODELS))
-@pytest.mark.parametrize(("settings", "steps"), [({}, 600), ({"every": 1}, 100)], ids=["default", "every1"])
+@pytest.mark.parametrize(
+    ("settings", "steps"),
+    [({}, 600), ({"overhead_budget": 0.02}, 600), ({"every": 1}, 100)],
+    ids=["default", "budget", "every1"],
+)
 def test_cuda_hot_path_never_syncs(arch: str, settings: dict[str, Any], steps: int, tmp_path: Path) -> None:
     """Between flushes a watched step launches kernels only: any device→host read raises in sync-debug mode.
 
-    600 default steps cover the overhead meter's first window and its re-thinning; 100 steps at every=1 cover
+    600 default steps cover the default schedule's octaves; with the opt-in budget, the overhead meter's first
+    window and its re-thinning; 100 steps at every=1 cover
     a capture per step and three batched activation-statistics computations (32 samples each).
     """
     torch.manual_seed(0)
@@ -144,8 +150,12 @@ def test_cuda_hot_path_never_syncs(arch: str, settings: dict[str, Any], steps: i
         assert list(gn.steps) == list(range(steps))
         assert list(r.layer_stat("grad_norm").steps) == list(range(steps))
         assert list(r.layer_stat("act_mean").steps) == list(range(steps))
-    else:
+    elif settings:
         assert r.meta["cadence"]["checks"] >= 1  # the overhead meter measured a window inside the loop
+    else:  # the default schedule: the same steps as on any machine
+        grad_steps, cap_steps = LogCadence(10).steps(steps)
+        assert list(gn.steps) == grad_steps
+        assert list(r.layer_stat("grad_norm").steps) == cap_steps
 
 
 def test_cuda_amp_grad_norm_is_unscaled(tmp_path: Path) -> None:

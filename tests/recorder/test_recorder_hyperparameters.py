@@ -23,7 +23,8 @@ def test_scheduler_and_manual_changes_land_on_their_steps(tmp_path: Path) -> Non
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=6, gamma=0.5)
     run = watched(model, opt, tmp_path, every=10)
-    run._gn_every = 10  # most steps are quiet: the pre-step hook's short path looks only at the lr object
+    # most steps are quiet: the pre-step hook's short path looks only at the lr object
+    run._cadence.gn_every = 10
     lr_at: dict[int, float] = {}
     for step in range(40):
         if step == 23:

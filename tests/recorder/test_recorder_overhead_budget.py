@@ -1,4 +1,5 @@
-"""The overhead budget: fast models get thinned cadences (recorded), slow models and explicit settings do not."""
+"""The opt-in overhead budget (``overhead_budget=``): fast models get thinned cadences (recorded), slow models and
+explicit settings do not. Without it the cadence is a pure function of the step (test_recorder_cadence.py)."""
 
 from __future__ import annotations
 
@@ -69,16 +70,18 @@ def test_fast_model_gets_thinned_cadences_recorded_in_meta_and_events(tmp_path: 
 
 
 def test_slow_model_keeps_per_step_grad_norm(tmp_path: Path) -> None:
-    r = _train(SlowMLP(), tmp_path / "slow", 80)
+    r = _train(SlowMLP(), tmp_path / "slow", 80, overhead_budget=0.02)
     cad = r.meta["cadence"]
     assert cad["checks"] >= 1 and cad["bare_step_ms"] > 4.0, cad
-    assert cad["grad_norm_every"] == 1, cad
-    # every step has its gradient norm, but for the few that a measuring window leaves out on purpose
-    missing = sorted(set(range(80)) - set(_grad_steps(r)))
-    assert len(missing) <= 4 and all(s > 55 and s % 8 == 4 for s in missing), missing
+    # wall-time driven (opt-in, so not reproducible): on a loaded machine the meter may see a costlier norm
+    assert cad["grad_norm_every"] <= 2, cad
+    if cad["grad_norm_every"] == 1:
+        # every step has its gradient norm, but for the few that a measuring window leaves out on purpose
+        missing = sorted(set(range(80)) - set(_grad_steps(r)))
+        assert len(missing) <= 4 and all(s > 55 and s % 8 == 4 for s in missing), missing
 
 
-@pytest.mark.parametrize("opts", [{"overhead_budget": None}, {"every": 10}])
+@pytest.mark.parametrize("opts", [{"every": 10}, {"every": 10, "overhead_budget": None}])
 def test_explicit_settings_keep_everything(tmp_path: Path, opts: dict[str, Any]) -> None:
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     r = _train(model, tmp_path / "all", 120, **opts)
@@ -92,13 +95,13 @@ def test_bad_budget_is_one_line_error(tmp_path: Path) -> None:
         tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "x", overhead_budget=3)
 
 
-def test_default_budget_is_two_percent() -> None:
+def test_no_budget_by_default() -> None:
     import inspect
 
     from trainmedic.watch import Run
 
-    # the meter's 2% measures ~3% side by side: it cannot see the training step's own slow-down
-    assert inspect.signature(Run.__init__).parameters["overhead_budget"].default == 0.02
+    # measured wall time never changes what a default run records: the budget is opt-in
+    assert inspect.signature(Run.__init__).parameters["overhead_budget"].default is None
 
 
 def test_later_windows_time_whole_steps_and_keep_the_thinned_cadences(tmp_path: Path) -> None:
@@ -106,7 +109,7 @@ def test_later_windows_time_whole_steps_and_keep_the_thinned_cadences(tmp_path: 
     the gradient-norm and capture costs come from wall-time differences, and the cadences stay thinned."""
     torch.set_num_threads(1)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    r = _train(model, tmp_path / "fast", 2400)
+    r = _train(model, tmp_path / "fast", 2400, overhead_budget=0.02)
     cad = r.meta["cadence"]
     assert cad["budget"] == 0.02 and cad["checks"] >= 2, cad
     assert cad["grad_norm_every"] > 1 and cad["capture_every"] >= 10, cad
