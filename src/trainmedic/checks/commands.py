@@ -23,7 +23,13 @@ def register(app: typer.Typer) -> None:
             False, "--json", help="Print the Diagnosis as JSON (schema_version inside)."
         ),
         fail_on: str = typer.Option(
-            None, "--fail-on", help="Exit 1 when a finding at or above this level exists: warning or error."
+            None,
+            "--fail-on",
+            help="Exit 1 when a finding at or above this level exists: warning or error. A run with no data "
+            "(nothing recorded, every check skipped) fails too, unless --allow-no-data.",
+        ),
+        allow_no_data: bool = typer.Option(
+            False, "--allow-no-data", help="With --fail-on: let a run with no data pass the gate."
         ),
         verbose: bool = typer.Option(
             False, "--verbose", "-v", help="Show healthy observations (info) in full, not as one line each."
@@ -39,7 +45,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(d.to_json())
         else:
             render_diagnosis(d, Console(), compact_info=not verbose)
-        if d.fails(fail_on):
+        if d.fails(fail_on, allow_no_data=allow_no_data):
             raise typer.Exit(1)
 
     @app.command("checks")

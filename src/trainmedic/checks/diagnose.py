@@ -246,6 +246,7 @@ def diagnose(
         findings.extend(_internal_error_findings(reader))
         findings.extend(_audit_findings(reader))
         diag = Diagnosis(run=reader.name, findings=findings, skipped=skipped, signals=_signals(ctx))
+        diag.no_data = not ran or not reader.has_evidence()  # no evidence is never "healthy"
         diag.sort()
         return diag
     finally:

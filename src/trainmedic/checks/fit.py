@@ -324,9 +324,13 @@ def _stopped_early(ctx: Context) -> Finding | None:
     "train_test_mismatch",
     requires=("train_eval", "heldout_eval"),
     thresholds=("mismatch_gap",),
-    remedies=("fix_labels", "normalize_inputs", "more_data", "data_augmentation"),
+    remedies=("fix_labels", "normalize_inputs", "more_data", "data_augmentation", "batch_norm"),
     what="Held-out accuracy is at least `mismatch_gap` above training accuracy, both at the last epoch and "
-    "averaged over the last three epochs (accuracies measured in eval mode).",
+    "averaged over the last three epochs (accuracies measured in eval mode), and by at least 2 standard errors "
+    "of the difference at the splits' sizes; or train and eval mode disagree: the training split scored in "
+    "eval mode has a loss at least 2x (+0.1) and 3 mini-batch standard errors above the train-mode loss of "
+    "that epoch's batches, in each of the last two epochs (batch-norm statistics never updated, layers that "
+    "act differently in eval mode).",
     why="A model should not do clearly better on data it never saw: the splits differ (noisier or "
     "corrupted training labels/inputs, a different distribution, or a bug in the pipeline).",
     evidence="accuracy per split, the gap, class distributions of the splits (total-variation distance)",
@@ -341,8 +345,12 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
     gap_last = float(a_ho[-1] - a_tr[-1])
     gap_mean = float(np.nanmean(a_ho[-n:]) - np.nanmean(a_tr[-n:]))
     thr = ctx.t.mismatch_gap
-    if not (gap_last >= thr and gap_mean >= thr):
-        return None
+    se_gap = math.sqrt(
+        np.nan_to_num(ctx.accuracy_se(float(a_tr[-1]), tr), nan=0.0) ** 2
+        + np.nan_to_num(ctx.accuracy_se(float(a_ho[-1]), ho), nan=0.0) ** 2
+    )
+    if not (gap_last >= thr and gap_mean >= thr and gap_last >= 2.0 * se_gap):
+        return _mode_mismatch(ctx, tr)
     ev: dict[str, object] = {
         "train_accuracy": float(a_tr[-1]),
         "heldout_accuracy": float(a_ho[-1]),
@@ -374,6 +382,64 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
         confidence(min(gap_last, gap_mean) / thr - 1.0, min(1.0, n / 3)),
         epoch=int(ctx.eval(ho, "accuracy").steps[-1]),
         split=ho,
+    )
+
+
+def _mode_mismatch(ctx: Context, tr: str) -> Finding | None:
+    """Train mode and eval mode disagree: the model scored in eval mode on the training split does far
+    worse than the per-step (train-mode) loss on the same data in the same epochs — batch-norm statistics
+    never updated, a layer that behaves differently in eval mode, or a preprocessing applied only in
+    training. Judged on the last two epochs (both must show it)."""
+    if ctx.loss is None or ctx.diverged:
+        return None
+    ev_loss = ctx.eval(tr, "loss")
+    steps_of = ctx.r.eval_steps(tr)
+    if len(ev_loss) < 2 or not np.isfinite(ev_loss.values[-2:]).all():
+        return None
+    ls, lv = ctx.loss.steps, ctx.loss.values
+    pairs = []
+    epochs = [int(e) for e in ev_loss.steps]
+    for i in (len(epochs) - 2, len(epochs) - 1):
+        e = epochs[i]
+        end = steps_of.get(e)
+        start = steps_of.get(epochs[i - 1], -1) if i > 0 else -1
+        if end is None:
+            return None
+        seg = lv[(ls > start) & (ls <= end) & np.isfinite(lv)]
+        if seg.size < 3:
+            return None
+        se = float(seg.std() / np.sqrt(seg.size))
+        pairs.append((float(ev_loss.values[i]), float(seg.mean()), se))
+    if not all(ev >= 2.0 * run + 0.1 and ev - run >= 3.0 * se for ev, run, se in pairs):
+        return None
+    ev_l, run_l, se = pairs[-1]
+    acc = ctx.eval(tr, "accuracy").values
+    msg = (
+        f"train and eval mode disagree: scored in eval mode, the training split's loss is {fmt(ev_l)}, "
+        f"{ev_l / max(run_l, 1e-12):.1f}x the train-mode loss of the same epoch's batches ({fmt(run_l)}; "
+        f"mini-batch standard error {fmt(se)}), in each of the last two epochs"
+    )
+    if len(acc):
+        msg += f"; eval-mode train accuracy {acc[-1]:.1%}"
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "kind": "train_eval_mode",
+            "eval_mode_train_loss": ev_l,
+            "train_mode_loss": run_l,
+            "train_mode_loss_se": se,
+            "noise": "eval-mode loss at least 2x + 0.1 and 3 standard errors above the batches' mean loss",
+            "split": tr,
+        },
+        [
+            ("batch_norm", "check that batch-norm running statistics update in training (momentum, train())"),
+            ("normalize_inputs", "apply the same preprocessing in training and evaluation"),
+            ("data_augmentation", "augmentation must not change what a label means"),
+        ],
+        confidence(math.log(ev_l / max(2.0 * run_l + 0.1, 1e-12)) * 2, 1.0),
+        epoch=int(ev_loss.steps[-1]),
+        split=tr,
     )
 
 

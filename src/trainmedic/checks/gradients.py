@@ -107,7 +107,9 @@ def check_nonfinite(ctx: Context) -> Finding | None:
     remedies=("gradient_clipping", "lower_learning_rate", "batch_norm", "lr_schedule"),
     what="The global gradient norm exceeds `explode_ratio` x its running median (last 200 steps) for at "
     "least 3 of 5 consecutive steps, or its median grows by that factor over the run, while the loss "
-    "rises or breaks. A single spike, or growth while the loss keeps falling, is not an explosion.",
+    "rises or breaks. A single spike, or growth while the loss keeps falling, is not an explosion; a burst "
+    "the run recovers from (gradient norm back under the threshold, loss back to where it was) is an `info` "
+    "note.",
     why="Huge gradients make huge updates: the loss jumps, the weights leave the region where the model "
     "worked, and soon turn into NaN.",
     evidence="grad norm at the onset, running median, ratio, step it began, loss before/after, whether "
@@ -187,7 +189,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
     if broke_after:
         msg += "; gradients became non-finite"
     if recovered:
-        msg += "; the run recovered"
+        msg += "; the run recovered (no lasting damage: a transient burst, so this is a note)"
     remedies = [
         ("gradient_clipping", "caps the update size at the run's healthy gradient norm"),
         ("lower_learning_rate", "the step size drives the growth"),
@@ -195,7 +197,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         ("batch_norm", "keeps activations, and so gradients, in range"),
     ]
     return ctx.finding(
-        Severity.WARNING if recovered else Severity.ERROR,
+        Severity.INFO if recovered else Severity.ERROR,
         msg,
         {
             "kind": kind,

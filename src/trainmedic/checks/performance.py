@@ -67,7 +67,7 @@ def _minority(ctx: Context, classes: list[int]) -> bool:
     thresholds=("min_accuracy",),
     remedies=("larger_model", "train_longer", "more_data", "transfer_learning", "data_augmentation"),
     what="Accuracy of the held-out split (val, else test, else train) is below `min_accuracy` at its best "
-    "epoch and at its last epoch.",
+    "epoch and at its last epoch, also after adding half a standard error of an accuracy at the split's size.",
     why="The model is not good enough for use, whatever the cause; the other findings usually say why.",
     evidence="accuracy at the best and last epoch, the split, the confusion-matrix pattern",
 )
@@ -79,7 +79,8 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     a_best, a_last = ctx.value_at(sp, "accuracy", best), ctx.value_at(sp, "accuracy", last)
     thr = ctx.t.min_accuracy
     worst_case = max(a_best, a_last)
-    if not (np.isfinite(a_last) and worst_case < thr):
+    se = ctx.accuracy_se(worst_case, sp)
+    if not (np.isfinite(a_last) and worst_case + NOISE_Z * np.nan_to_num(se, nan=0.0) < thr):
         return None
     cm = ctx.confusion_matrix(sp, last)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
@@ -127,6 +128,19 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     )
 
 
+NOISE_Z = 0.5  # a rate counts as below its threshold when rate + half a standard error still is
+
+
+def _below_beyond_noise(rate: np.ndarray, n: np.ndarray, thr: float, inclusive: bool) -> np.ndarray:
+    """Per class: the rate stays below (or at) ``thr`` after adding NOISE_Z binomial standard errors from its
+    count ``n`` (never below one sample's resolution) — a class of 4 samples at 40% is not judged low."""
+    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    r = np.nan_to_num(np.asarray(rate, dtype=np.float64), nan=1.0)
+    se = np.sqrt(np.maximum(r * (1 - r), 1.0 / n) / n)
+    upper = r + NOISE_Z * se
+    return upper <= thr if inclusive else upper < thr
+
+
 def _per_class_check(ctx: Context, which: str) -> Finding | None:
     got = _cms(ctx)
     if got is None:
@@ -140,10 +154,12 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
         thr = ctx.t.max_low_precision
         # a class never predicted has no precision (its problem is recall); ignore tiny prediction counts
         bad = np.isfinite(p_b) & np.isfinite(p_l) & (p_b <= thr) & (p_l <= thr) & (pred_l >= 3)
+        bad &= _below_beyond_noise(p_l, pred_l, thr, inclusive=True)
         vals, other = p_l, r_l
     else:
         thr = ctx.t.min_recall
         bad = np.isfinite(r_b) & np.isfinite(r_l) & (r_b < thr) & (r_l < thr) & (s_l >= 3)
+        bad &= _below_beyond_noise(r_l, s_l, thr, inclusive=False)
         vals, other = r_l, p_l
     idx = [int(i) for i in np.flatnonzero(bad)]
     if not idx:
@@ -200,7 +216,8 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
     thresholds=("max_low_precision",),
     remedies=("class_weights", "more_data", "fix_labels", "change_loss"),
     what="Per class, on the held-out split: precision (true positives / predicted) is at or below "
-    "`max_low_precision` at both the best and the last epoch. Classes predicted fewer than 3 times are not "
+    "`max_low_precision` at both the best and the last epoch, also after adding half a binomial standard error "
+    "from the class's prediction count. Classes predicted fewer than 3 times are not "
     "judged (their precision is noise; a class never predicted is a recall problem).",
     why="Many of the samples the model assigns to that class belong elsewhere: acting on its predictions "
     "means acting on false alarms.",
@@ -217,7 +234,8 @@ def check_low_precision(ctx: Context) -> Finding | None:
     thresholds=("min_recall",),
     remedies=("class_weights", "oversample", "more_data", "fix_labels", "change_loss"),
     what="Per class, on the held-out split: recall (true positives / actual) is below `min_recall` at both "
-    "the best and the last epoch (classes with fewer than 3 held-out samples are not judged). A minority "
+    "the best and the last epoch, also after adding half a binomial standard error from the class's support "
+    "(classes with fewer than 3 held-out samples are not judged). A minority "
     "class with good recall is not flagged.",
     why="The model misses most samples of that class: for a rare but important class that is the costly "
     "error.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -39,13 +40,19 @@ def render_diagnosis(
     """
     console = console or Console()
     sig = diagnosis.signals or {}
-    head = f"[bold]{diagnosis.run or 'run'}[/]"
+    # every user string (run name, split, messages, evidence) is escaped or a Text: never read as markup
+    head = f"[bold]{escape(diagnosis.run or 'run')}[/]"
     if sig.get("steps") is not None:
         head += f"  {sig.get('steps')} steps, {sig.get('epochs', 0)} epochs"
     if sig.get("judged_split"):
-        head += f", judged on [bold]{sig['judged_split']}[/]"
+        head += f", judged on [bold]{escape(str(sig['judged_split']))}[/]"
     console.print(head)
-    if diagnosis.healthy:
+    if diagnosis.no_data and not diagnosis.problems:
+        console.print(
+            f"[bold red]no data[/]: {len(diagnosis.skipped)} checks skipped; the run stored nothing to judge "
+            "(no steps, evaluations or per-layer statistics), so it is not called healthy"
+        )
+    elif diagnosis.healthy:
         console.print("[bold green]healthy[/]: no warnings or errors")
     for f in diagnosis.findings:
         if compact_info and f.severity is Severity.INFO:
@@ -67,7 +74,7 @@ def render_diagnosis(
         console.print(
             Panel(
                 body,
-                title=f"[{style}]{f.severity.value.upper()}[/] {f.code}: {f.title}",
+                title=f"[{style}]{f.severity.value.upper()}[/] {escape(f.code)}: {escape(f.title)}",
                 title_align="left",
                 border_style=style,
             )
@@ -77,8 +84,9 @@ def render_diagnosis(
         t.add_column("check")
         t.add_column("reason", style="dim")
         for s in diagnosis.skipped:
-            t.add_row(s.code, s.reason)
+            t.add_row(Text(s.code), Text(s.reason))
         console.print(t)
     n_err = sum(f.severity is Severity.ERROR for f in diagnosis.findings)
     n_warn = sum(f.severity is Severity.WARNING for f in diagnosis.findings)
-    console.print(f"{n_err} error(s), {n_warn} warning(s), {len(diagnosis.findings) - n_err - n_warn} info")
+    tail = f"{n_err} error(s), {n_warn} warning(s), {len(diagnosis.findings) - n_err - n_warn} info"
+    console.print(tail + (f"; no data: {len(diagnosis.skipped)} checks skipped" if diagnosis.no_data else ""))

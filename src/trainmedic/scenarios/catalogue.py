@@ -153,9 +153,11 @@ _ALL = [
     _s(
         "confused_labels_1_as_7",
         {"data": {"confuse": (1, 7), "confuse_rate": 0.9}, "epochs": 8},
-        {"low_recall", "low_precision"},
-        {"data_imbalance", "overfitting"},
-        note="relabelling 1→7 also skews the class counts",
+        {"low_recall"},
+        {"data_imbalance", "overfitting", "low_precision"},
+        note="relabelling 1→7 also skews the class counts; class 7's precision lands at ~48% of ~90 "
+        "predictions, within half a standard error of the 50% threshold, so low_precision may or may not be "
+        "reported",
     ),
     # ---- initialization -------------------------------------------------------------------------------
     _s(
