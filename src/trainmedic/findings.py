@@ -184,6 +184,9 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     signals: dict[str, Any] = field(default_factory=dict)
     skipped: list[SkippedCheck] = field(default_factory=list)
+    # set by diagnose(): the run holds no evidence to judge (no steps, evaluations or per-layer statistics
+    # were stored, or every check was skipped) -- never "healthy", and a CI gate fails on it by default
+    no_data: bool = False
 
     @property
     def problems(self) -> list[Finding]:
@@ -191,7 +194,28 @@ class Diagnosis:
 
     @property
     def healthy(self) -> bool:
-        return not self.problems
+        """No warning or error *and* there was evidence to judge (a run with no data is not healthy)."""
+        return not self.problems and not self.no_data
+
+    @property
+    def verdict(self) -> str:
+        """``"no_data"`` (nothing to judge), ``"healthy"``, or the worst severity (``"warning"``/``"error"``)."""
+        if self.problems:
+            return self.worst().value
+        return "no_data" if self.no_data else "healthy"
+
+    @property
+    def summary(self) -> str:
+        """The verdict in one line: ``no data: 15 checks skipped``, ``healthy: …``, ``2 warnings: …``."""
+        if self.no_data and not self.problems:
+            return f"no data: {len(self.skipped)} checks skipped"
+        if not self.problems:
+            return "healthy: no warnings or errors"
+        n_err = sum(f.severity is Severity.ERROR for f in self.problems)
+        n_warn = len(self.problems) - n_err
+        parts = [f"{n} {w}{'s' * (n != 1)}" for n, w in ((n_err, "error"), (n_warn, "warning")) if n]
+        out = " and ".join(parts) + ": " + ", ".join(dict.fromkeys(f.code for f in self.problems))
+        return out + (f" (and no data: {len(self.skipped)} checks skipped)" if self.no_data else "")
 
     @property
     def codes(self) -> set[str]:
@@ -201,12 +225,18 @@ class Diagnosis:
         level = Severity.parse(at_least).rank
         return any(f.code == code and f.severity.rank >= level for f in self.findings)
 
-    def fails(self, fail_on: str | Severity | None) -> bool:
-        """True when a finding is at least as severe as ``fail_on`` (``"warning"``/``"error"``): a CI gate."""
+    def fails(self, fail_on: str | Severity | None, *, allow_no_data: bool = False) -> bool:
+        """True when a finding is at least as severe as ``fail_on`` (``"warning"``/``"error"``): a CI gate.
+
+        A run with no data fails the gate at any level (a gate must never pass on no evidence) unless
+        ``allow_no_data``.
+        """
         if fail_on is None:
             return False
         level = parse_fail_on(fail_on)
-        return level is not None and self.worst().rank >= level.rank
+        if level is None:
+            return False
+        return self.worst().rank >= level.rank or (self.no_data and not allow_no_data)
 
     def worst(self) -> Severity:
         return max((f.severity for f in self.findings), key=lambda s: s.rank, default=Severity.INFO)
@@ -226,6 +256,8 @@ class Diagnosis:
             "schema_version": JSON_SCHEMA_VERSION,
             "run": self.run,
             "healthy": self.healthy,
+            "verdict": self.verdict,
+            "no_data": self.no_data,
             "worst": self.worst().value,
             "findings": [f.to_dict() for f in self.findings],
             "skipped": [s.to_dict() for s in self.skipped],
@@ -242,9 +274,12 @@ class Diagnosis:
             findings=[Finding.from_dict(f) for f in d.get("findings", [])],
             signals=dict(d.get("signals") or {}),
             skipped=[SkippedCheck(s["code"], s["reason"]) for s in d.get("skipped", [])],
+            no_data=bool(d.get("no_data", False)),
         )
 
     def __str__(self) -> str:
+        if self.no_data and not self.problems:
+            return f"{self.run or 'run'}: {self.summary}"
         if not self.findings:
             return f"{self.run or 'run'}: healthy, no findings"
         return "\n".join(str(f) for f in self.findings)

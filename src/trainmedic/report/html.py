@@ -71,10 +71,11 @@ class Raw:
 
 
 def badge(kind: str, text: str | None = None) -> str:
-    """A coloured label; ``kind`` picks the colour (error, warning, info, healthy, unknown)."""
+    """A coloured label; ``kind`` picks the colour (error, warning, info, healthy, nodata, unknown)."""
     s = str(kind).lower()
-    cls = s if s in ("error", "warning", "info", "healthy", "unknown") else "unknown"
-    return f'<span class="badge {cls}">{esc(s if text is None else text)}</span>'
+    cls = s if s in ("error", "warning", "info", "healthy", "nodata", "unknown") else "unknown"
+    label = {"nodata": "no data"}.get(s, s)
+    return f'<span class="badge {cls}">{esc(label if text is None else text)}</span>'
 
 
 def missing(reason: str) -> str:
@@ -107,12 +108,13 @@ h4{font-size:14px;margin:12px 0 4px}
 border-left:8px solid var(--muted);background:var(--panel)}
 .verdict.error{border-color:var(--err)}.verdict.warning{border-color:var(--warn)}
 .verdict.healthy{border-color:var(--ok)}.verdict.unknown{border-color:var(--muted)}
+.verdict.nodata{border-color:var(--err)}
 .verdict strong{font-size:18px}
 .counts span{margin-right:10px}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;
 background:var(--muted);text-transform:uppercase;letter-spacing:.03em}
 .badge.error{background:var(--err)}.badge.warning{background:#b77c00}.badge.info{background:var(--info)}
-.badge.healthy{background:var(--ok)}
+.badge.healthy{background:var(--ok)}.badge.nodata{background:var(--err)}
 .finding{border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:10px 0;background:#fff}
 .finding.error{border-left:6px solid var(--err)}.finding.warning{border-left:6px solid var(--warn)}
 .finding.info{border-left:6px solid var(--info)}

@@ -161,6 +161,9 @@ def verdict(rd: RunData) -> tuple[str, str]:
     problems = rd.problems
     if rd.diagnosis is None and not problems:
         return "unknown", "Not diagnosed"
+    if not problems and rd.diagnosis is not None and rd.diagnosis.no_data:
+        n = len(rd.diagnosis.skipped)
+        return "nodata", f"No data: {n} checks skipped; the run stored nothing to judge (not healthy)"
     if not problems:
         return "healthy", "Healthy: no problems found"
     worst = max(problems, key=lambda f: f.severity.rank).severity.value

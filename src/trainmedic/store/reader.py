@@ -208,6 +208,14 @@ class RunReader:
             for t, s, e, k, c, sv, m, d in q
         ]
 
+    def has_evidence(self) -> bool:
+        """True when the run stored anything to judge: a per-step value, a per-layer row or an evaluation."""
+        row = self.con.execute(
+            "SELECT EXISTS(SELECT 1 FROM scalar_chunks) OR EXISTS(SELECT 1 FROM layer_chunks)"
+            " OR EXISTS(SELECT 1 FROM evals)"
+        ).fetchone()
+        return bool(row[0])
+
     # ---- summary ---------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """What was recorded: signals, layers, steps, epochs, hyperparameters (used by ``trainmedic inspect``)."""
