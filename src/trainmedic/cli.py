@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import TrainmedicError
 
@@ -75,7 +76,8 @@ def main() -> None:
     try:
         app()
     except TrainmedicError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        # the message quotes user text (paths, names): escaped, so "[/x]" in a path prints as itself
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

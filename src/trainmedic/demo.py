@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 FAULTY_CONFIG: dict[str, Any] = {
@@ -105,7 +106,7 @@ def run_demo(
         table.add_row(
             str(d.get("index")),
             str(d.get("remedy") or "baseline").replace("+", " + "),
-            _change(d.get("config_change")),
+            escape(_change(d.get("config_change"))),
             _fmt(d.get("metric_after")),
             "yes" if d.get("kept") else "rolled back",
             str(len(codes)) if codes else "none",
@@ -122,9 +123,10 @@ def run_demo(
         f"validation accuracy {_fmt(b)} → {_fmt(a)}; problems {len(before.problems)} → {len(after.problems)}; "
         f"{len(result.trials)} training runs in {seconds:.0f} s"
     )
-    con.print(f"runs:   {out / 'autofix'}  (faulty: {first_run.name}, fixed: {final_run.name})")
-    con.print(f"model:  {result.best_model_path}")
-    con.print(f"report: {report_path}")
+    # paths hold user text (`--out`): escaped, never read as markup
+    con.print(escape(f"runs:   {out / 'autofix'}  (faulty: {first_run.name}, fixed: {final_run.name})"))
+    con.print(escape(f"model:  {result.best_model_path}"))
+    con.print(escape(f"report: {report_path}"))
     return DemoResult(out, data_diag, before, after, result, Path(report_path), seconds)
 
 

@@ -59,6 +59,7 @@ def load_table(path: Path, label_column: str | None = None) -> tuple[np.ndarray,
 def print_table(diagnosis: Diagnosis) -> None:
     """A rich table of the findings, worst first."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"info": "green", "warning": "yellow", "error": "red"}
@@ -67,12 +68,12 @@ def print_table(diagnosis: Diagnosis) -> None:
         table.add_column(col, overflow="fold")
     for f in diagnosis.findings:
         sev = f.severity.value
-        table.add_row(
+        table.add_row(  # user text (split names, messages quoting data) is escaped, never markup
             f"[{colour[sev]}]{sev}[/]",
-            f.code,
-            f.split or "",
-            f.message,
-            ", ".join(r.code for r in f.remedies),
+            escape(f.code),
+            escape(f.split or ""),
+            escape(f.message),
+            escape(", ".join(r.code for r in f.remedies)),
         )
     console = Console()
     console.print(table)

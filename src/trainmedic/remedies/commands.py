@@ -95,27 +95,35 @@ def register(app: typer.Typer) -> None:
             typer.echo(result.to_json())
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = Console()
-        table = Table(title=f"autofix — {metric}", show_lines=False)
+        table = Table(title=f"autofix — {escape(metric)}", show_lines=False)
         for col in ("#", "remedy", "change", metric, "kept", "problems after"):
             table.add_column(col)
         for t in result.trials:
             change = ", ".join(f"{k}: {v[0]} → {v[1]}" for k, v in t.config_change.items()) or "baseline"
             value = "—" if t.metric_after is None else f"{t.metric_after:.4f}"
             kept = "yes" if t.kept else ("error" if t.error else "rolled back")
-            table.add_row(
-                str(t.index), t.remedy or "—", change, value, kept, ", ".join(t.codes_after) or "none"
+            table.add_row(  # config values and paths are user text: escaped, never markup
+                str(t.index),
+                escape(t.remedy or "—"),
+                escape(change),
+                value,
+                kept,
+                escape(", ".join(t.codes_after) or "none"),
             )
         console.print(table)
         gain = "n/a" if result.gain is None else f"{result.gain:+.4f}"
         console.print(
-            f"best: trial {result.best_trial}, {metric} {result.best_metric} (gain {gain}); "
-            f"{'healthy' if result.healthy else 'still: ' + ', '.join(result.codes)}; stopped: {result.stop_reason}",
+            escape(
+                f"best: trial {result.best_trial}, {metric} {result.best_metric} (gain {gain}); "
+                f"{'healthy' if result.healthy else 'still: ' + ', '.join(result.codes)}; stopped: {result.stop_reason}"
+            ),
             highlight=False,
         )
         console.print(
-            f"best model: {result.best_model_path}  audit: {result.run_root / 'autofix.json'}",
+            escape(f"best model: {result.best_model_path}  audit: {result.run_root / 'autofix.json'}"),
             highlight=False,
         )

@@ -100,25 +100,29 @@ def _fmt(v: Any) -> str:
 
 def print_inspection(info: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def e(v: Any) -> str:  # every stored string is user text: escaped, never read as markup
+        return escape(str(v))
 
     con = Console()
     head = (
-        f"[bold]{info['run']}[/]  {info['run_dir']}\n"
-        f"status {info['status']} · schema v{info['schema_version']} · {info['steps']} steps · {info['epochs']} epochs"
-        f" · per-layer every {_fmt(info['every'])} steps · device {_fmt(info['device'])} · batch size {_fmt(info['batch_size'])}"
+        f"[bold]{e(info['run'])}[/]  {e(info['run_dir'])}\n"
+        f"status {e(info['status'])} · schema v{info['schema_version']} · {info['steps']} steps · {info['epochs']} epochs"
+        f" · per-layer every {e(_fmt(info['every']))} steps · device {e(_fmt(info['device']))} · batch size {e(_fmt(info['batch_size']))}"
     )
     if info["amp"]:
-        head += f"\namp: {info['amp']}"
+        head += f"\namp: {e(info['amp'])}"
     if info["imported_from"]:
-        head += f"\nimported from {info['imported_from']}"
-    con.print(head)
+        head += f"\nimported from {e(info['imported_from'])}"
+    con.print(head, highlight=False)
     t = Table(title="per-step signals", title_justify="left")
     for c in ("signal", "points", "steps", "last", "min", "max", "non-finite"):
         t.add_column(c, justify="left" if c == "signal" else "right")
     for name, s in info["signals"].items():
         t.add_row(
-            name,
+            e(name),
             str(s["points"]),
             f"{_fmt(s['first_step'])}–{_fmt(s['last_step'])}",
             _fmt(s["last"]),
@@ -133,14 +137,14 @@ def print_inspection(info: dict[str, Any]) -> None:
         t.add_column("layers", justify="right")
         t.add_column("captures", justify="right")
         for stat, v in info["layer_stats"].items():
-            t.add_row(stat, str(v["layers"]), str(v["captures"]))
+            t.add_row(e(stat), str(v["layers"]), str(v["captures"]))
         con.print(t)
     if info["layers"]:
         t = Table(title="layers", title_justify="left")
         for c in ("layer", "type", "params", "activation"):
             t.add_column(c, justify="right" if c == "params" else "left")
         for lay in info["layers"]:
-            t.add_row(lay["name"], lay["type"], str(lay["params"]), _fmt(lay["activation"]))
+            t.add_row(e(lay["name"]), e(lay["type"]), e(lay["params"]), e(_fmt(lay["activation"])))
         con.print(t)
     for o in info["optimizers"]:
         groups = "; ".join(
@@ -151,17 +155,17 @@ def print_inspection(info: dict[str, Any]) -> None:
             )
             for g in o.get("param_groups", [])
         )
-        con.print(f"optimizer [bold]{o.get('name')}[/] {o.get('type')}: {groups}", highlight=False)
+        con.print(f"optimizer [bold]{e(o.get('name'))}[/] {e(o.get('type'))}: {e(groups)}", highlight=False)
     for sp, v in info["splits"].items():
         extra = f", {v['samples']} samples, class counts {v['class_counts']}" if "samples" in v else ""
         con.print(
-            f"split [bold]{sp}[/]: epochs {v['epochs']}{extra}; metrics {', '.join(v['metrics'])}",
+            f"split [bold]{e(sp)}[/]: epochs {e(v['epochs'])}{e(extra)}; metrics {e(', '.join(v['metrics']))}",
             highlight=False,
         )
     if info["events"]:
-        con.print("events: " + ", ".join(f"{k} {n}" for k, n in info["events"].items()), highlight=False)
+        con.print("events: " + e(", ".join(f"{k} {n}" for k, n in info["events"].items())), highlight=False)
     for n in info["notes"]:
-        con.print(f"[dim]note: {n}[/]", highlight=False)
+        con.print(f"[dim]note: {e(n)}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
