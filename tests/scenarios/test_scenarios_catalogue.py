@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainmedic.checks.verdict import EXPLAINS, SYMPTOMS
 from trainmedic.codes import PROBLEMS
+from trainmedic.findings import Finding
 from trainmedic.scenarios import SCENARIOS, run_scenario
 
 
@@ -46,6 +48,21 @@ def test_scenario_diagnosis(name: str, tmp_path: Path) -> None:
         if f.code != "nonfinite":
             assert "thresholds" in f.evidence, f"{name}: {f.code} does not report its thresholds"
         assert 0.0 < f.confidence <= 1.0
+        assert_names_its_symptom(f)
+
+
+def assert_names_its_symptom(f: Finding) -> None:
+    """A warning/error names the symptom it is about; a cause names the symptom it explains."""
+    if f.source == "audit" or f.code == "internal_error":
+        return
+    if f.code in SYMPTOMS:
+        assert f.message.startswith(SYMPTOMS[f.code]), f"{f.code} does not name its symptom: {f.message}"
+        assert f.evidence.get("symptom") == SYMPTOMS[f.code]
+    else:
+        assert f.code in EXPLAINS, f"{f.code} is neither a symptom nor a cause"
+        assert f.message.startswith("explains ") and f.evidence.get("explains"), (
+            f"cause {f.code} does not name the symptom it explains: {f.message}"
+        )
 
 
 def test_catalogue_covers_every_training_code_and_architecture() -> None:

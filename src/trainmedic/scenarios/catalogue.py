@@ -159,6 +159,14 @@ _ALL = [
         "predictions, within half a standard error of the 50% threshold, so low_precision may or may not be "
         "reported",
     ),
+    _s(
+        "absorbing_class_7",
+        {"data": {"confuse": [(1, 7), (4, 7)], "confuse_rate": 1.0}, "epochs": 8},
+        {"low_precision", "low_recall"},
+        {"data_imbalance", "low_accuracy", "overfitting"},
+        note="classes 1 and 4 are labelled 7 in training: class 7 absorbs them (precision ~1/3); the held-out "
+        "loss rises as the model grows sure of the wrong labels",
+    ),
     # ---- initialization -------------------------------------------------------------------------------
     _s(
         "init_zeros_mlp",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def digits(
     minority_classes: int = 5,
     label_noise: float = 0.0,
     train_input_noise: float = 0.0,
-    confuse: tuple[int, int] | None = None,
+    confuse: Any = None,
     confuse_rate: float = 0.0,
 ) -> Data:
     """sklearn digits, standardized with training statistics, as (N, 1, 8, 8) images.
@@ -78,7 +79,8 @@ def digits(
       the validation split stays balanced (the training data is skewed, the world is not).
     - ``label_noise``: this share of *training* labels replaced by random classes.
     - ``train_input_noise``: Gaussian noise of this std added to *training* inputs only (a shifted split).
-    - ``confuse=(a, b)``, ``confuse_rate``: this share of training samples of class ``a`` relabelled ``b``
+    - ``confuse=(a, b)`` (or a list of such pairs), ``confuse_rate``: this share of training samples of class
+      ``a`` relabelled ``b``
       (a systematic labelling error: many false positives for ``b``, false negatives for ``a``).
     """
     if imbalance < 1.0:
@@ -105,9 +107,10 @@ def digits(
         flip = rng.random(len(y_tr)) < label_noise
         y_tr[flip] = rng.integers(0, len(classes), int(flip.sum()))
     if confuse is not None and confuse_rate > 0:
-        a, b = confuse
-        sel = (y_tr == a) & (rng.random(len(y_tr)) < confuse_rate)
-        y_tr[sel] = b
+        pairs = [confuse] if isinstance(confuse[0], int) else list(confuse)
+        for a, b in pairs:
+            sel = (y_tr == a) & (rng.random(len(y_tr)) < confuse_rate)
+            y_tr[sel] = b
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-3
     x_tr, x_va = (x_tr - mean) / std, (x_va - mean) / std
     x_tr = np.clip(x_tr, -5, 5)
