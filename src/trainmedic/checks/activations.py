@@ -99,7 +99,8 @@ def check_gradient_masking(ctx: Context) -> Finding | None:
     thresholds=("init_scale_low", "init_scale_high"),
     remedies=("he_init", "xavier_init", "batch_norm"),
     what="At the start of training, a hidden weight layer's standard deviation is below `init_scale_low` "
-    "or above `init_scale_high` times the He (ReLU family) or Xavier (others) scale for its fan-in, or "
+    "or above `init_scale_high` times the He (ReLU family) or Xavier (others) scale for its fan-in (by at "
+    "least 2 relative standard errors of a std estimated from the layer's n weights, 1/sqrt(2(n-1))), or "
     "all its units are identical (symmetric). The output layer is exempt (zero-initialized heads are "
     "fine), and so are embeddings and recurrent layers (their own conventions).",
     why="Too small an init shrinks the signal layer after layer (nothing learns), too large explodes or "
@@ -123,13 +124,17 @@ def check_bad_initialization(ctx: Context) -> Finding | None:
             std = max(float(init.get("std") or 0.0), float(init.get("mean_abs") or 0.0))
             ratio = std / ref if ref > 0 else float("nan")
             skip_scale = lay.get("recurrent") or lay.get("type") == "Embedding"
+            # sampling noise of a std estimated from n weights: relative standard error 1/sqrt(2(n-1));
+            # the ratio must clear the range by 2 of them (a 1x1 layer's "std" says nothing)
+            n_w = int(np.prod(init.get("shape") or [0])) or 0
+            slack = float(np.exp(2.0 / np.sqrt(2.0 * max(n_w - 1, 1)))) if n_w else 1.0
             problems = []
             if init.get("identical_units"):
                 problems.append("identical units")
             if not skip_scale and np.isfinite(ratio):
-                if ratio < ctx.t.init_scale_low:
+                if ratio * slack < ctx.t.init_scale_low:
                     problems.append("too small")
-                elif ratio > ctx.t.init_scale_high:
+                elif ratio / slack > ctx.t.init_scale_high:
                     problems.append("too large")
             if problems:
                 bad.append(
