@@ -1,8 +1,8 @@
 """Recording overhead: bare vs watched training of an MLP and a small CNN on sklearn's digits.
 
-Three identical set-ups (bare, watched with default settings — ``every=10`` thinned by the default
-``overhead_budget=0.03`` — and watched with every statistic on every step, ``every=1`` given explicitly, which
-never thins) train side by side in one process, in interleaved chunks of 100 steps (the order rotates each
+Four identical set-ups (bare; watched with default settings — the step schedule of ``trainmedic/cadence.py``;
+watched with the opt-in wall-time budget ``overhead_budget=0.02``, which thins ``every=10`` on fast models; and
+watched with every statistic on every step, ``every=1`` given explicitly, which never thins) train side by side in one process, in interleaved chunks of 100 steps (the order rotates each
 round), so that the neighbours' load on a shared machine hits every variant alike. (Shorter chunks bias the
 figure against the watched set-ups: each switch between models re-warms the caches, and a watched step has
 more code and data to bring back; training does not switch models every few steps.) Each variant's time is its
@@ -92,7 +92,8 @@ PARTS: dict[str, dict[str, Any]] = {
 def fix_cadences(run: Any, grad_norm_every: int, capture_every: int) -> None:
     """Pin a run's cadences (a benchmark knob: the overhead budget off, statistics at these cadences)."""
     run._meter = None
-    run._gn_every, run._cap_every = grad_norm_every, capture_every
+    # the --parts set-ups pass every=1: a FixedCadence, whose two numbers the hooks read at each step with work
+    run._cadence.gn_every, run._cadence.cap_every = grad_norm_every, capture_every
     run._update_quiet()
     if run._act_probe is not None and run._act_probe.capture and capture_every != 1:
         run._act_probe.stop_capture()
@@ -170,7 +171,12 @@ def measure(
     root: Path,
     parts: bool = False,
 ) -> None:
-    variants: dict[str, dict[str, Any] | None] = {"bare": None, "default": {}, "every=1": {"every": 1}}
+    variants: dict[str, dict[str, Any] | None] = {
+        "bare": None,
+        "default": {},
+        "budget=2%": {"overhead_budget": 0.02},
+        "every=1": {"every": 1},
+    }
     parts_mode = parts
     if parts:
         variants = {"bare": None, **PARTS}
@@ -210,6 +216,12 @@ def measure(
     )
     for k in per_round:
         c = setups[k].cadence or {}
+        if c.get("schedule") == "log":
+            g, caps = setups[k].run._cadence.steps(setups[k].step)  # type: ignore[union-attr]
+            print(
+                f"{make.__name__.upper()}: {k}: step schedule (the same on any machine): {len(g)} gradient norms "
+                f"and {len(caps)} captures in {setups[k].step} steps"
+            )
         if c.get("budget") is not None:
             meas, pred = c.get("measured_overhead"), c.get("predicted_overhead")
             print(

@@ -23,9 +23,12 @@ from . import schema
 
 
 def _dumps(value: Any) -> str:
-    from ..findings import _jsonable
+    try:  # plain JSON (the common case: run.evaluate's metrics) without the walk below
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):  # numpy/torch values, NaN/Inf (stored as strings), other objects
+        from ..findings import _jsonable
 
-    return json.dumps(_jsonable(value), allow_nan=False)
+        return json.dumps(_jsonable(value), allow_nan=False)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,122 @@
+"""Training metrics without an extra pass: ``run.log(loss=loss, outputs=logits, targets=y)``.
+
+Each training batch is folded into a running confusion matrix that stays on the batch's device (a few small
+kernels, no host sync: on accelerators out-of-range targets go to a spare cell instead of being checked). At
+each epoch boundary — the first ``run.evaluate`` after batches were folded (any split), ``run.end_epoch()``,
+or ``run.close()`` — the matrix is moved to the host once and stored as split ``"train_running"``
+(``RUNNING_SPLIT``): the same metrics as ``run.evaluate`` (accuracy, precision/recall/F1, confusion matrix,
+``loss`` = the sample-weighted mean of the logged batch losses), and a ``classification`` record with
+``"running": true``. A running average lags behind a model that is still learning (early batches of the epoch
+were scored by an older model) and includes dropout/augmentation, so it is kept apart from a clean
+``run.evaluate("train", ...)`` pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import TrainmedicError, describe_shape
+
+RUNNING_SPLIT = "train_running"
+
+
+@dataclass
+class RunningEpoch:
+    """What one epoch of folded batches adds up to (on the host)."""
+
+    confusion_matrix: np.ndarray  # (k, k) int64, rows = true class
+    loss: float | None  # sample-weighted mean of the logged losses; None when no loss was logged with them
+    batches: int
+    invalid_targets: int  # targets outside [0, k): not counted in the matrix
+
+
+class RunningMetrics:
+    """A running confusion matrix over the training batches of one epoch."""
+
+    def __init__(self) -> None:
+        self.k: int | None = None
+        self._cm: torch.Tensor | None = None  # (k*k + 1,) int64; the last cell counts out-of-range targets
+        self._probs: bool | None = None  # binary scores: probabilities (> 0.5) or logits (> 0), decided once
+        self._loss: Any = 0.0  # sum of loss x batch size (a float on the CPU, a 0-d tensor elsewhere)
+        self._loss_n = 0
+        self.batches = 0
+
+    def fold(self, outputs: Any, targets: Any, loss: Any = None) -> None:
+        """Add one batch. ``outputs``: ``(N, C)`` scores (C >= 2) or binary scores ``(N,)`` / ``(N, 1)``;
+        ``targets``: class indices ``(N,)`` (whole-valued floats, as BCE targets are, are fine)."""
+        if not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            raise TrainmedicError(
+                "`outputs` and `targets` of log() must be tensors (the batch's scores and class indices); got "
+                f"{type(outputs).__name__} and {type(targets).__name__}"
+            )
+        o, t = outputs.detach(), targets.detach()
+        if o.ndim == 2 and o.shape[1] == 1:
+            o = o[:, 0]
+        if t.ndim == 2 and t.shape[1] == 1:
+            t = t[:, 0]
+        if t.ndim != 1 or o.shape[0] != t.shape[0] or not o.is_floating_point() or o.ndim not in (1, 2):
+            raise TrainmedicError(
+                "log(outputs=..., targets=...) needs scores of shape (N, C) or binary scores (N,) and class "
+                f"indices of shape (N,); got outputs {describe_shape(o)} ({o.dtype}) and targets {describe_shape(t)}"
+            )
+        if o.ndim == 2:
+            k = int(o.shape[1])
+            pred = o.argmax(dim=1)
+        else:
+            k = 2
+            if self._probs is None:  # one look at the first batch: probabilities or logits
+                self._probs = bool((o.min() >= 0) & (o.max() <= 1))
+            pred = (o > (0.5 if self._probs else 0.0)).long()
+        if self.k is None or self._cm is None or self._cm.device != o.device:
+            self.k = k
+            self._cm = torch.zeros(k * k + 1, dtype=torch.long, device=o.device)
+        elif k != self.k:
+            raise TrainmedicError(
+                f"log(outputs=...) changed from {self.k} to {k} classes within an epoch; pass scores of one shape"
+            )
+        t = t.long() if t.device == o.device else t.to(o.device).long()
+        idx = t * k + pred
+        if o.device.type == "cpu":
+            counts = torch.bincount(idx, minlength=k * k) if bool(t.min() >= 0) else None
+            if counts is not None and counts.numel() == k * k:
+                self._cm[: k * k] += counts
+            else:
+                self._add_checked(t, idx, k)
+        else:
+            self._add_checked(t, idx, k)
+        self.batches += 1
+        if loss is not None:
+            n = int(t.shape[0])
+            if isinstance(loss, torch.Tensor):
+                lv = loss.detach().reshape(())
+                self._loss = self._loss + (float(lv) if lv.device.type == "cpu" else lv.float()) * n
+            else:
+                self._loss = self._loss + float(loss) * n
+            self._loss_n += n
+
+    def _add_checked(self, t: torch.Tensor, idx: torch.Tensor, k: int) -> None:
+        """Out-of-range targets go to the spare last cell: no host sync, no device-side assert."""
+        assert self._cm is not None
+        valid = (t >= 0) & (t < k)
+        idx = torch.where(valid, idx, torch.full_like(idx, k * k))
+        self._cm.index_add_(0, idx, torch.ones_like(idx))
+
+    def take(self) -> RunningEpoch | None:
+        """The epoch so far (one host copy), and a fresh start; None when no batch was folded."""
+        if self.batches == 0 or self._cm is None or self.k is None:
+            return None
+        k = self.k
+        flat = self._cm.cpu().numpy()
+        loss = None
+        if self._loss_n:
+            total = self._loss
+            loss = float(total.cpu()) if isinstance(total, torch.Tensor) else float(total)
+            loss /= self._loss_n
+        out = RunningEpoch(flat[: k * k].reshape(k, k).copy(), loss, self.batches, int(flat[k * k]))
+        self._cm.zero_()
+        self._loss, self._loss_n, self.batches = 0.0, 0, 0
+        return out
