@@ -32,7 +32,7 @@ def _compensation(config: object) -> list[str]:
     thresholds=("imbalance_ratio", "min_recall"),
     remedies=("class_weights", "oversample", "undersample", "more_data", "change_loss"),
     what="The largest training class has at least `imbalance_ratio` times the samples of the smallest "
-    "(class counts of the training split, else the judged split), also at the one-sided 95% lower bound of the count ratio under Poisson sampling noise (so 9 vs 2 samples in a small training set is not imbalance). It is a warning only when the imbalance shows harm: minority recall on the held-out split at least 10 points and 1.64 standard errors (from the minority support) below majority recall, predictions piled into few classes, or a low-recall/precision/accuracy finding it explains; otherwise `info`. The held-out confusion matrix says "
+    "(class counts of the training split, else the judged split), also at the one-sided 95% lower bound of the count ratio under Poisson sampling noise (so 9 vs 2 samples in a small training set is not imbalance). It is a warning only when the imbalance shows harm: minority recall on the held-out split at least 10 points and 1.64 standard errors (from the minority support) below majority recall while the model predicts the minority classes fewer times than they occur (by 1.64 sqrt(count): biased toward the majority), predictions piled into few classes, or a low-recall/precision/accuracy finding it explains; otherwise `info`. The held-out confusion matrix says "
     "whether the minority classes suffer (lower recall, predictions piled into majority columns). When the "
     "training compensates (class weights or a balanced sampler in the run's config) and the minority "
     "classes' mean held-out recall is at least `min_recall` (predictions not piled into a few classes), "
@@ -79,7 +79,7 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
     ho = ctx.judged_split
     cm = ctx.confusion_matrix(ho) if ho else None
     if cm is not None and cm.shape[0] == len(counts):
-        _, recall, support, _ = per_class(cm)
+        _, recall, support, predicted = per_class(cm)
         mino = [i for i in minority if support[i] > 0]
         majo = [i for i in majority if support[i] > 0 and i not in minority]
         if mino and majo:
@@ -89,9 +89,19 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
             n_min = float(np.sum(support[mino]))
             se = float(np.sqrt(max(r_min * (1 - r_min), 0.25 / max(n_min, 1.0)) / max(n_min, 1.0)))
             ev["minority_recall_se"] = se
-            harmed = hurt >= 0.1 and hurt >= 1.64 * se
+            # the imbalance is to blame only when the model is biased toward the majority: it predicts the
+            # minority classes fewer times than they occur, beyond Poisson noise of that count (a model that
+            # compensates — class weights, a balanced sampler — predicts them as often or more; then a lower
+            # minority recall says the minority is harder, not that it is rare)
+            pred_min = float(np.sum(predicted[mino]))
+            biased = n_min - pred_min >= max(1.0, 1.64 * np.sqrt(n_min))
+            ev.update(minority_predicted=pred_min, minority_support=n_min, biased_to_majority=bool(biased))
+            harmed = hurt >= 0.1 and hurt >= 1.64 * se and biased
             ev.update(minority_recall=r_min, majority_recall=r_maj, heldout_split=ho)
             msg += f"; on {ho}, minority recall {r_min:.0%} vs majority {r_maj:.0%}"
+            msg += f", minority classes predicted {int(pred_min)} times for {int(n_min)} samples" + (
+                " (biased toward the majority)" if biased else ""
+            )
         pat = confusion_pattern(cm)
         ev["confusion"] = pat
         if pat["pattern"] == "piled":
