@@ -365,18 +365,22 @@ def metrics_dict(cm: Any) -> dict[str, Any]:
     n = int(m.sum())
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1 or n == 0:
         return ClassificationMetrics.from_confusion_matrix(torch.as_tensor(m)).to_dict()
+    k = m.shape[0]
     tp = m.diagonal()
-    support = m.sum(axis=1)
-    predicted = m.sum(axis=0)
-    # rows: precision = tp / predicted, recall = tp / support, F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (support + predicted)
-    num = np.stack([tp, tp, 2 * tp])
-    den = np.stack([predicted, support, support + predicted])
-    ratio = np.where(den > 0, num / np.maximum(den, 1), 0.0)
-    macro = ratio.mean(axis=1).tolist()
-    weighted = (ratio @ support / n).tolist()  # support sums to n
-    tp_sum = int(tp.sum())
+    add = np.add.reduce  # the ufunc itself: ndarray.sum/mean add a Python wrapper per call
+    support = add(m, axis=1)
+    predicted = add(m, axis=0)
+    both = support + predicted  # 2 tp + fp + fn: F1's denominator
+
+    def safe_div(num: Any, den: Any) -> Any:
+        return np.divide(num, den, out=np.zeros(k), where=den > 0)
+
+    p, r, f = safe_div(tp, predicted), safe_div(tp, support), safe_div(2 * tp, both)
+    macro = [float(add(p)) / k, float(add(r)) / k, float(add(f)) / k]
+    weighted = [float(np.dot(p, support)) / n, float(np.dot(r, support)) / n, float(np.dot(f, support)) / n]
+    tp_sum = int(add(tp))
     acc = tp_sum / n  # single-label: micro precision = micro recall = micro F1 = accuracy
-    precision, recall, f1 = ratio.tolist()
+    precision, recall, f1 = p.tolist(), r.tolist(), f.tolist()
     return {
         "task": "classification",
         "num_classes": int(m.shape[0]),
