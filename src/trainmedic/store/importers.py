@@ -14,17 +14,22 @@ as ``val``, the names the checks look for.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrainmedicError
-from .writer import RunWriter
+from ..errors import RunDirError, TrainmedicError
+from . import schema
+from .writer import RunWriter, check_path
 
 STEP_COLUMNS = ("step", "global_step", "iteration", "iter", "steps")
 SPLIT_ALIASES = {
@@ -51,6 +56,18 @@ def split_of(name: str) -> tuple[str, str] | None:
         return None
     metric = m.group(2).strip().lower()
     return SPLIT_ALIASES[m.group(1).lower()], METRIC_ALIASES.get(metric, metric)
+
+
+MAX_STEP = 2**62  # steps and epochs are stored as int64; a larger one is a unit or parsing mistake
+
+
+def _index(value: float, column: str, row: int, source: str) -> int:
+    """A step or epoch cell as an int, or one error naming the column, the row and the value."""
+    if not math.isfinite(value) or value != int(value) or abs(value) > MAX_STEP:
+        raise TrainmedicError(
+            f"`{column}` must hold whole numbers below 2^62; got {value!r} in row {row} of {source}"
+        )
+    return int(value)
 
 
 def _number(cell: str) -> float | None:
@@ -90,12 +107,32 @@ class _Importer:
             self.scalars["loss"] = dict(cand)
 
     def write(self, run_dir: str | os.PathLike[str], source: str, overwrite: bool) -> dict[str, Any]:
+        """Write the run atomically: into a temporary directory beside ``run_dir``, then renamed into place,
+        so a failure at any point leaves ``run_dir`` as it was (and a retry is not refused)."""
         if not self.scalars and not self.evals:
             raise TrainmedicError(
                 f"`{source}` holds no numeric signals to import; got only empty or text columns"
             )
+        target = Path(run_dir)
+        check_path(target, "RUN_DIR")
+        if target.exists() and not target.is_dir():
+            raise RunDirError(f"`RUN_DIR` must be a directory; {str(target)!r} is a file")
+        if (target / schema.DB_NAME).exists() and not overwrite:
+            raise RunDirError(
+                f"`RUN_DIR` {str(target)!r} already holds a run; pass --overwrite (overwrite=True) to replace it"
+            )
         self._per_step_train_loss()
-        w = RunWriter(run_dir, mode="overwrite" if overwrite else "new")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:40]}.importing-", dir=target.parent))
+        try:
+            result = self._write(tmp, target.name, source)
+            _move_into_place(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return result
+
+    def _write(self, run_dir: Path, name: str, source: str) -> dict[str, Any]:
+        w = RunWriter(run_dir, mode="new")
         steps = 0
         for name, series in self.scalars.items():
             order = sorted(series)
@@ -108,7 +145,7 @@ class _Importer:
                 w.add_eval(split, ep, st, metric, v)
                 epochs = max(epochs, ep + 1)
         w.set_meta(
-            name=Path(run_dir).name,
+            name=name,
             status="imported",
             created=time.time(),
             imported_from=source,
@@ -125,6 +162,40 @@ class _Importer:
         }
 
 
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """``tmp`` (a finished run directory) becomes ``target``: one rename of the directory, or of its database
+    file into an existing directory (its old WAL files removed first: they belong to the old database)."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (target / (schema.DB_NAME + suffix)).unlink()
+    for f in tmp.iterdir():
+        os.replace(f, target / f.name)
+
+
+def _read_csv(p: Path) -> list[list[str]]:
+    """The non-empty rows of a UTF-8 CSV (a byte-order mark, as spreadsheets write it, is dropped)."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long cell (a JSON blob, a stack trace) is no reason to fail
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+        return [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise TrainmedicError(
+            f"`FILE` must be UTF-8 text; {str(p)!r} has the byte 0x{e.object[e.start]:02x} at offset {e.start} "
+            f"(line {line}); save it as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise TrainmedicError(f"`FILE` {str(p)!r} is not a readable CSV: {e}") from None
+    except OSError as e:
+        raise TrainmedicError(f"`FILE` {str(p)!r} cannot be read: {e.strerror or e}") from None
+    finally:
+        csv.field_size_limit(limit)
+
+
 def import_csv(
     path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -132,22 +203,27 @@ def import_csv(
     p = Path(path)
     if not p.is_file():
         raise TrainmedicError(f"`FILE` must be an existing .csv file; got {str(p)!r} (no such file)")
-    with p.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    rows = _read_csv(p)
     if len(rows) < 2:
         raise TrainmedicError(
             f"`{p}` must be a CSV with a header row and at least one data row; got {len(rows)} row(s)"
         )
     header = [h.strip() for h in rows[0]]
     lower = [h.lower() for h in header]
+    dupes = sorted({h for h in header if h and header.count(h) > 1})
+    if dupes:
+        raise TrainmedicError(
+            f"`FILE` {str(p)!r} must have distinct column names; got {dupes} more than once"
+        )
     imp = _Importer()
     if {"step", "value"} <= set(lower) and len(header) <= 3:  # TensorBoard's per-tag export
         name = p.stem
         si, vi = lower.index("step"), lower.index("value")
-        for r in rows[1:]:
-            s, v = _number(r[si]), _number(r[vi])
+        for n, r in enumerate(rows[1:], 2):
+            s = _number(r[si]) if si < len(r) else None
+            v = _number(r[vi]) if vi < len(r) else None
             if s is not None and v is not None:
-                imp.add(name, int(s), None, v)
+                imp.add(name, _index(s, header[si], n, str(p)), None, v)
         return imp.write(run_dir, str(p), overwrite)
     step_col = next((lower.index(c) for c in STEP_COLUMNS if c in lower), None)
     epoch_col = lower.index("epoch") if "epoch" in lower else None
@@ -156,15 +232,19 @@ def import_csv(
             f"`{p}` must have a `step` (or `global_step`/`iteration`) or an `epoch` column; got columns {header}"
         )
     skip = {step_col, epoch_col} | {i for i, h in enumerate(lower) if h in ("wall time", "time", "timestamp")}
-    for r in rows[1:]:
+    for n, r in enumerate(rows[1:], 2):
         step = _number(r[step_col]) if step_col is not None and step_col < len(r) else None
         epoch = _number(r[epoch_col]) if epoch_col is not None and epoch_col < len(r) else None
-        st = (
-            int(step)
-            if step is not None
-            else (int(epoch) if step_col is None and epoch is not None else None)
+        ep = (
+            _index(epoch, header[epoch_col], n, str(p))
+            if epoch is not None and epoch_col is not None
+            else None
         )
-        ep = int(epoch) if epoch is not None else None
+        st = (
+            _index(step, header[step_col], n, str(p))
+            if step is not None and step_col is not None
+            else (ep if step_col is None else None)
+        )
         for i, cell in enumerate(r):
             if i in skip or i >= len(header):
                 continue
@@ -189,8 +269,8 @@ def import_tensorboard(
     acc.Reload()
     imp = _Importer()
     for tag in acc.Tags().get("scalars", []):
-        for ev in acc.Scalars(tag):
-            imp.add(tag, int(ev.step), None, float(ev.value))
+        for n, ev in enumerate(acc.Scalars(tag), 1):
+            imp.add(tag, _index(float(ev.step), f"{tag} step", n, str(path)), None, float(ev.value))
     return imp.write(run_dir, str(path), overwrite)
 
 

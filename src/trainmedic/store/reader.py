@@ -44,24 +44,88 @@ class LayerSeries:
         return Series(self.steps, self.values[:, self.layers.index(name)])
 
 
+# The types of the meta values that readers (inspect, diagnose, report) rely on.
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "steps": (int,),
+    "epochs": (int,),
+    "every": (int,),
+    "batch_size": (int,),
+    "name": (str,),
+    "status": (str,),
+    "device": (str,),
+    "created": (int, float),
+    "closed_at": (int, float),
+    "thresholds": (dict,),
+    "config": (dict,),
+    "cadence": (dict,),
+    "amp": (dict,),
+    "models": (list,),
+    "layers": (list,),
+    "activations": (list,),
+    "optimizers": (list,),
+    "notes": (list,),
+    "compiled": (list,),
+}
+
+
 class RunReader:
     """Read-only access to one run directory."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
-        if not self.run_dir.exists():
+        try:
+            exists, is_dir = self.run_dir.exists(), self.run_dir.is_dir()
+        except OSError as e:  # e.g. a path component longer than the file system allows
+            raise RunDirError(
+                f"run directory {str(self.run_dir)!r} cannot be read: {e.strerror or e}"
+            ) from None
+        if not exists:
             raise RunDirError(f"run directory {str(self.run_dir)!r} does not exist")
-        if not self.run_dir.is_dir():
+        if not is_dir:
             raise RunDirError(f"`run_dir` must be a directory; {str(self.run_dir)!r} is a file")
         db = self.run_dir / schema.DB_NAME
+        self.db = db
         if not db.is_file():
             raise RunDirError(f"{str(self.run_dir)!r} is not a trainmedic run: it has no {schema.DB_NAME}")
         try:
             # Not read-only at the SQLite level: a reader must be able to replay a WAL left by a killed writer.
             self.con = sqlite3.connect(str(db), timeout=10.0)
-            self.con.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as e:
-            raise RunDirError(f"{str(self.run_dir)!r} holds a corrupted run database ({e})") from None
+            raise RunDirError(f"{str(db)!r} cannot be opened as a run database ({e})") from None
+        try:
+            tables = {r[0] for r in self._rows("SELECT name FROM sqlite_master WHERE type='table'")}
+            lacking = [t for t in schema.TABLES if t not in tables]
+            if lacking:
+                raise RunDirError(
+                    f"{str(db)!r} is not a trainmedic run database: it lacks the table(s) {', '.join(lacking)}"
+                    + (f" (it holds {', '.join(sorted(tables))})" if tables else " (it holds no tables)")
+                )
+            self.meta  # noqa: B018 -- decoded now, so a bad meta value is an error at open, not later
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """All rows of a query; a damaged database becomes one :class:`RunDirError` naming the file."""
+        try:
+            return self.con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise RunDirError(f"{str(self.db)!r} holds a corrupted run database ({e})") from None
+
+    def _json(self, text: Any, where: str) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise RunDirError(
+                f"{str(self.db)!r} holds a corrupted run database: {where} is not JSON ({e})"
+            ) from None
+
+    def _blob(self, blob: Any, dtype: str, where: str) -> np.ndarray:
+        try:
+            return np.frombuffer(blob, dtype=dtype)
+        except (TypeError, ValueError) as e:
+            raise RunDirError(f"{str(self.db)!r} holds a corrupted run database: {where} ({e})") from None
 
     def close(self) -> None:
         self.con.close()
@@ -75,7 +139,17 @@ class RunReader:
     # ---- meta ------------------------------------------------------------------------------------
     @cached_property
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.con.execute("SELECT key, value FROM meta")}
+        out = {
+            str(k): self._json(v, f"meta value {k!r}") for k, v in self._rows("SELECT key, value FROM meta")
+        }
+        for key, kinds in META_TYPES.items():  # what the readers of meta rely on; null is always allowed
+            v = out.get(key)
+            if v is not None and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
+                raise RunDirError(
+                    f"{str(self.db)!r} holds a corrupted run database: meta value {key!r} must be "
+                    f"{' or '.join(k.__name__ for k in kinds)}; got {type(v).__name__} {v!r:.60}"
+                )
+        return out
 
     @property
     def name(self) -> str:
@@ -84,17 +158,20 @@ class RunReader:
     # ---- per-step scalars ------------------------------------------------------------------------
     @cached_property
     def scalar_names(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT DISTINCT name FROM scalar_chunks ORDER BY name")]
+        return [str(r[0]) for r in self._rows("SELECT DISTINCT name FROM scalar_chunks ORDER BY name")]
 
     def scalar(self, name: str) -> Series:
         """The full series of a per-step signal (empty arrays when it was never recorded)."""
-        rows = self.con.execute(
-            "SELECT steps, vals FROM scalar_chunks WHERE name=? ORDER BY id", (name,)
-        ).fetchall()
+        rows = self._rows("SELECT steps, vals FROM scalar_chunks WHERE name=? ORDER BY id", (name,))
         if not rows:
             return Series(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
-        steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
-        vals = np.concatenate([np.frombuffer(r[1], dtype="<f8") for r in rows])
+        where = f"a chunk of the signal {name!r}"
+        steps = np.concatenate([self._blob(r[0], "<i8", where) for r in rows])
+        vals = np.concatenate([self._blob(r[1], "<f8", where) for r in rows])
+        if len(steps) != len(vals):
+            raise RunDirError(
+                f"{str(self.db)!r} holds a corrupted run database: {where} has {len(steps)} steps and {len(vals)} values"
+            )
         return Series(steps, vals)
 
     def has_scalar(self, name: str) -> bool:
@@ -104,43 +181,50 @@ class RunReader:
     @cached_property
     def layer_stats(self) -> dict[str, list[str]]:
         """Each recorded per-layer statistic and its layer order."""
-        return {
-            stat: json.loads(layers)
-            for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
-        }
+        out: dict[str, list[str]] = {}
+        for stat, layers in self._rows("SELECT stat, layers FROM layer_sets"):
+            value = self._json(layers, f"the layer list of {stat!r}")
+            if not isinstance(value, list):
+                raise RunDirError(
+                    f"{str(self.db)!r} holds a corrupted run database: the layer list of {stat!r} is not a list"
+                )
+            out[str(stat)] = [str(x) for x in value]
+        return out
 
     def layer_stat(self, stat: str) -> LayerSeries:
         layers = self.layer_stats.get(stat, [])
-        rows = self.con.execute(
-            "SELECT steps, vals FROM layer_chunks WHERE stat=? ORDER BY id", (stat,)
-        ).fetchall()
+        rows = self._rows("SELECT steps, vals FROM layer_chunks WHERE stat=? ORDER BY id", (stat,))
         if not rows:
             return LayerSeries(
                 stat, layers, np.zeros(0, dtype=np.int64), np.zeros((0, len(layers)), dtype=np.float32)
             )
-        steps = np.concatenate([np.frombuffer(r[0], dtype="<i8") for r in rows])
-        vals = np.concatenate([np.frombuffer(r[1], dtype="<f4") for r in rows]).reshape(
-            len(steps), len(layers)
-        )
-        return LayerSeries(stat, layers, steps, vals)
+        where = f"a chunk of the per-layer statistic {stat!r}"
+        steps = np.concatenate([self._blob(r[0], "<i8", where) for r in rows])
+        flat = np.concatenate([self._blob(r[1], "<f4", where) for r in rows])
+        if flat.size != len(steps) * len(layers):
+            raise RunDirError(
+                f"{str(self.db)!r} holds a corrupted run database: {where} has {flat.size} values for "
+                f"{len(steps)} steps × {len(layers)} layers"
+            )
+        return LayerSeries(stat, layers, steps, flat.reshape(len(steps), len(layers)))
 
     # ---- evaluations -----------------------------------------------------------------------------
     @cached_property
     def splits(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT split FROM evals GROUP BY split ORDER BY min(id)")]
+        return [str(r[0]) for r in self._rows("SELECT split FROM evals GROUP BY split ORDER BY min(id)")]
 
     def eval_names(self, split: str | None = None) -> list[str]:
         if split is None:
-            q = self.con.execute("SELECT DISTINCT name FROM evals ORDER BY name")
+            q = self._rows("SELECT DISTINCT name FROM evals ORDER BY name")
         else:
-            q = self.con.execute("SELECT DISTINCT name FROM evals WHERE split=? ORDER BY name", (split,))
-        return [r[0] for r in q]
+            q = self._rows("SELECT DISTINCT name FROM evals WHERE split=? ORDER BY name", (split,))
+        return [str(r[0]) for r in q]
 
     def eval_series(self, split: str, name: str) -> Series:
         """``name`` (e.g. ``"accuracy"``, ``"loss"``) of ``split`` per epoch: ``steps`` holds the epochs."""
-        rows = self.con.execute(
+        rows = self._rows(
             "SELECT epoch, value FROM evals WHERE split=? AND name=? ORDER BY epoch, id", (split, name)
-        ).fetchall()
+        )
         return Series(
             np.array([r[0] for r in rows], dtype=np.int64),
             np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64),
@@ -148,30 +232,29 @@ class RunReader:
 
     def eval_steps(self, split: str) -> dict[int, int]:
         """Epoch → global step at which ``split`` was evaluated."""
-        rows = self.con.execute("SELECT epoch, max(step) FROM evals WHERE split=? GROUP BY epoch", (split,))
+        rows = self._rows("SELECT epoch, max(step) FROM evals WHERE split=? GROUP BY epoch", (split,))
         return {int(e): int(s) for e, s in rows if s is not None}
 
     def epochs(self, split: str) -> list[int]:
         return [
             r[0]
-            for r in self.con.execute(
-                "SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,)
-            )
+            for r in self._rows("SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,))
         ]
 
     # ---- records and events ----------------------------------------------------------------------
     def records(self, kind: str, split: str | None = None) -> list[dict[str, Any]]:
         """JSON records of a kind, oldest first, each with ``epoch``, ``step``, ``split`` and ``data``."""
         if split is None:
-            q = self.con.execute(
-                "SELECT epoch, step, split, data FROM records WHERE kind=? ORDER BY id", (kind,)
-            )
+            q = self._rows("SELECT epoch, step, split, data FROM records WHERE kind=? ORDER BY id", (kind,))
         else:
-            q = self.con.execute(
+            q = self._rows(
                 "SELECT epoch, step, split, data FROM records WHERE kind=? AND split=? ORDER BY id",
                 (kind, split),
             )
-        return [{"epoch": e, "step": s, "split": sp, "data": json.loads(d)} for e, s, sp, d in q]
+        return [
+            {"epoch": e, "step": s, "split": sp, "data": self._json(d, f"a {kind!r} record")}
+            for e, s, sp, d in q
+        ]
 
     def record(self, kind: str, split: str | None = None) -> Any:
         """The newest record of a kind (its data), or ``None``."""
@@ -190,9 +273,9 @@ class RunReader:
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT time, step, epoch, kind, code, severity, message, data FROM events"
         q = (
-            self.con.execute(sql + " WHERE kind=? ORDER BY id", (kind,))
+            self._rows(sql + " WHERE kind=? ORDER BY id", (kind,))
             if kind
-            else self.con.execute(sql + " ORDER BY id")
+            else self._rows(sql + " ORDER BY id")
         )
         return [
             {
@@ -203,18 +286,18 @@ class RunReader:
                 "code": c,
                 "severity": sv,
                 "message": m,
-                "data": json.loads(d) if d else None,
+                "data": self._json(d, f"a {k!r} event") if d else None,
             }
             for t, s, e, k, c, sv, m, d in q
         ]
 
     def has_evidence(self) -> bool:
         """True when the run stored anything to judge: a per-step value, a per-layer row or an evaluation."""
-        row = self.con.execute(
+        rows = self._rows(
             "SELECT EXISTS(SELECT 1 FROM scalar_chunks) OR EXISTS(SELECT 1 FROM layer_chunks)"
             " OR EXISTS(SELECT 1 FROM evals)"
-        ).fetchone()
-        return bool(row[0])
+        )
+        return bool(rows[0][0])
 
     # ---- summary ---------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

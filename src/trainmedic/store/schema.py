@@ -11,6 +11,7 @@ import sqlite3
 
 SCHEMA_VERSION = 1
 DB_NAME = "run.sqlite"
+TABLES = ("meta", "scalar_chunks", "layer_sets", "layer_chunks", "evals", "records", "events")
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

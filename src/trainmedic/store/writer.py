@@ -31,6 +31,22 @@ def _dumps(value: Any) -> str:
         return json.dumps(_jsonable(value), allow_nan=False)
 
 
+NAME_MAX = 255  # bytes per path component on the common file systems (ext4, xfs, APFS, NTFS)
+
+
+def check_path(path: Path, what: str = "run_dir") -> None:
+    """One error naming the argument for a path no file system would take (instead of ``Errno 36``)."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise RunDirError(
+                f"`{what}` has a path component of {size} bytes ({part[:24]}…); file systems allow at most "
+                f"{NAME_MAX}: use a shorter name"
+            )
+    if "\x00" in str(path):
+        raise RunDirError(f"`{what}` must not contain a NUL character; got {str(path)!r}")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -52,6 +68,7 @@ class RunWriter:
         if mode not in ("new", "overwrite", "resume"):
             raise RunDirError(f"`mode` must be 'new', 'overwrite' or 'resume'; got {mode!r}")
         self.run_dir = Path(run_dir)
+        check_path(self.run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunDirError(f"`run_dir` must be a directory; {str(self.run_dir)!r} is a file")
         db = self.run_dir / schema.DB_NAME
@@ -69,7 +86,12 @@ class RunWriter:
                         shutil.rmtree(p)
                     else:
                         p.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(
+                f"`run_dir` {str(self.run_dir)!r} cannot be created: {e.strerror or e}"
+            ) from None
         try:
             self.con = schema.connect(str(db))
             schema.create_or_migrate(self.con)
