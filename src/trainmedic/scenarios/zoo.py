@@ -128,7 +128,7 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray, int, str, int]:
 def dataset(name: str, seed: int = 0, normalize: bool = True, train_n: int | None = None) -> ZooData:
     """One split of a zoo dataset (cached: many cases share one)."""
     x, y, k, kind, n_val = _raw(name)
-    xtr, ytr, xva, yva = _split(np.asarray(x), np.asarray(y), n_val, seed, normalize)
+    xtr, ytr, xva, yva = _split(np.asarray(x), np.asarray(y), n_val, seed, normalize and kind != "tokens")
     if train_n is not None:
         xtr, ytr = xtr[:train_n], ytr[:train_n]
     if kind == "tokens":
@@ -256,10 +256,10 @@ def build_model(cfg: Mapping[str, Any], d: ZooData) -> nn.Module:
                 layers.append(nn.BatchNorm2d(w))
             layers.append(_act(str(cfg.get("act", "relu"))))
             c = w
-        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten()]
         if dropout:
             layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(4 * w, out))
+        layers.append(nn.Linear(16 * w, out))
         model = nn.Sequential(*layers)
     elif arch in ("lstm", "gru"):
         model = _Seq(arch, d.x_train.shape[2], int(cfg.get("width", 16)), out)
@@ -268,6 +268,10 @@ def build_model(cfg: Mapping[str, Any], d: ZooData) -> nn.Module:
     else:
         raise KeyError(f"unknown arch {arch!r}")
     _init(model, str(cfg.get("init", "default")), cfg.get("bias"))
+    if cfg.get("freeze_bn_stats"):  # running statistics never updated: eval normalizes with the init (0, 1)
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.momentum = 0.0
     return model
 
 
@@ -348,7 +352,13 @@ class ZooResult:
         return set(self.case.expected) - self.found
 
 
-def _h(name: str, tol: float = 0.05, **cfg: Any) -> ZooCase:
+# how far below the scikit-learn reference a sound small net may land: feature noise (digits_noisy) lets an
+# MLP fit the noise where an RBF SVM averages it away
+_TOL = {"digits_noisy": 0.08, "sequences": 0.06}
+
+
+def _h(name: str, tol: float | None = None, **cfg: Any) -> ZooCase:
+    tol = max(tol or 0.05, _TOL.get(str(cfg["data"]), 0.05))
     return ZooCase(name, "healthy", build=cfg, tolerance=tol)
 
 
@@ -378,6 +388,7 @@ def _healthy() -> list[ZooCase]:
     for i, (ds, o) in enumerate(itertools.product(_TAB, _OPTS)):
         bs = [32, 64, 128, 32][i % 4]
         ep = 25 if ds not in ("digits", "digits_noisy") else 10
+        ep *= 2 if o["opt"] == "sgd" else 1  # plain SGD needs more updates to converge
         cases.append(
             _h(
                 f"grid_{ds}_{o['opt']}",
@@ -428,7 +439,7 @@ def _healthy() -> list[ZooCase]:
     for ds, ep in [("iris", 400), ("wine", 300), ("moons", 300), ("blobs2", 400), ("breast_cancer", 300)]:
         cases.append(_h(f"plateau_{ds}_{ep}", data=ds, batch=0, lr=1e-2, width=16, epochs=ep, style="index"))
     # H: near chance for tens of epochs, then taking off
-    for ds, lr in [("moons", 0.02), ("circles", 0.05), ("blobs2", 0.01), ("iris", 0.02)]:
+    for ds, lr in [("moons", 0.02), ("circles", 0.5), ("blobs2", 0.01), ("iris", 0.02)]:
         cases.append(
             _h(
                 f"slowstart_sgd_{ds}",
@@ -491,7 +502,7 @@ def _healthy() -> list[ZooCase]:
                 arch=cell,
                 width=16,
                 batch=32,
-                epochs=15,
+                epochs=25,
                 **{**o, "lr": o["lr"] * (2 if o["opt"] != "adagrad" else 1)},
             )  # fmt: skip
         )
@@ -503,7 +514,7 @@ def _healthy() -> list[ZooCase]:
         {"sched": "step"},
     ]
     for i, extra in enumerate(cnns):
-        cases.append(_h(f"cnn_digits_{i}", data="digits_img", arch="cnn", width=8, batch=32, epochs=8,
+        cases.append(_h(f"cnn_digits_{i}", data="digits_img", arch="cnn", width=8, batch=32, epochs=12,
                         style=_STYLES[i % 4], **{"lr": 1e-2, **extra}))  # fmt: skip
     toks: list[dict[str, Any]] = [{}, {"dropout": 0.1}, {"opt": "adamw"}, {"sched": "cosine", "clip": 1.0}]
     for i, extra in enumerate(toks):
@@ -519,20 +530,22 @@ def _faulty() -> list[ZooCase]:
         cases.append(
             _f(
                 f"lr_high_sgd{lr:g}_raw",
-                {"nonfinite"},
-                POOR_CLASSES | {"exploding_gradient", "low_data_quality", "gradient_masking", "underfitting"},
+                {"nonfinite"},  # diverges within a few steps: NaN before any growth can be seen
+                NO_LEARNING
+                | {"exploding_gradient", "low_data_quality", "gradient_masking", "vanishing_gradient"},
                 **raw,
+                act="leaky_relu",
                 opt="sgd",
                 lr=lr,
                 batch=32,
                 epochs=5,
             )  # fmt: skip
         )
-    for lr in (2.0, 5.0):
+    for lr in (0.3, 0.5, 1.0):
         cases.append(
             _f(
                 f"lr_high_sgdm{lr:g}_deep",
-                {"exploding_gradient"},
+                {"exploding_gradient", "nonfinite"},
                 POOR_CLASSES | NO_LEARNING | {"nonfinite", "gradient_masking"},
                 data="digits",
                 opt="sgdm",
@@ -640,8 +653,10 @@ def _faulty() -> list[ZooCase]:
         cases.append(
             _f(
                 f"label_noise_{rate:g}",
-                {"label_noise"},
-                POOR_CLASSES | {"overfitting", "underfitting", "train_test_mismatch"},
+                {
+                    "train_test_mismatch"
+                },  # train-only label noise, seen from the run (label_noise is the audit's)
+                POOR_CLASSES | {"overfitting", "underfitting", "label_noise"},
                 data="digits",
                 train_label_noise=rate,
                 width=128,
@@ -804,10 +819,6 @@ def run_case(case: ZooCase, run_dir: str | Path, seed: int = 0) -> ZooResult:
     try:
         for epoch in range(epochs):
             model.train()
-            if cfg.get("freeze_bn_stats"):  # a user "freezing" batch norm: running stats stay at init
-                for m in model.modules():
-                    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                        m.eval()
             if loader is not None:
                 batches: Any = loader
             else:
