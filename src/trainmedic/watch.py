@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
 import statistics
@@ -22,7 +23,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -43,6 +44,32 @@ from .store.writer import RunWriter
 
 LAYER_NORM_STATS = ("grad_norm", "weight_norm", "update_norm")
 MAX_PROBE_FAILURES = 20
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _boundary(probe: str, default: Callable[[Any], Any] = lambda run: None) -> Callable[[_F], _F]:
+    """The fail-open boundary of a public ``Run`` method (see ``Run._fence``): the user's own mistakes
+    (``TrainmedicError``) and requested stops (``TrainingProblemError``) pass; any other failure is recorded,
+    warned about once, and the call returns ``default(run)``."""
+
+    def deco(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def method(self: Run, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except (TrainingProblemError, TrainmedicError):
+                raise
+            except Exception as e:  # never break the user's training
+                self._internal_error(probe, e)
+                return default(self)
+
+        return cast(_F, method)
+
+    return deco
+
+
 CLOCK_SECS = 0.02  # the flush clock is read at least this often (quiet steps skip it)
 HP_REFRESH = 100  # steps between hyperparameter records when nothing changed (changes are written at once)
 
@@ -336,6 +363,14 @@ class Run:
         self.flush_steps = flush_steps
         self.thresholds = load_thresholds(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
         self.on_problem = on_problem
+        if raise_on is not None and str(getattr(raise_on, "value", raise_on)) not in (
+            "info",
+            "warning",
+            "error",
+        ):
+            raise TrainmedicError(
+                f"`raise_on` must be 'warning' or 'error' (or None: never raise); got {raise_on!r}"
+            )
         self.raise_on = Severity.parse(raise_on) if raise_on else None
         self.quiet = quiet
         self.findings: list[Finding] = []  # live findings
@@ -393,30 +428,47 @@ class Run:
 
             self._console = LiveConsole(total_steps)
         if self.enabled:
-            mode = "overwrite" if overwrite else "resume" if resume else "new"
-            self._writer = RunWriter(self.run_dir, mode=mode)
-            if resume and self._writer.resumed:
-                with RunReader(self.run_dir) as r:
-                    self._step = int(r.meta.get("steps", 0) or 0)
-                    self._epoch_counter.update({sp: len(r.epochs(sp)) for sp in r.splits})
-            self._writer.set_meta(
-                name=self.name,
-                status="running",
-                created=time.time(),
-                trainmedic_version=_version(),
-                torch_version=torch.__version__,
-                every=every,
-                cadence=self._cadence_meta(),
-                thresholds=self.thresholds.to_dict(),
-                config=dict(config or {}),
-                world_size=self.world_size,
-                rank=self.rank,
-            )
-            self._writer.flush()
+            try:
+                self._open_writer(overwrite, resume, every, config)
+            except TrainmedicError:
+                raise
+            except Exception as e:  # e.g. a full disk: training goes on, unrecorded, and says so
+                self._writer, self.enabled = None, False
+                warnings.warn(
+                    f"trainmedic: cannot record into {self.run_dir} ({type(e).__name__}: {e}); training "
+                    "continues unrecorded",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         self._finalizer = weakref.finalize(self, Run._atexit_close, weakref.ref(self))
         atexit.register(self._finalizer)
 
+    def _open_writer(
+        self, overwrite: bool, resume: bool, every: int, config: Mapping[str, Any] | None
+    ) -> None:
+        mode = "overwrite" if overwrite else "resume" if resume else "new"
+        self._writer = RunWriter(self.run_dir, mode=mode)
+        if resume and self._writer.resumed:
+            with RunReader(self.run_dir) as r:
+                self._step = int(r.meta.get("steps", 0) or 0)
+                self._epoch_counter.update({sp: len(r.epochs(sp)) for sp in r.splits})
+        self._writer.set_meta(
+            name=self.name,
+            status="running",
+            created=time.time(),
+            trainmedic_version=_version(),
+            torch_version=torch.__version__,
+            every=every,
+            cadence=self._cadence_meta(),
+            thresholds=self.thresholds.to_dict(),
+            config=dict(config or {}),
+            world_size=self.world_size,
+            rank=self.rank,
+        )
+        self._writer.flush()
+
     # ---- attaching -----------------------------------------------------------------------------
+    @_boundary("watch", default=lambda run: run)
     def watch(
         self,
         model: nn.Module | Mapping[str, nn.Module] | Iterable[nn.Module],
@@ -462,7 +514,9 @@ class Run:
         assert self._writer is not None
         w = self._writer
         prefix = len(models) > 1
-        summaries = [model_summary(n, m, prefix) for n, m in models.items()]
+        summaries = (
+            self._guard("summary", lambda: [model_summary(n, m, prefix) for n, m in models.items()]) or []
+        )
         w.set_meta(models=summaries, layers=index.layers, activations=index.activations, compiled=compiled)
         w.add_record("model_summary", summaries)
         for stat in LAYER_NORM_STATS:
@@ -471,11 +525,14 @@ class Run:
             probe = OptimizerProbe(oname, opt, index)
             probe.steps = self._step  # resumed runs continue their step count
             self._probes.append(probe)
+            primary = len(self._probes) == 1
             self._handles.append(
-                opt.register_step_pre_hook(self._make_pre_hook(probe, primary=len(self._probes) == 1))
+                opt.register_step_pre_hook(self._fence("optimizer hook", self._make_pre_hook(probe, primary)))
             )
             self._handles.append(
-                opt.register_step_post_hook(self._make_post_hook(probe, primary=len(self._probes) == 1))
+                opt.register_step_post_hook(
+                    self._fence("optimizer hook", self._make_post_hook(probe, primary))
+                )
             )
         if self._meter is not None:
             self._meter.next_check = self._step + self._meter.WARMUP
@@ -494,9 +551,10 @@ class Run:
                 guard=self._guard,
                 rows=self.activation_rows,
                 max_elements=self.activation_elements,
+                fence=lambda hook: self._fence("activations", hook),
             )
             if self._cadence.capture(self._step):
-                self._act_probe.start_capture(self._step)
+                self._guard("activations", lambda: self._act_probe.start_capture(self._step))  # type: ignore[union-attr]
         notes = []
         if compiled:
             notes.append(
@@ -511,7 +569,7 @@ class Run:
             )
         w.set_meta(notes=notes)
         for n, m in models.items():
-            handle = unwrap(m).register_forward_pre_hook(self._make_input_hook(n))
+            handle = unwrap(m).register_forward_pre_hook(self._fence("input", self._make_input_hook(n)))
             self._input_handles[n] = handle
             self._handles.append(handle)
         first_device = next(iter(models.values())).parameters().__next__().device
@@ -553,7 +611,27 @@ class Run:
 
         return hook
 
-    # ---- the fail-open guard -------------------------------------------------------------------
+    # ---- the fail-open boundary ----------------------------------------------------------------
+    def _fence(self, probe: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """A hook behind the fail-open boundary. Every call from the user's code into trainmedic passes through
+        one: the hooks (optimizer pre/post step, forward pre-hooks, activation hooks) through this, the public
+        methods (``watch``, ``log``, ``evaluate``, ``end_epoch``, ``record``, ``event``, ``flush``, ``close``)
+        through :func:`_boundary`. A failure inside is recorded as an ``internal_error`` event, warned about
+        once, and the hook returns None (the optimizer or module then does exactly what it does unwatched);
+        only a requested stop (``TrainingProblemError``: ``raise_on``, ``abort``) passes."""
+
+        @functools.wraps(hook)
+        def fenced(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return hook(*args, **kwargs)
+            except TrainingProblemError:
+                raise
+            except Exception as e:  # never break the user's training
+                self._internal_error(probe, e)
+                return None
+
+        return fenced
+
     def _guard(self, probe: str, fn: Callable[[], Any]) -> Any:
         if probe in self._disabled:
             return None
@@ -897,7 +975,21 @@ class Run:
         if self._writer is not None:
             self._writer.add_scalar(name, step, v)
         if self._monitor is not None:
-            self._monitor.observe(name, step, v)
+            self._observe(name, step, v)
+
+    def _observe(self, name: str, step: int, v: float) -> None:
+        """The live monitor sees a value. Its failures switch off the monitor, never the recording."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        try:
+            monitor.observe(name, step, v)
+        except TrainingProblemError:
+            raise
+        except Exception as e:  # never break the user's training, nor the recording of its loss
+            self._internal_error("live monitor", e)
+            if "live monitor" in self._disabled:
+                self._monitor = None
 
     # ---- user calls ----------------------------------------------------------------------------
     @property
@@ -905,6 +997,7 @@ class Run:
         """Optimizer steps completed so far (or ``log`` calls when no optimizer is watched)."""
         return self._step if self._probes else self._log_count
 
+    @_boundary("log")
     def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record per-step scalars: ``run.log(loss=loss, acc=acc)``. Tensors stay on the device until a flush."""
         # the per-step path: every line here runs once per training step with cold caches, so it is kept short
@@ -966,6 +1059,10 @@ class Run:
             else:
                 step = self._log_count
         else:
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**62:
+                raise TrainmedicError(
+                    f"`step` must be a non-negative integer (the step the values belong to) or None; got {step!r}"
+                )
             step = int(step)
         self._log_count += 1
         self._stepped_since_log = False
@@ -977,7 +1074,7 @@ class Run:
                     if isinstance(v, float):
                         writer.add_scalar(k, step, v)
                         if monitor is not None:
-                            monitor.observe(k, step, v)
+                            self._observe(k, step, v)
                         if (
                             self._quiet
                             and self._log_after_step is not None
@@ -1001,6 +1098,7 @@ class Run:
         if self._pending_problem is not None:
             self._raise_pending()
 
+    @_boundary("evaluate", default=lambda run: {"task": None, "scalars": {}, "failed": True})
     def evaluate(
         self,
         split: str,
@@ -1029,13 +1127,20 @@ class Run:
             raise TrainmedicError(
                 f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}"
             )
-        targets, outputs = _to_host(targets), _to_host(outputs)
+        targets, outputs = _to_host(targets, "targets"), _to_host(outputs, "outputs")
         if self.world_size > 1:
             targets, outputs = _gather(targets), _gather(outputs)
         from .metrics import evaluate_classification, evaluate_detection
         from .metrics.classification import fast_confusion_matrix, metrics_dict
 
         detection = isinstance(outputs, list) and (not outputs or isinstance(outputs[0], Mapping))
+        for arg, value in (("targets", targets), ("outputs", outputs)):
+            if not detection and not isinstance(value, torch.Tensor):
+                raise TrainmedicError(
+                    f"`{arg}` must be a tensor, array or list of numbers (class indices, scores or logits); got "
+                    f"{type(value).__name__}"
+                    + (f" of {type(value[0]).__name__}" if isinstance(value, list) and value else "")
+                )
         if (
             not detection
             and isinstance(outputs, torch.Tensor)
@@ -1191,6 +1296,7 @@ class Run:
         data.update(running=True, batches=ep.batches, invalid_targets=ep.invalid_targets)
         w.add_record("classification", data, epoch=epoch, step=step, split=RUNNING_SPLIT)
 
+    @_boundary("running metrics")
     def end_epoch(self, epoch: int | None = None) -> None:
         """Mark an epoch boundary for ``log(outputs=, targets=)``: store the running training metrics now.
 
@@ -1203,12 +1309,14 @@ class Run:
             )
         self._guard("running metrics", lambda: self._store_running(epoch))
 
+    @_boundary("record")
     def record(self, kind: str, data: Any, *, epoch: int | None = None, split: str | None = None) -> None:
         """Store a JSON record (e.g. a data audit, an autofix trial) with this run."""
         if self._writer is not None and not self.closed:
             self._writer.add_record(kind, data, epoch=epoch, step=self.step, split=split)
             self._writer.flush()
 
+    @_boundary("event")
     def event(self, kind: str, message: str, **data: Any) -> None:
         """Record an event (a treatment action, a note) at the current step."""
         if self._writer is not None and not self.closed:
@@ -1274,6 +1382,7 @@ class Run:
         ):
             self.flush()
 
+    @_boundary("flush")
     def flush(self) -> None:
         """Move pending device statistics to the host in one batch and commit them to the run directory."""
         if self._writer is None or self._writer.closed:
@@ -1302,7 +1411,7 @@ class Run:
             for (name, step, _), v in zip(scalars, vals):
                 w.add_scalar(name, step, float(v))
                 if self._monitor is not None:
-                    self._monitor.observe(name, step, float(v))
+                    self._observe(name, step, float(v))
         if rows:
             self._flush_layer_rows(rows)
         if self._act_probe is not None and self._index is not None:
@@ -1359,6 +1468,7 @@ class Run:
             w.add_layer_rows(stat, order, table[:, si])
 
     # ---- closing -------------------------------------------------------------------------------
+    @_boundary("close")
     def close(self, status: str = "closed") -> None:
         """Remove every hook and write what is pending. Safe to call twice."""
         if self.closed:
@@ -1467,11 +1577,16 @@ def _batch_to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     return [o for o in out if o is not None] if all(o is not None for o in out) else []
 
 
-def _to_host(x: Any) -> Any:
+def _to_host(x: Any, arg: str = "value") -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        try:
+            return torch.from_numpy(np.ascontiguousarray(x))
+        except TypeError:
+            raise TrainmedicError(
+                f"`{arg}` must be an array of numbers (class indices, scores or logits); got dtype {x.dtype}"
+            ) from None
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
         return [{k: _to_host(v) for k, v in d.items()} for d in x]
     if isinstance(x, (list, tuple)):

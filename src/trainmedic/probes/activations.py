@@ -104,8 +104,10 @@ class ActivationProbe:
         guard: Callable[[str, Callable[[], Any]], Any],
         rows: int = 64,
         max_elements: int = 16384,
+        fence: Callable[[Callable[..., None]], Callable[..., None]] | None = None,
     ) -> None:
         self.capture = False
+        self._fence = fence or (lambda hook: hook)  # the recorder's fail-open boundary around each hook
         self.step = 0
         self.rows = rows
         self.max_elements = max_elements
@@ -126,7 +128,9 @@ class ActivationProbe:
         self.step = step
         self.capture = True
         if not self.handles:
-            self.handles = [m.register_forward_hook(self._make_hook(i)) for i, m in enumerate(self.modules)]
+            self.handles = [
+                m.register_forward_hook(self._fence(self._make_hook(i))) for i, m in enumerate(self.modules)
+            ]
 
     def stop_capture(self) -> None:
         self.capture = False
