@@ -456,10 +456,10 @@ class Run:
             name=self.name,
             status="running",
             created=time.time(),
-            trainmedic_version=_version(),
+            trainmedic_version=self._guard("meta", _version),
             torch_version=torch.__version__,
             every=every,
-            cadence=self._cadence_meta(),
+            cadence=self._guard("meta", self._cadence_meta),
             thresholds=self.thresholds.to_dict(),
             config=dict(config or {}),
             world_size=self.world_size,
@@ -1477,7 +1477,7 @@ class Run:
             h.remove()
         self._handles.clear()
         if self._act_probe is not None:
-            self._act_probe.remove()
+            self._guard("activations", self._act_probe.remove)
         if self._console is not None:
             with contextlib.suppress(Exception):
                 self._console.close()
@@ -1503,9 +1503,11 @@ class Run:
             with contextlib.suppress(Exception):
                 run.close(status="unclosed")
 
+    @_boundary("with", default=lambda run: run)
     def __enter__(self) -> Run:
         return self
 
+    @_boundary("with", default=lambda run: run.close())  # a failure here still closes (flushes) the run
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None and self._writer is not None and not self._writer.closed:
             self._writer.add_event(
@@ -1531,6 +1533,35 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, step={self.step}, models={list(self.models)})"
+
+
+class UnrecordedRun:
+    """What :func:`watch` returns when trainmedic itself failed to start: the same calls, all no-ops."""
+
+    def __init__(self, run_dir: Any, error: BaseException) -> None:
+        from .remedies.control import Control
+
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.error = error
+        self.enabled = False
+        self.closed = False
+        self.step = 0
+        self.findings: list[Finding] = []
+        self.control = Control()
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"task": None, "scalars": {}, "failed": True}
+
+    def __getattr__(self, name: str) -> Callable[..., None]:  # log, watch, flush, close, record, event …
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+    def __enter__(self) -> UnrecordedRun:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.closed = True
 
 
 def _autocast_dtype(device_type: str) -> str | None:
@@ -1648,7 +1679,17 @@ def watch(
         raise TrainmedicError(
             f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}"
         )
-    run = Run(run_dir, **options)
+    try:
+        run = Run(run_dir, **options)
+    except TrainmedicError:
+        raise
+    except Exception as e:  # trainmedic itself failed to start: training goes on, unrecorded, and says so
+        warnings.warn(
+            f"trainmedic: could not start watching ({type(e).__name__}: {e}); training continues unrecorded",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return UnrecordedRun(run_dir, e)  # type: ignore[return-value]
     if model is not None:
         try:
             run.watch(model, optimizer)
