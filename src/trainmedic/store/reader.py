@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import RunDirError
 from . import schema
+from .writer import check_path
 
 
 @dataclass
@@ -74,6 +75,7 @@ class RunReader:
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
+        check_path(self.run_dir, "run_dir")
         try:
             exists, is_dir = self.run_dir.exists(), self.run_dir.is_dir()
         except OSError as e:  # e.g. a path component longer than the file system allows
