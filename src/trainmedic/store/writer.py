@@ -6,6 +6,7 @@ The writer buffers rows in memory and commits them in one transaction per :meth:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ def _dumps(value: Any) -> str:
         return json.dumps(_jsonable(value), allow_nan=False)
 
 
+MAX_BUFFERED = 1_000_000  # values kept in memory while flushes fail (a full disk); older ones are dropped
 NAME_MAX = 255  # bytes per path component on the common file systems (ext4, xfs, APFS, NTFS)
 
 
@@ -111,6 +113,11 @@ class RunWriter:
             stat: json.loads(layers)
             for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
         }
+        self._pending_layer_sets: dict[
+            str, list[str]
+        ] = {}  # written with the first chunks, in their transaction
+        self.max_buffered = MAX_BUFFERED
+        self.dropped = 0  # values dropped because flushes failed while the buffers were full
         self.closed = False
         self.set_meta(lock={"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
 
@@ -155,9 +162,7 @@ class RunWriter:
             raise RunDirError(f"layer set of {stat!r} changed within a run: {known} → {layers}")
         if known is None:
             self._known_layer_sets[stat] = list(layers)
-            self.con.execute(
-                "INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers))
-            )
+            self._pending_layer_sets[stat] = list(layers)
 
     def add_layer_values(self, stat: str, step: int, values: np.ndarray) -> None:
         steps, rows = self._layers[stat]
@@ -202,8 +207,12 @@ class RunWriter:
         if self.closed:
             return
         con = self.con
-        con.execute("BEGIN")
         try:
+            con.execute("BEGIN")
+            for stat, layers in self._pending_layer_sets.items():
+                con.execute(
+                    "INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers))
+                )
             for name, (steps, vals) in self._scalars.items():
                 if steps:
                     con.execute(
@@ -243,15 +252,57 @@ class RunWriter:
                     "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", list(self._meta.items())
                 )
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as e:
+            # SQLite may have rolled back already (a full disk does): a second ROLLBACK would raise "cannot
+            # rollback - no transaction is active" and hide the real error
+            if con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            self._bound(e)
             raise
+        self._pending_layer_sets.clear()
         self._scalars.clear()
         self._layers.clear()
         self._rows_evals.clear()
         self._rows_records.clear()
         self._rows_events.clear()
         self._meta.clear()
+
+    def buffered(self) -> int:
+        """Values waiting for the next flush (per-step points, per-layer rows, evaluation/record/event rows)."""
+        return (
+            sum(len(s) for s, _ in self._scalars.values())
+            + sum(len(s) for s, _ in self._layers.values())
+            + len(self._rows_evals)
+            + len(self._rows_records)
+            + len(self._rows_events)
+        )
+
+    def _bound(self, error: BaseException) -> None:
+        """After a failed flush: keep at most ``max_buffered`` values, dropping the oldest of each buffer in
+        proportion, and say so in ``meta["dropped"]`` (written by the next flush that succeeds)."""
+        total = self.buffered()
+        if total <= self.max_buffered:
+            return
+        keep = self.max_buffered / total
+        dropped = 0
+        pairs = [*self._scalars.values(), *self._layers.values()]
+        for a, b in pairs:
+            n = len(a) - int(len(a) * keep)
+            del a[:n], b[:n]  # in place: the recorder's short path appends to these very lists
+            dropped += n
+        for rows in (self._rows_evals, self._rows_records, self._rows_events):
+            n = len(rows) - int(len(rows) * keep)
+            del rows[:n]
+            dropped += n
+        self.dropped += dropped
+        self.set_meta(
+            dropped={
+                "values": self.dropped,
+                "reason": f"{type(error).__name__}: {error}",
+                "note": "flushes failed and the buffers were full: the oldest values were dropped",
+            }
+        )
 
     def close(self, status: str = "closed") -> None:
         if self.closed:
