@@ -286,7 +286,7 @@ class RunWriter:
             return
         keep = self.max_buffered / total
         dropped = 0
-        pairs = [*self._scalars.values(), *self._layers.values()]
+        pairs: list[tuple[list[Any], list[Any]]] = [*self._scalars.values(), *self._layers.values()]
         for a, b in pairs:
             n = len(a) - int(len(a) * keep)
             del a[:n], b[:n]  # in place: the recorder's short path appends to these very lists
