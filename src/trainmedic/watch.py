@@ -376,6 +376,7 @@ class Run:
         self.findings: list[Finding] = []  # live findings
         self.closed = False
         self.models: dict[str, nn.Module] = {}
+        self._mode_sensitive: list[tuple[str, nn.Module]] | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._probes: list[OptimizerProbe] = []
         self._act_probe: ActivationProbe | None = None
@@ -495,6 +496,7 @@ class Run:
                     f"`optimizer` must be a torch.optim.Optimizer; got {type(o).__name__} for {n!r}"
                 )
         self.models, self.optimizers = models, optimizers
+        self._mode_sensitive = None
         index = LayerIndex.build(models)
         self._index = index
         for oname, opt in optimizers.items():
@@ -1164,10 +1166,20 @@ class Run:
         epoch = self._claim_epoch(split, epoch)
         step = self.step
         self._guard("running metrics", lambda: self._store_running(epoch))
+        train_mode = self._guard("evaluate", self._train_mode_modules) or []
 
         def record() -> None:
             w = self._writer
             assert w is not None
+            # which dropout / batch-norm modules were still in training mode while this split was scored
+            # (a forgotten model.eval()): the diagnosis judges held-out metrics measured that way
+            w.add_record(
+                "eval_mode",
+                {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
+                epoch=epoch,
+                step=step,
+                split=split,
+            )
             for k, v in result["scalars"].items():
                 w.add_eval(split, epoch, step, k, v)
             if loss_value is not None:
@@ -1200,6 +1212,19 @@ class Run:
         self._raise_pending()
         return result
 
+    def _train_mode_modules(self) -> list[str]:
+        """Names of the watched models' dropout and batch-norm modules that are in training mode now."""
+        mods = self._mode_sensitive
+        if mods is None:
+            kinds = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+            mods = self._mode_sensitive = [
+                (f"{mname}/{n}" if len(self.models) > 1 else n, m)
+                for mname, model in self.models.items()
+                for n, m in model.named_modules()
+                if isinstance(m, kinds)
+            ]
+        return [n for n, m in mods if m.training]
+
     def _claim_epoch(self, split: str, epoch: int | None) -> int:
         """The epoch of this evaluation of ``split``: the one given, else one past the last."""
         if epoch is None:
@@ -1222,10 +1247,20 @@ class Run:
         epoch = self._claim_epoch(split, epoch)
         step = self.step
         self._guard("running metrics", lambda: self._store_running(epoch))
+        train_mode = self._guard("evaluate", self._train_mode_modules) or []
 
         def record() -> None:
             w = self._writer
             assert w is not None
+            # which dropout / batch-norm modules were still in training mode while this split was scored
+            # (a forgotten model.eval()): the diagnosis judges held-out metrics measured that way
+            w.add_record(
+                "eval_mode",
+                {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
+                epoch=epoch,
+                step=step,
+                split=split,
+            )
             w.add_eval(split, epoch, step, "nonfinite_outputs", share)
             w.add_event(
                 "nonfinite_outputs",

@@ -32,7 +32,7 @@ def _compensation(config: object) -> list[str]:
     thresholds=("imbalance_ratio", "min_recall"),
     remedies=("class_weights", "oversample", "undersample", "more_data", "change_loss"),
     what="The largest training class has at least `imbalance_ratio` times the samples of the smallest "
-    "(class counts of the training split, else the judged split), also at the one-sided 95% lower bound of the count ratio under Poisson sampling noise (so 9 vs 2 samples in a small training set is not imbalance). It is a warning only when the imbalance shows harm: minority recall on the held-out split at least 10 points and 1.64 standard errors (from the minority support) below majority recall while the model predicts the minority classes fewer times than they occur (by 1.64 sqrt(count): biased toward the majority), predictions piled into few classes, or a low-recall/precision/accuracy finding it explains; otherwise `info`. The held-out confusion matrix says "
+    "(class counts of the training split, else the judged split), also at the one-sided 95% lower bound of the count ratio under Poisson sampling noise (so 9 vs 2 samples in a small training set is not imbalance). It is a warning only when the imbalance shows harm: minority recall on the held-out split at least 10 points and 1.64 standard errors (from the minority support) below majority recall while the model predicts the minority classes fewer times than they occur (by 1.64 sqrt(count): biased toward the majority), predictions piled into few classes, or a low-recall/precision/accuracy finding it explains; otherwise `info`. A class present in the held-out split (3 or more samples) but absent from training is always a warning. The held-out confusion matrix says "
     "whether the minority classes suffer (lower recall, predictions piled into majority columns). When the "
     "training compensates (class weights or a balanced sampler in the run's config) and the minority "
     "classes' mean held-out recall is at least `min_recall` (predictions not piled into a few classes), "
@@ -48,6 +48,9 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
     if counts is None or len(counts) < 2:
         return None
     present = counts[counts > 0]
+    absent = _absent_in_training(ctx, split, counts)
+    if absent is not None:
+        return absent
     if present.size < 2:
         return None
     ratio = float(present.max() / present.min())
@@ -139,6 +142,46 @@ def check_data_imbalance(ctx: Context) -> Finding | None:
             ("change_loss", "a focal loss down-weights easy majority samples"),
         ],
         confidence(np.log(ratio / thr) + 3 * hurt),
+        split=split,
+    )
+
+
+def _absent_in_training(ctx: Context, split: str | None, counts: np.ndarray) -> Finding | None:
+    """Classes that occur in the held-out split but not at all in training: the extreme imbalance (the model
+    cannot learn them), harm by construction."""
+    ho = ctx.heldout_split
+    if split is None or ho is None or split == ho:
+        return None
+    c_ho = ctx.class_counts(ho)
+    if c_ho is None:
+        return None
+    k = max(len(counts), len(c_ho))
+    tr_c = np.pad(counts, (0, k - len(counts)))
+    ho_c = np.pad(c_ho, (0, k - len(c_ho)))
+    missing = [int(i) for i in np.flatnonzero((tr_c == 0) & (ho_c >= 3))]
+    if not missing:
+        return None
+    msg = (
+        f"{len(missing)} class(es) occur in {ho} but never in {split}: "
+        + ", ".join(f"class {i} ({int(ho_c[i])} {ho} samples)" for i in missing[:5])
+        + "; the model cannot learn a class it never sees"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "split": split,
+            "class_counts": tr_c.tolist(),
+            "heldout_class_counts": ho_c.tolist(),
+            "absent_classes": missing,
+            "harm": "classes absent from training",
+        },
+        [
+            ("more_data", "collect training samples of the missing classes"),
+            ("oversample", "if a few exist elsewhere in the data, make sure the split keeps them"),
+            ("class_weights", "once the classes are present, weight their errors up"),
+        ],
+        confidence(2.0),
         split=split,
     )
 

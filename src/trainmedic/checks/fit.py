@@ -382,7 +382,7 @@ def _stopped_early(ctx: Context) -> Finding | None:
 
 @check(
     "train_test_mismatch",
-    requires=("train_eval", "heldout_eval"),
+    requires=("heldout_eval",),
     thresholds=("mismatch_gap",),
     remedies=("fix_labels", "normalize_inputs", "more_data", "data_augmentation", "batch_norm"),
     what="Held-out accuracy is at least `mismatch_gap` above training accuracy, both at the last epoch and "
@@ -390,14 +390,18 @@ def _stopped_early(ctx: Context) -> Finding | None:
     "of the difference at the splits' sizes; or train and eval mode disagree: the training split scored in "
     "eval mode has a loss at least 2x (+0.1) and 3 mini-batch standard errors above the train-mode loss of "
     "that epoch's batches, in each of the last two epochs (batch-norm statistics never updated, layers that "
-    "act differently in eval mode).",
+    "act differently in eval mode); or the held-out split was scored with dropout/batch-norm modules in "
+    "training mode (a forgotten model.eval()) at the last evaluation and at least half of the others.",
     why="A model should not do clearly better on data it never saw: the splits differ (noisier or "
     "corrupted training labels/inputs, a different distribution, or a bug in the pipeline).",
     evidence="accuracy per split, the gap, class distributions of the splits (total-variation distance)",
 )
 def check_train_test_mismatch(ctx: Context) -> Finding | None:
     tr, ho = ctx.train_split, ctx.heldout_split
-    assert tr is not None and ho is not None
+    assert ho is not None
+    measured = _scored_in_train_mode(ctx, ho)
+    if measured is not None or tr is None:
+        return measured
     a_tr, a_ho = ctx.eval(tr, "accuracy").values, ctx.eval(ho, "accuracy").values
     n = min(len(a_tr), len(a_ho), 3)
     if n == 0:
@@ -441,6 +445,45 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
         ],
         confidence(min(gap_last, gap_mean) / thr - 1.0, min(1.0, n / 3)),
         epoch=int(ctx.eval(ho, "accuracy").steps[-1]),
+        split=ho,
+    )
+
+
+def _scored_in_train_mode(ctx: Context, ho: str) -> Finding | None:
+    """The held-out split was scored with dropout / batch-norm modules still in training mode (a forgotten
+    ``model.eval()``) at its last evaluation and most of the others: its metrics are not what the model
+    does at inference."""
+    recs = [r for r in ctx.r.records("eval_mode", ho) if isinstance(r.get("data"), dict)]
+    if not recs:
+        return None
+    flags = [int(r["data"].get("train_mode_modules") or 0) > 0 for r in recs]
+    if not (flags[-1] and sum(flags) >= max(1, len(flags) // 2)):
+        return None
+    names = [str(n) for n in recs[-1]["data"].get("names") or []]
+    n = int(recs[-1]["data"].get("train_mode_modules") or 0)
+    msg = (
+        f"train and eval mode disagree: {ho} was scored with {n} dropout/batch-norm module(s) in training "
+        f"mode ({', '.join(names[:3])}{'…' if n > 3 else ''}) in {sum(flags)} of {len(flags)} evaluations, "
+        "including the last: its metrics are not what the model does at inference (call model.eval() before "
+        "scoring)"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "kind": "scored_in_train_mode",
+            "split": ho,
+            "train_mode_modules": n,
+            "modules": names,
+            "evaluations_in_train_mode": int(sum(flags)),
+            "evaluations": len(flags),
+        },
+        [
+            ("normalize_inputs", "score every split the same way: model.eval() and the same preprocessing"),
+            ("batch_norm", "batch-norm in training mode normalizes with the scored batch's own statistics"),
+        ],
+        confidence(1.0, min(1.0, len(flags) / 3)),
+        epoch=int(recs[-1]["epoch"]) if recs[-1].get("epoch") is not None else None,
         split=ho,
     )
 

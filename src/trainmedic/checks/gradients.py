@@ -109,7 +109,8 @@ def check_nonfinite(ctx: Context) -> Finding | None:
     "least 3 of 5 consecutive steps, or its median grows by that factor over the run, while the loss "
     "rises or breaks. A single spike, or growth while the loss keeps falling, is not an explosion; a burst "
     "the run recovers from (gradient norm back under the threshold, loss back to where it was) is an `info` "
-    "note.",
+    "note. A run that breaks within its first 25 recorded steps is judged on growth alone: the gradient norm "
+    "rose `explode_ratio`/4 times or more from its first values before turning non-finite.",
     why="Huge gradients make huge updates: the loss jumps, the weights leave the region where the model "
     "worked, and soon turn into NaN.",
     evidence="grad norm at the onset, running median, ratio, step it began, loss before/after, whether "
@@ -122,7 +123,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
     fin = np.isfinite(s.values)
     x, steps = s.values[fin], s.steps[fin]
     if len(x) < 25:
-        return None
+        return _short_blowup(ctx, s, fin)
     ref = running_reference(x)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ref > 0, x / ref, np.nan)
@@ -218,6 +219,49 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         )
         * (0.6 if recovered else 1.0),
         step=onset_step,
+    )
+
+
+def _short_blowup(ctx: Context, s: Any, fin: np.ndarray) -> Finding | None:
+    """A run that broke within its first few recorded steps: too short for a running median, but when the
+    gradient norm grew by `explode_ratio` / 4 or more from its first values before turning non-finite, the
+    explosion is the root cause of the non-finite values."""
+    if fin.all() or fin.sum() < 2:
+        return None
+    x, steps = s.values[fin], s.steps[fin]
+    start = float(np.median(x[: max(1, len(x) // 4)]))
+    peak = float(x.max())
+    growth = peak / start if start > 0 else float("inf")
+    thr = ctx.t.explode_ratio
+    if not growth >= thr / 4:
+        return None
+    first_bad = int(s.steps[np.flatnonzero(~fin)[0]])
+    onset = int(steps[min(len(x) - 1, max(0, int(np.argmax(x >= start * thr / 4))))])
+    msg = (
+        f"gradient norm grew {fmt(growth)}x in {first_bad - int(steps[0])} steps ({fmt(start)} → {fmt(peak)}; "
+        f"threshold {fmt(thr / 4)}x for a run this short) and turned non-finite at step {first_bad}"
+    )
+    return ctx.finding(
+        Severity.ERROR,
+        msg,
+        {
+            "kind": "growth",
+            "first_step": onset,
+            "growth": growth,
+            "grad_norm_start": start,
+            "grad_norm_peak": peak,
+            "nonfinite_step": first_bad,
+            "nonfinite_after": True,
+            "recovered": False,
+        },
+        [
+            ("gradient_clipping", "caps the update size before it can blow up the weights"),
+            ("lower_learning_rate", "the step size drives the growth"),
+            ("lr_schedule", "a warm-up avoids large early steps"),
+            ("batch_norm", "keeps activations, and so gradients, in range"),
+        ],
+        confidence(float(np.log(max(growth, 1.0) / (thr / 4))), min(1.0, len(x) / 10 + 0.3)),
+        step=onset,
     )
 
 
