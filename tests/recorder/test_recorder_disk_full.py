@@ -1,16 +1,20 @@
 """A full disk (issue 12, item 2), simulated with a connection that fails like SQLite does (``SQLITE_FULL``
 rolls the transaction back itself): the real error is reported (not "cannot rollback"), buffers stay bounded
 with a counter of what was dropped, schema rows are written in the same transaction as their data, and
-recording resumes when space returns."""
+recording resumes when space returns. As root, the same on a real 2 MiB tmpfs."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -105,3 +109,64 @@ def test_a_full_disk_during_training_is_warned_with_the_real_error_and_training_
     assert list(r.scalar("loss").steps) == list(range(40))  # nothing was lost: the buffers were not full
     assert r.layer_stat("update_ratio").values.shape[1] == 2  # per-layer rows with their layer set
     assert r.meta["status"] == "closed"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (root only: mount tmpfs); skipped where it cannot be mounted."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    with path.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+def test_a_real_full_disk_then_space_again(small_tmpfs: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 8), torch.randint(0, 2, (16,))
+    filler = small_tmpfs / "filler"
+
+    def steps(run: Any, n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = tm.watch(model, opt, run_dir=small_tmpfs / "r", every=1, flush_steps=10, quiet=True)
+        steps(run, 20)
+        _fill(filler)  # the disk is full
+        steps(run, 200)
+        filler.unlink()  # space returns
+        steps(run, 30)
+        run.close()
+    msgs = [str(w.message) for w in caught if str(w.message).startswith("trainmedic")]
+    assert all("cannot rollback" not in m for m in msgs), msgs
+    assert any("full" in m for m in msgs), msgs  # the disk really was full, and the warning says so
+    r = tm.open_run(small_tmpfs / "r")
+    assert r.meta["status"] == "closed"
+    assert r.scalar("loss").steps[-1] == 249  # recording resumed
+    g = r.layer_stat("update_ratio")  # every chunk has its layer set
+    assert g.values.shape == (len(g.steps), 2)
+    r.close()
