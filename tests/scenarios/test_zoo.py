@@ -13,21 +13,11 @@ from trainmedic.scenarios.zoo import ZooCase, run_case, zoo
 
 # cases the diagnosis currently gets wrong (false alarm on healthy, missed code on faulty): xfail, not strict
 KNOWN_FAILING: set[str] = {
-    # healthy, false alarm
-    "batch8_breast_cancer",  # inefficient_learning: "the loss oscillates" (batch-8 mini-batch noise)
-    "grid_digits_noisy_adagrad",  # overfitting: val loss +23% from epoch 0 on 10%-noisy labels, at 85% val acc
-    "seq_lstm_adam",  # overfitting: val loss 0.129 -> 0.37 while val accuracy stays at the reference
-    # faulty, expected code missed
-    "lr_high_sgdm1_deep",  # exploding_gradient (nonfinite found)
-    "imbalance_uncompensated_0.98",  # data_imbalance (low_recall found)
-    "label_noise_0.4",  # train_test_mismatch
-    "label_noise_0.5",
-    "label_noise_0.6",
-    "bn_frozen_stats_digits",  # train_test_mismatch
-    "bn_frozen_stats_moons",
-    "bn_frozen_stats_breast_cancer",
-    "eval_in_train_mode_dropout0.5",  # train_test_mismatch
-    "eval_in_train_mode_dropout0.7",
+    # healthy by the oracle (within its tolerance of the reference accuracy), yet mildly overfit by the
+    # textbook definition, and reported so: train accuracy ~100% vs val 90.5% with val loss x3 and val accuracy
+    # 4.5 points below its best epoch; train 96% vs val 84% (gap 11.4%) on 10%-noisy digits labels
+    "seq_lstm_adam",
+    "grid_digits_noisy_adagrad",
 }
 
 

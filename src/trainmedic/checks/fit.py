@@ -587,8 +587,10 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation. Noise and harm: a stall "
     "needs a plateau that is not a floor (the model did not learn: best accuracy below "
     "`underfit_train_accuracy` and near chance; with no accuracy recorded, the loss ended above 90% of its "
-    "start); an oscillation needs either lasting damage (the loss ends at twice its best stretch or more, by at "
-    "least 3·sqrt(2) mini-batch standard errors of a window mean) or no learning with window-to-window moves "
+    "start); an oscillation needs either lasting damage (when accuracy was evaluated: the last accuracy of the "
+    "training split fell from its best by max(5 points, 3 standard errors of a difference); otherwise the "
+    "loss ends at twice its best stretch or more, by at least 3·sqrt(2) mini-batch standard errors of a "
+    "window mean) or no learning with window-to-window moves "
     "of at least that size. *Unstable* when the loss suffers that lasting damage without the oscillation "
     "pattern. "
     "Every converged run stops improving; that alone is not inefficient. A run whose config says it "
@@ -635,8 +637,12 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
     w_se = float(np.median([h.std() / np.sqrt(len(h)) for h in windows if len(h) > 1] or [0.0]))
     moves = float(np.median(np.abs(np.diff(m20)))) if len(m20) > 1 else 0.0
     beyond_noise = moves >= 3.0 * np.sqrt(2.0) * w_se
-    # lasting damage: the loss ends far above the best stretch of the run
-    damaged = bool(end >= 2.0 * float(m20.min()) and end - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se)
+    # lasting damage: judged on the model's accuracy when it was evaluated (the training split, else the
+    # judged one: the end fell from the best beyond the split's noise), else on the loss (it ends far above
+    # the best stretch of the run)
+    damaged = _accuracy_damage(ctx)
+    if damaged is None:
+        damaged = bool(end >= 2.0 * float(m20.min()) and end - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se)
     learned = ctx.learned
     oscillating = (
         sc >= t.oscillation_ratio
@@ -738,6 +744,22 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         confidence(margin, min(1.0, len(x) / 200)),
         step=int(ctx.loss.steps[len(x) * 7 // 10]) if stalled else int(ctx.loss.steps[0]),
     )
+
+
+def _accuracy_damage(ctx: Context) -> bool | None:
+    """Did the model end clearly worse than its best epoch? The last evaluated accuracy of the training
+    split (else the judged split) fell from its best by max(5 points, 3 standard errors of a difference).
+    None when fewer than 3 epochs were evaluated."""
+    sp = ctx.train_split or ctx.judged_split
+    if sp is None:
+        return None
+    a = ctx.finite_eval(sp, "accuracy")
+    if a.size < 3:
+        return None
+    best, last = float(a.max()), float(a[-1])
+    se = ctx.accuracy_se(last, sp)
+    need = max(0.05, 3.0 * math.sqrt(2.0) * (se if math.isfinite(se) else 0.0))
+    return bool(best - last >= need)
 
 
 RESUME_KEYS = ("resume_from", "resume_from_checkpoint")
