@@ -20,6 +20,7 @@ from ..store.reader import LayerSeries, RunReader, Series
 from .registry import REQUIREMENTS, Check
 
 HELDOUT_PREFERENCE = ("val", "valid", "validation", "dev", "test", "holdout", "eval")
+RUNNING_SPLIT = "train_running"  # trainmedic.running.RUNNING_SPLIT
 GAN_D_NAMES = ("loss_d", "d_loss", "discriminator/loss", "loss/d", "lossD")
 GAN_G_NAMES = ("loss_g", "g_loss", "generator/loss", "loss/g", "lossG")
 DIVERSITY_NAMES = ("diversity", "g_diversity", "generator/diversity", "sample_diversity")
@@ -196,14 +197,18 @@ class Context:
 
     @cached_property
     def train_split(self) -> str | None:
-        return "train" if "train" in self.splits else None
+        """``train`` (a clean pass, run.evaluate), else ``train_running`` (the batches' running metrics of
+        run.log(outputs=, targets=), which lag a model that is still learning)."""
+        if "train" in self.splits:
+            return "train"
+        return RUNNING_SPLIT if RUNNING_SPLIT in self.splits else None
 
     @cached_property
     def heldout_split(self) -> str | None:
         for name in HELDOUT_PREFERENCE:
             if name in self.splits:
                 return name
-        others = [s for s in self.splits if s != "train"]
+        others = [s for s in self.splits if s not in ("train", RUNNING_SPLIT)]
         return others[0] if others else None
 
     @cached_property

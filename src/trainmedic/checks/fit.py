@@ -400,7 +400,9 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
     tr, ho = ctx.train_split, ctx.heldout_split
     assert ho is not None
     measured = _scored_in_train_mode(ctx, ho)
-    if measured is not None or tr is None:
+    if measured is not None or tr is None or tr != "train":
+        # running training metrics (train mode, averaged over an epoch of a learning model) lag behind a
+        # clean held-out pass: comparing them would be unlike with like, so only a clean pass is judged
         return measured
     a_tr, a_ho = ctx.eval(tr, "accuracy").values, ctx.eval(ho, "accuracy").values
     n = min(len(a_tr), len(a_ho), 3)
@@ -587,9 +589,9 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "`oscillation_amplitude` — a flat, quiet loss is a stall, not an oscillation. Noise and harm: a stall "
     "needs a plateau that is not a floor (the model did not learn: best accuracy below "
     "`underfit_train_accuracy` and near chance; with no accuracy recorded, the loss ended above 90% of its "
-    "start); an oscillation needs either lasting damage (when accuracy was evaluated: the last accuracy of the "
-    "training split fell from its best by max(5 points, 3 standard errors of a difference); otherwise the "
-    "loss ends at twice its best stretch or more, by at least 3·sqrt(2) mini-batch standard errors of a "
+    "start); an oscillation needs either lasting damage (the last evaluated accuracy of the training split fell "
+    "from its best by max(5 points, 3 standard errors of a difference), or the median of the last three "
+    "loss windows is twice the best window or more, by at least 3·sqrt(2) mini-batch standard errors of a "
     "window mean) or no learning with window-to-window moves "
     "of at least that size. *Unstable* when the loss suffers that lasting damage without the oscillation "
     "pattern. "
@@ -637,12 +639,14 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
     w_se = float(np.median([h.std() / np.sqrt(len(h)) for h in windows if len(h) > 1] or [0.0]))
     moves = float(np.median(np.abs(np.diff(m20)))) if len(m20) > 1 else 0.0
     beyond_noise = moves >= 3.0 * np.sqrt(2.0) * w_se
-    # lasting damage: judged on the model's accuracy when it was evaluated (the training split, else the
-    # judged one: the end fell from the best beyond the split's noise), else on the loss (it ends far above
-    # the best stretch of the run)
-    damaged = _accuracy_damage(ctx)
-    if damaged is None:
-        damaged = bool(end >= 2.0 * float(m20.min()) and end - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se)
+    # lasting damage: the evaluated accuracy of the training split (else the judged one) ended clearly below
+    # its best, or the loss of the last three windows (sustained, not one unlucky batch) sits far above the
+    # best stretch of the run
+    tail = float(np.median(m20[-3:]))
+    loss_damage = bool(
+        tail >= 2.0 * float(m20.min()) and tail - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se
+    )
+    damaged = bool(_accuracy_damage(ctx) or loss_damage)
     learned = ctx.learned
     oscillating = (
         sc >= t.oscillation_ratio
