@@ -1171,15 +1171,7 @@ class Run:
         def record() -> None:
             w = self._writer
             assert w is not None
-            # which dropout / batch-norm modules were still in training mode while this split was scored
-            # (a forgotten model.eval()): the diagnosis judges held-out metrics measured that way
-            w.add_record(
-                "eval_mode",
-                {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
-                epoch=epoch,
-                step=step,
-                split=split,
-            )
+            _record_eval_mode(w, split, epoch, step, train_mode)
             for k, v in result["scalars"].items():
                 w.add_eval(split, epoch, step, k, v)
             if loss_value is not None:
@@ -1252,15 +1244,7 @@ class Run:
         def record() -> None:
             w = self._writer
             assert w is not None
-            # which dropout / batch-norm modules were still in training mode while this split was scored
-            # (a forgotten model.eval()): the diagnosis judges held-out metrics measured that way
-            w.add_record(
-                "eval_mode",
-                {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
-                epoch=epoch,
-                step=step,
-                split=split,
-            )
+            _record_eval_mode(w, split, epoch, step, train_mode)
             w.add_eval(split, epoch, step, "nonfinite_outputs", share)
             w.add_event(
                 "nonfinite_outputs",
@@ -1597,6 +1581,18 @@ class UnrecordedRun:
 
     def __exit__(self, *exc: Any) -> None:
         self.closed = True
+
+
+def _record_eval_mode(w: Any, split: str, epoch: int, step: int, train_mode: list[str]) -> None:
+    """Which dropout / batch-norm modules were still in training mode while ``split`` was scored (a
+    forgotten ``model.eval()``): the diagnosis judges held-out metrics measured that way."""
+    w.add_record(
+        "eval_mode",
+        {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
+        epoch=epoch,
+        step=step,
+        split=split,
+    )
 
 
 def _autocast_dtype(device_type: str) -> str | None:
