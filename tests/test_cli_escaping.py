@@ -3,7 +3,7 @@ path holding ``[/x]``, a name holding ``[link=...]`` print as themselves."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import trainmedic as tm
-from trainmedic.cli import app, main
+from trainmedic.cli import app
 
 runner = CliRunner()
 HOSTILE = ["[/]", "[link=https://example.invalid]click[/link]", "[bold red]x", "a[/x]b"]
@@ -35,17 +35,6 @@ def _run(run_dir: Path, name: str, split: str) -> None:
             run.evaluate(split, targets=y, outputs=m(x))
 
 
-def cli_main(
-    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str]:
-    """Run the real entry point (``trainmedic.cli:main``, which turns errors into one line + exit 2)."""
-    monkeypatch.setattr(sys, "argv", ["trainmedic", *argv])
-    with pytest.raises(SystemExit) as ex:
-        main()
-    out = capsys.readouterr()
-    return int(ex.value.code or 0), out.out + out.err
-
-
 @pytest.mark.parametrize("name", HOSTILE)
 def test_inspect_and_diagnose_print_hostile_names_as_text(tmp_path: Path, name: str) -> None:
     d = tmp_path / "run"
@@ -65,9 +54,9 @@ def _plain(text: str) -> str:
 
 
 def test_the_error_printer_prints_a_path_with_markup_as_itself(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, run_cli: Callable[[list[str]], tuple[int, str]]
 ) -> None:
     missing = tmp_path / "a[/x]b" / "run"
-    code, out = cli_main(["diagnose", str(missing)], capsys, monkeypatch)
+    code, out = run_cli(["diagnose", str(missing)])
     assert code == 2 and "a[/x]b" in out and "Traceback" not in out
     assert len(out.strip().splitlines()) == 1, out

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import trainmedic as tm
-from trainmedic.cli import main
 from trainmedic.errors import RunDirError, TrainmedicError
 from trainmedic.store.commands import inspect_run
 
@@ -61,24 +59,15 @@ def read_everything(run_dir: Path) -> None:
     tm.diagnose(run_dir)
 
 
-def clear_error_or_success(fn: Callable[[], Any], path: Path) -> None:
-    """Either it works or it raises one TrainmedicError, on one line, naming the file."""
+def assert_clear_error_or_success(fn: Callable[[], Any], path: Path) -> None:
+    """Either it works or it raises one TrainmedicError, on one line, naming the file: any other exception
+    (the traceback a user would see) propagates and fails the calling test."""
     try:
         fn()
     except TrainmedicError as e:
         msg = str(e)
         assert "\n" not in msg, msg
         assert str(path) in msg, msg
-
-
-def cli_main(
-    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["trainmedic", *argv])
-    with pytest.raises(SystemExit) as ex:
-        main()
-    out = capsys.readouterr()
-    return int(ex.value.code or 0), out.out + out.err
 
 
 def _damage_page(run_dir: Path, page: int) -> None:
@@ -89,7 +78,7 @@ def _damage_page(run_dir: Path, page: int) -> None:
 
 
 def test_a_damaged_page_is_one_error_naming_the_file(
-    good_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    good_run: Path, tmp_path: Path, run_cli: Callable[[list[str]], tuple[int, str]]
 ) -> None:
     seen = 0
     n_pages = (good_run / "run.sqlite").stat().st_size // PAGE
@@ -110,7 +99,7 @@ def test_a_damaged_page_is_one_error_naming_the_file(
         ["diagnose", str(d)],
         ["report", str(d), "-o", str(tmp_path / "r.html")],
     ):
-        code, out = cli_main(cmd, capsys, monkeypatch)
+        code, out = run_cli(cmd)
         assert code == 2 and "Traceback" not in out, (cmd, out)
         assert len(out.strip().splitlines()) == 1 and "run.sqlite" in out, (cmd, out)
 
@@ -201,7 +190,7 @@ def test_fuzzed_run_sqlite_bytes_never_give_a_traceback(
     if truncate is not None:
         data = data[: int(truncate * len(data))]
     db.write_bytes(bytes(data))
-    clear_error_or_success(lambda: read_everything(d), db)
+    assert_clear_error_or_success(lambda: read_everything(d), db)
 
 
 TABLE_NAMES = ["meta", "scalar_chunks", "layer_sets", "layer_chunks", "evals", "records", "events", "users"]
@@ -247,7 +236,7 @@ def test_foreign_schemas_never_give_a_traceback(
             con.execute(f"INSERT INTO {name} VALUES ({', '.join('?' * len(cols))})", row[: len(cols)])
     con.commit()
     con.close()
-    clear_error_or_success(lambda: read_everything(d), d / "run.sqlite")
+    assert_clear_error_or_success(lambda: read_everything(d), d / "run.sqlite")
 
 
 @FUZZ
@@ -278,4 +267,4 @@ def test_hostile_rows_in_a_real_schema_never_give_a_traceback(
             )
     con.commit()
     con.close()
-    clear_error_or_success(lambda: read_everything(d), d / "run.sqlite")
+    assert_clear_error_or_success(lambda: read_everything(d), d / "run.sqlite")

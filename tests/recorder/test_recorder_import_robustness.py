@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trainmedic as tm
-from trainmedic.cli import main
 from trainmedic.errors import TrainmedicError
 from trainmedic.store.importers import import_csv
-
-
-def cli_main(
-    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["trainmedic", *argv])
-    with pytest.raises(SystemExit) as ex:
-        main()
-    out = capsys.readouterr()
-    return int(ex.value.code or 0), out.out + out.err
 
 
 def _csv(path: Path, text: str | bytes) -> Path:
@@ -40,16 +29,16 @@ GOOD = "step,loss\n0,2.0\n1,1.5\n2,1.0\n"
 
 
 def test_a_huge_step_is_one_error_and_leaves_nothing_behind(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, run_cli: Callable[[list[str]], tuple[int, str]]
 ) -> None:
     bad = _csv(tmp_path / "huge.csv", "step,loss\n0,2.0\n1,1.5\n99999999999999999999999,1.0\n")
     run_dir = tmp_path / "run"
-    code, out = cli_main(["import", str(bad), str(run_dir)], capsys, monkeypatch)
+    code, out = run_cli(["import", str(bad), str(run_dir)])
     assert code == 2 and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
     assert "`step` must hold whole numbers" in out and "row 4" in out
     assert not run_dir.exists() and list(tmp_path.iterdir()) == [bad]  # no half-written run, no temp dir
     good = _csv(tmp_path / "good.csv", GOOD)
-    code, out = cli_main(["import", str(good), str(run_dir)], capsys, monkeypatch)  # the retry is not refused
+    code, out = run_cli(["import", str(good), str(run_dir)])  # the retry is not refused
     assert code == 0, out
     assert list(tm.open_run(run_dir).scalar("loss").values) == [2.0, 1.5, 1.0]
 
@@ -133,7 +122,7 @@ def test_fuzzed_csv_is_a_clear_error_or_a_correct_import(
     for name in r.scalar_names:
         s = r.scalar(name)
         assert len(s) and all(float(v) == v for v in s.steps)
-        col = header.index(name)
+        col = [h.strip() for h in header].index(name)  # names are stored without surrounding whitespace
         cells = {float(row[col]) for row in rows if col < len(row) and _is_number(row[col])}
         assert all(v in cells or math.isnan(v) for v in s.values), (name, s.values, cells)
     r.close()

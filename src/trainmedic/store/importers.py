@@ -231,7 +231,10 @@ def import_csv(
         raise TrainmedicError(
             f"`{p}` must have a `step` (or `global_step`/`iteration`) or an `epoch` column; got columns {header}"
         )
-    skip = {step_col, epoch_col} | {i for i, h in enumerate(lower) if h in ("wall time", "time", "timestamp")}
+    # unnamed columns (a spreadsheet's trailing comma) have no signal name: they are not imported
+    skip = {step_col, epoch_col} | {
+        i for i, h in enumerate(lower) if not h or h in ("wall time", "time", "timestamp")
+    }
     for n, r in enumerate(rows[1:], 2):
         step = _number(r[step_col]) if step_col is not None and step_col < len(r) else None
         epoch = _number(r[epoch_col]) if epoch_col is not None and epoch_col < len(r) else None
