@@ -291,6 +291,15 @@ class Context:
             return float("nan")
         return math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
 
+    def gap_se(self, a: float, split_a: str | None, b: float, split_b: str | None) -> float:
+        """Standard error of the difference of two accuracies measured on two splits (an unknown split
+        size counts as no noise)."""
+        se_a = self.accuracy_se(a, split_a)
+        se_b = self.accuracy_se(b, split_b)
+        return math.sqrt(
+            (se_a if math.isfinite(se_a) else 0.0) ** 2 + (se_b if math.isfinite(se_b) else 0.0) ** 2
+        )
+
     @cached_property
     def n_classes(self) -> int:
         sp = self.train_split or self.judged_split

@@ -98,10 +98,7 @@ def check_overfitting(ctx: Context) -> Finding | None:
     acc_ho = _last_mean(ctx.eval(ho, metric).values)
     gap = acc_tr - acc_ho
     # the gap must stand out of the splits' sampling noise (standard error of the difference)
-    se_gap = math.sqrt(
-        np.nan_to_num(ctx.accuracy_se(acc_tr, tr), nan=0.0) ** 2
-        + np.nan_to_num(ctx.accuracy_se(acc_ho, ho), nan=0.0) ** 2
-    )
+    se_gap = ctx.gap_se(acc_tr, tr, acc_ho, ho)
     gap_hit = acc_tr >= t.underfit_train_accuracy and gap >= t.overfit_gap and gap >= 2.0 * se_gap
     rise_hit, rise, best_epoch, best_loss, train_drop = heldout_loss_rise(ctx)
     n_train = ctx.class_counts(tr)
@@ -301,10 +298,7 @@ def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | No
     if ctx.learned is not True or len(a) < 6 or not math.isfinite(acc_ho):
         return None
     final = float(a[-2:].mean())
-    se = math.sqrt(
-        np.nan_to_num(ctx.accuracy_se(final, tr), nan=0.0) ** 2
-        + np.nan_to_num(ctx.accuracy_se(acc_ho, ctx.heldout_split), nan=0.0) ** 2
-    )
+    se = ctx.gap_se(final, tr, acc_ho, ctx.heldout_split)
     if abs(final - acc_ho) > max(0.03, 2.0 * se):
         return None
     k = max(2, len(a) // 3)
@@ -411,10 +405,7 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
     gap_last = float(a_ho[-1] - a_tr[-1])
     gap_mean = float(np.nanmean(a_ho[-n:]) - np.nanmean(a_tr[-n:]))
     thr = ctx.t.mismatch_gap
-    se_gap = math.sqrt(
-        np.nan_to_num(ctx.accuracy_se(float(a_tr[-1]), tr), nan=0.0) ** 2
-        + np.nan_to_num(ctx.accuracy_se(float(a_ho[-1]), ho), nan=0.0) ** 2
-    )
+    se_gap = ctx.gap_se(float(a_tr[-1]), tr, float(a_ho[-1]), ho)
     if not (gap_last >= thr and gap_mean >= thr and gap_last >= 2.0 * se_gap):
         return _mode_mismatch(ctx, tr)
     ev: dict[str, object] = {

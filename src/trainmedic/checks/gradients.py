@@ -11,7 +11,13 @@ from ._stats import first_true, fmt, running_reference, sustained, window_means
 from .context import Context, confidence
 from .registry import check
 
-SUSTAIN_K, SUSTAIN_OF = 3, 5  # the live monitor's rule: 3 of 5 consecutive steps above the ratio
+SUSTAIN_K, SUSTAIN_OF = 3, 5
+EXPLODING_REMEDIES = [
+    ("gradient_clipping", "caps the update size at the run's healthy gradient norm"),
+    ("lower_learning_rate", "the step size drives the growth"),
+    ("lr_schedule", "a warm-up avoids large early steps"),
+    ("batch_norm", "keeps activations, and so gradients, in range"),
+]  # the live monitor's rule: 3 of 5 consecutive steps above the ratio
 
 
 @check(
@@ -191,12 +197,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         msg += "; gradients became non-finite"
     if recovered:
         msg += "; the run recovered (no lasting damage: a transient burst, so this is a note)"
-    remedies = [
-        ("gradient_clipping", "caps the update size at the run's healthy gradient norm"),
-        ("lower_learning_rate", "the step size drives the growth"),
-        ("lr_schedule", "a warm-up avoids large early steps"),
-        ("batch_norm", "keeps activations, and so gradients, in range"),
-    ]
+    remedies = EXPLODING_REMEDIES
     return ctx.finding(
         Severity.INFO if recovered else Severity.ERROR,
         msg,
@@ -254,12 +255,7 @@ def _short_blowup(ctx: Context, s: Any, fin: np.ndarray) -> Finding | None:
             "nonfinite_after": True,
             "recovered": False,
         },
-        [
-            ("gradient_clipping", "caps the update size before it can blow up the weights"),
-            ("lower_learning_rate", "the step size drives the growth"),
-            ("lr_schedule", "a warm-up avoids large early steps"),
-            ("batch_norm", "keeps activations, and so gradients, in range"),
-        ],
+        EXPLODING_REMEDIES,
         confidence(float(np.log(max(growth, 1.0) / (thr / 4))), min(1.0, len(x) / 10 + 0.3)),
         step=onset,
     )
