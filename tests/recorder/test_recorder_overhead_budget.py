@@ -84,8 +84,12 @@ def test_slow_model_keeps_per_step_grad_norm(tmp_path: Path) -> None:
     r = _train(SlowMLP(), tmp_path / "slow", 80, overhead_budget=0.02)
     cad = r.meta["cadence"]
     assert cad["checks"] >= 1 and cad["bare_step_ms"] > 4.0, cad
-    # wall-time driven (opt-in, so not reproducible): on a loaded machine the meter may see a costlier norm
-    assert cad["grad_norm_every"] <= 2, cad
+    # wall-time driven (opt-in, so not reproducible): on a loaded machine (CI's 2 cores under the whole suite) the
+    # meter may see a costlier norm, so this bounds the thinning, it does not pin it. A fast model's norm is
+    # thinned far more (see the test above); a 5 ms step keeps a gradient norm at least every few steps.
+    assert cad["grad_norm_every"] <= 4, cad
+    steps = _grad_steps(r)
+    assert steps[0] == 0 and steps[-1] >= 80 - cad["grad_norm_every"] - 8, steps
     if cad["grad_norm_every"] == 1:
         # every step has its gradient norm, but for the few that a measuring window leaves out on purpose
         missing = sorted(set(range(80)) - set(_grad_steps(r)))
