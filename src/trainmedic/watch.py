@@ -35,7 +35,7 @@ from .findings import Finding, Severity
 from .live import LiveMonitor, TrainingProblemError
 from .probes.activations import ACT_STATS, ActivationProbe
 from .probes.layers import LayerIndex, is_compiled, unwrap
-from .probes.optimizer import OptimizerProbe
+from .probes.optimizer import QUANTILE_STATS, OptimizerProbe
 from .probes.summary import model_summary
 from .running import RUNNING_SPLIT, RunningMetrics
 from .settings import Thresholds, load_thresholds
@@ -396,6 +396,7 @@ class Run:
         self._pending_norms: list[tuple[str, int, list[torch.Tensor]]] = []
         # (probe index, step, (3, params) [grad, weight, update] norms): combined into layers at flush
         self._pending_rows: list[tuple[int, int, torch.Tensor]] = []
+        self._pending_quantiles: list[tuple[int, torch.Tensor]] = []  # (step, (2, Q, layers)) per capture
         self._last_flush_time = time.monotonic()
         self._last_flush_step = 0
         self._flushes = 0  # a step interval with a flush is not a training step's time (overhead meter)
@@ -900,6 +901,9 @@ class Run:
                     row = probe.param_stats(self._host_check)
                     if row is not None:
                         self._pending_rows.append((pi, step, row))
+                        quant = probe.param_quantiles(self._host_check)
+                        if quant is not None:
+                            self._pending_quantiles.append((step, quant))
                 except TrainingProblemError:
                     raise
                 except Exception as e:  # never break the user's training
@@ -1465,6 +1469,25 @@ class Run:
             ("update_ratio", ratio),
         ):
             w.add_layer_rows(stat, steps, values)
+        quants, self._pending_quantiles = self._pending_quantiles, []
+        if quants:
+            self._flush_quantiles(quants)
+
+    def _flush_quantiles(self, quants: list[tuple[int, torch.Tensor]]) -> None:
+        """Weight and gradient quantiles per layer (``weight_q01`` … ``grad_q99``), one host copy."""
+        w = self._writer
+        assert w is not None
+        host = torch.stack([q for _, q in quants]).cpu().numpy()  # (rows, 2, Q, layers)
+        by_step: dict[int, np.ndarray] = {}
+        for (step, _), v in zip(quants, host):  # several optimizers: each fills its own layers
+            prev = by_step.get(step)
+            by_step[step] = v if prev is None else np.where(np.isnan(prev), v, prev)
+        steps = sorted(by_step)
+        table = np.stack([by_step[s] for s in steps]).reshape(len(steps), -1, host.shape[-1])
+        for si, stat in enumerate(QUANTILE_STATS):
+            if stat not in w._known_layer_sets:
+                w.set_layer_set(stat, self._index.layers if self._index else [])
+            w.add_layer_rows(stat, steps, table[:, si])
 
     def _flush_activations(self, acts: list[tuple[int, list[int], torch.Tensor]]) -> None:
         w = self._writer

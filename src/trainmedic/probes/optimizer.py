@@ -22,6 +22,11 @@ import torch
 from .layers import LayerIndex
 
 HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
+# quantiles of each layer's weights and gradients at a capture (the report's distribution view), taken on a
+# fixed, seeded sample of QUANTILE_SAMPLE elements per layer (nearest rank on the sorted sample)
+QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
+QUANTILE_SAMPLE = 512
+QUANTILE_STATS = tuple(f"{kind}_q{round(q * 100):02d}" for kind in ("weight", "grad") for q in QUANTILES)
 
 
 @dataclass
@@ -123,6 +128,13 @@ class OptimizerProbe:
         self._hp_last: list[float | None] = []
         self._hp_raw: list[tuple[Any, ...]] | None = None
         self._hp_tensor = False
+        self._qplan: tuple[list[int], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor] | None = (
+            None
+        )
+        self._qhost: list[tuple[int, np.ndarray, int, int]] = []
+        self._qbuf = np.empty((2, 0))
+        self._qkth = np.empty(0, dtype=np.intp)
+        self._qlids = np.empty(0, dtype=np.intp)
 
     # ---- per step --------------------------------------------------------------------------------
     def grad_param_norms(self) -> tuple[list[int] | None, list[torch.Tensor]] | None:
@@ -326,6 +338,120 @@ class OptimizerProbe:
             torch._foreach_sub_(before, weights)
             un = _per_param_norms(before)
         return torch.stack([grads.to(wn.device), wn, un])
+
+    def _quantile_plan(
+        self,
+    ) -> tuple[list[int], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which elements the quantiles read, fixed once: a seeded sample of each layer's parameters.
+
+        Returns the params that are sampled, their element offsets, the order that arranges the gathered
+        elements layer by layer, the layers with samples, and the sorted-sample positions of the quantiles.
+        """
+        if self._qplan is not None:
+            return self._qplan
+        dev = self.layer_ids.device
+        ids = self.layer_ids.tolist()
+        gen = torch.Generator().manual_seed(0)
+        by_layer: dict[int, list[int]] = {}
+        for i, lid in enumerate(ids):
+            by_layer.setdefault(lid, []).append(i)
+        used: list[int] = []
+        offsets: dict[int, list[int]] = {}
+        slot: dict[int, list[int]] = {}
+        k = QUANTILE_SAMPLE
+        layers = [lid for lid in sorted(by_layer) if sum(self.params[i].numel() for i in by_layer[lid])]
+        for li, lid in enumerate(layers):
+            sizes = [self.params[i].numel() for i in by_layer[lid]]
+            total = sum(sizes)
+            picks = torch.randint(total, (k,), generator=gen).sort().values
+            bounds = torch.tensor([0, *np.cumsum(sizes).tolist()])
+            which = torch.bucketize(picks, bounds[1:], right=True)
+            for j, pi in enumerate(by_layer[lid]):
+                sel = which == j
+                if bool(sel.any()):
+                    offsets.setdefault(pi, []).extend((picks[sel] - bounds[j]).tolist())
+                    slot.setdefault(pi, []).extend((li * k + torch.nonzero(sel).flatten()).tolist())
+        used = sorted(offsets)
+        # host path: each param's picks fill one contiguous run of slots (picks are sorted within a layer)
+        self._qhost = [
+            (pi, np.asarray(offsets[pi], dtype=np.intp), slot[pi][0], slot[pi][-1] + 1) for pi in used
+        ]
+        self._qbuf = np.empty((2, len(layers) * k), dtype=np.float64)
+        self._qkth = np.array([min(k - 1, round(q * (k - 1))) for q in QUANTILES], dtype=np.intp)
+        self._qlids = np.asarray(layers, dtype=np.intp)
+        order_src = [s for pi in used for s in slot[pi]]  # destination slot of each gathered element
+        order = torch.empty(len(order_src), dtype=torch.long)
+        order[torch.tensor(order_src, dtype=torch.long)] = torch.arange(len(order_src))
+        pos = torch.tensor([min(k - 1, round(q * (k - 1))) for q in QUANTILES], dtype=torch.long)
+        self._qplan = (
+            used,
+            [torch.tensor(offsets[pi], dtype=torch.long, device=dev) for pi in used],
+            order.to(dev),
+            torch.tensor(layers, dtype=torch.long, device=dev),
+            pos.to(dev),
+        )
+        return self._qplan
+
+    def _host_quantiles(
+        self, views: list[np.ndarray], layers: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`param_quantiles` for CPU parameters with NumPy (a take per param, one partition per row)."""
+        buf, k = self._qbuf, QUANTILE_SAMPLE
+        kth, lids = self._qkth, self._qlids
+        out = np.full((2, len(QUANTILES), self.n_layers), np.nan)
+        for row in (0, 1):
+            dst = buf[row]
+            for pi, off, a, b in self._qhost:
+                if row == 0:
+                    dst[a:b] = views[pi][off]
+                    continue
+                g = self.params[pi].grad
+                if g is None or g.is_sparse or g.dtype not in (torch.float32, torch.float64):
+                    dst[a:b] = np.nan
+                else:
+                    dst[a:b] = g.detach().reshape(-1).numpy()[off]
+            grid = dst.reshape(-1, k)
+            bad = np.isnan(grid).any(axis=1)
+            if bad.any():
+                grid[bad] = 0.0
+            grid.partition(kth, axis=1)  # in place: the buffer is refilled at the next capture
+            part = grid[:, kth]
+            part[bad] = np.nan
+            out[row][:, lids] = part.T
+        return torch.from_numpy(out)
+
+    def param_quantiles(self, host: bool = True) -> torch.Tensor | None:
+        """Quantiles (:data:`QUANTILES`) of each layer's weights and gradients: a ``(2, Q, layers)`` device tensor.
+
+        Row 0 the weights, row 1 the gradients (NaN for a layer whose parameters have no gradient, and for
+        layers of other optimizers). Read after the step on a capture step only: a few gathers, one sort, no
+        host sync (the flush moves the result with the other capture rows).
+        """
+        if not self.params:
+            return None
+        used, offsets, order, layers, pos = self._quantile_plan()
+        if not used:
+            return None
+        if host and self._host_ok:
+            views = self._host_views()
+            if views is not None:
+                return self._host_quantiles(views, layers, pos)
+        k = QUANTILE_SAMPLE
+        n_q = len(QUANTILES)
+        out = torch.full((2, n_q, self.n_layers), float("nan"), device=order.device)
+        for row, grads in ((0, False), (1, True)):
+            parts = []
+            for pi, off in zip(used, offsets):
+                p = self.params[pi]
+                t = p.grad if grads else p
+                if t is None or t.is_sparse:
+                    parts.append(torch.full((len(off),), float("nan"), device=off.device))
+                else:
+                    parts.append(t.detach().reshape(-1)[off].float())
+            sample = torch.cat(parts)[order].view(-1, k)
+            qs = sample.sort(dim=1).values.index_select(1, pos)  # (layers with samples, Q)
+            out[row][:, layers] = qs.T
+        return out
 
     def layer_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Combine stacked :meth:`param_stats` rows ``(T, 3, params)`` into ``(T, 3, layers)`` L2 norms."""

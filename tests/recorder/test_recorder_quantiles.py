@@ -1,0 +1,78 @@
+"""Weight and gradient quantiles per layer at each capture, against torch.quantile of the full tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import trainmedic as tm
+from trainmedic.probes.optimizer import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
+
+
+def test_quantiles_match_the_full_tensors_within_sampling_noise(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(128, 20), torch.randint(0, 3, (128,))
+    run = tm.watch(model, opt, run_dir=tmp_path / "run", quiet=True, every=4)
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    layers = [m for m in model if isinstance(m, nn.Linear)]
+    for step in range(13):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        run.log(loss=loss)
+        if step % 4 == 0:  # the capture steps: the full tensors after the step, as the probe sees them
+            seen[step] = [
+                (
+                    torch.cat([m.weight.detach().flatten(), m.bias.detach().flatten()]).clone(),
+                    torch.cat([m.weight.grad.flatten(), m.bias.grad.flatten()]).clone(),
+                )
+                for m in layers
+            ]
+    run.close()
+    r = tm.open_run(tmp_path / "run")
+    assert set(QUANTILE_STATS) <= set(r.layer_stats)
+    for kind, col in (("weight", 0), ("grad", 1)):
+        for q in QUANTILES:
+            ls = r.layer_stat(f"{kind}_q{round(q * 100):02d}")
+            assert list(ls.steps) == sorted(seen) and ls.layers == ["0", "2", "4"]
+            for t, step in enumerate(ls.steps):
+                for li, full in enumerate(seen[int(step)]):
+                    ref = full[col]
+                    got = float(ls.values[t, li])
+                    # where the recorded value sits in the full tensor's distribution, vs the quantile asked:
+                    # a nearest-rank quantile of a 512-element sample is off by its sampling noise only
+                    rank = float((ref <= got).double().mean())
+                    tol = 4 * np.sqrt(q * (1 - q) / QUANTILE_SAMPLE) + 2 / QUANTILE_SAMPLE
+                    assert abs(rank - q) <= tol, (kind, q, step, li, rank)
+            # the values are the tensors' own, not a normalised statistic
+            ref_med = float(torch.quantile(seen[int(ls.steps[-1])][0][col], q))
+            assert np.isfinite(ls.values[-1, 0]) and abs(ls.values[-1, 0] - ref_med) < 0.5 * (
+                float(seen[int(ls.steps[-1])][0][col].abs().max()) + 1e-12
+            )
+
+
+def test_a_layer_without_gradient_has_nan_gradient_quantiles(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    model[0].requires_grad_(False)  # frozen: no gradient ever
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = tm.watch(model, opt, run_dir=tmp_path / "run", quiet=True, every=2)
+    for _ in range(4):
+        opt.zero_grad()
+        loss = model(torch.randn(16, 8)).pow(2).mean()
+        loss.backward()
+        opt.step()
+        run.log(loss=loss)
+    run.close()
+    r = tm.open_run(tmp_path / "run")
+    g = r.layer_stat("grad_q50")
+    w = r.layer_stat("weight_q50")
+    assert g.layers == ["0", "2"]
+    assert np.isnan(g.values[:, 0]).all() and np.isfinite(g.values[:, 1]).all()
+    assert np.isfinite(w.values).all()
