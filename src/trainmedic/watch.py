@@ -397,6 +397,7 @@ class Run:
         # (probe index, step, (3, params) [grad, weight, update] norms): combined into layers at flush
         self._pending_rows: list[tuple[int, int, torch.Tensor]] = []
         self._pending_quantiles: list[tuple[int, torch.Tensor]] = []  # (step, (2, Q, layers)) per capture
+        self._wall0 = time.perf_counter()  # `wall_time`: seconds since watch, at each capture step
         self._last_flush_time = time.monotonic()
         self._last_flush_step = 0
         self._flushes = 0  # a step interval with a flush is not a training step's time (overhead meter)
@@ -904,6 +905,8 @@ class Run:
                         quant = probe.param_quantiles(self._host_check)
                         if quant is not None:
                             self._pending_quantiles.append((step, quant))
+                    if primary and self._writer is not None:  # wall time per step and throughput
+                        self._writer.add_scalar("wall_time", step, time.perf_counter() - self._wall0)
                 except TrainingProblemError:
                     raise
                 except Exception as e:  # never break the user's training

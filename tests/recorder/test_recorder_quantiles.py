@@ -37,6 +37,8 @@ def test_quantiles_match_the_full_tensors_within_sampling_noise(tmp_path: Path) 
     run.close()
     r = tm.open_run(tmp_path / "run")
     assert set(QUANTILE_STATS) <= set(r.layer_stats)
+    wall = r.scalar("wall_time")  # seconds since tm.watch at each capture step: step time and throughput
+    assert list(wall.steps) == sorted(seen) and (np.diff(wall.values) > 0).all() and wall.values[0] >= 0
     for kind, col in (("weight", 0), ("grad", 1)):
         for q in QUANTILES:
             ls = r.layer_stat(f"{kind}_q{round(q * 100):02d}")
