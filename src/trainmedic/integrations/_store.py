@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..watch import Run
 
@@ -91,3 +92,32 @@ def declare_layers(run: Run, stats: Sequence[str], layers: list[str]) -> None:
 def log_layers(run: Run, stat: str, step: int, values: np.ndarray) -> None:
     if run._writer is not None and not run.closed:
         run._writer.add_layer_values(stat, step, np.asarray(values, dtype=np.float32))
+
+
+def fold_running(run: Run, confusion_matrix: np.ndarray, loss: float | None, batches: int) -> None:
+    """Hand an epoch of training batches counted outside torch (Keras on TensorFlow: in the graph) to the
+    run's running metrics, so that the next epoch boundary stores them as split ``train_running``."""
+    from ..running import RunningMetrics
+
+    if run._writer is None or run.closed or not run.enabled:
+        return
+    cm = np.asarray(confusion_matrix, dtype=np.int64)
+    k = int(cm.shape[0])
+    rm = run._running
+    if rm is None or rm.k != k or rm._cm is None or rm._cm.device.type != "cpu":
+        rm = run._running = RunningMetrics()
+        rm.k = k
+        rm._cm = torch.zeros(k * k + 1, dtype=torch.long)
+    rm._cm[: k * k] += torch.from_numpy(cm.reshape(-1))
+    n = int(cm.sum())
+    if loss is not None and n:
+        rm._loss = float(rm._loss) + loss * n
+        rm._loss_n += n
+    rm.batches += batches
+
+
+def record_failure(run: Run, error: BaseException) -> None:
+    """The framework's training raised: a ``training_exception`` event and status ``failed`` (as
+    ``with tm.watch(...)`` records it in a plain loop)."""
+    if not run.closed:
+        run.__exit__(type(error), error, error.__traceback__)

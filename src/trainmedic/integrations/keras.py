@@ -1,17 +1,29 @@
-"""Keras 3 (torch backend): ``model.fit(..., callbacks=[TrainmedicCallback("runs/exp1")])``.
+"""Keras 3: ``model.fit(..., callbacks=[TrainmedicCallback("runs/exp1")])`` on the torch, TensorFlow or JAX backend.
 
-Why a callback of its own rather than ``tm.watch``: under ``KERAS_BACKEND=torch`` Keras layers are
-``torch.nn.Module`` s, so forward hooks fire on them, but the optimizer is a Keras optimizer with no torch step
-hooks. The callback therefore takes, around each training batch:
+Why a callback of its own rather than ``tm.watch``: the optimizer is a Keras optimizer with no torch step
+hooks, and on TensorFlow the train step is a compiled graph. The callback records, on every backend:
 
-* per step: ``loss`` (the batch's own loss, recovered from Keras's running epoch mean and the batch size),
-  ``grad_norm`` (global L2 norm of ``variable.value.grad``, which Keras' torch trainer leaves in place after
-  the update), ``lr`` / ``momentum`` / ``beta1`` / ``beta2`` / ``weight_decay`` at the cadence and on change;
-* per layer every ``every`` steps: ``grad_norm``, ``weight_norm``, ``update_norm`` (weights snapshotted before
-  the batch and compared after it), ``update_ratio``; activation statistics (``act_mean`` … ``act_saturated``)
-  from torch forward hooks on layers whose activation is ReLU/sigmoid/tanh-like;
-* per epoch: ``logs`` metrics of split ``train`` (Keras' running means over the epoch) and ``val`` (``val_*``),
-  and — with ``validation_data=(x, y)`` — the full classification metrics and confusion matrix of ``val``.
+* per step: ``loss`` (the batch's own loss), ``lr`` / ``momentum`` / ``beta1`` / ``beta2`` / ``weight_decay``
+  at the cadence and on change;
+* per layer every ``every`` steps: ``weight_norm``, ``update_norm`` (weights snapshotted before the batch and
+  compared after it), ``update_ratio``;
+* per epoch: split ``train_running`` — the running training metrics of the epoch's batches (accuracy,
+  precision/recall/F1, confusion matrix, loss), the same as ``run.log(loss=, outputs=, targets=)`` in a plain
+  loop — and ``val`` (``val_*`` logs; with ``validation_data=(x, y)`` the full metrics and confusion matrix);
+* the training batch size, and ``status="failed"`` with a ``training_exception`` event when ``fit`` raises.
+
+Where the gradients come from depends on the backend:
+
+* **torch**: ``variable.value.grad`` after the batch (Keras' torch trainer leaves the applied gradient in
+  place); activation statistics from torch forward hooks on activation layers; ``y``/``y_pred`` and the loss
+  from a wrapper around ``model.compute_loss``.
+* **tensorflow**: inside the compiled step (:mod:`trainmedic.integrations._keras_tf`): wrappers around
+  ``model.compute_loss`` and ``optimizer.apply`` write the loss, the running confusion matrix and each
+  variable's gradient norm into ``tf.Variable`` s that the callback reads every 32 steps and at the capture
+  steps (no host sync per step); activation statistics from wrapped activation functions at capture steps.
+* **jax**: the train step is a pure function, so gradients are not reachable: loss from Keras' running mean,
+  weights/updates from the variables, epoch metrics from ``logs`` (``train_running`` from Keras' own
+  training metrics).
 
 Importing this module sets ``KERAS_BACKEND=torch`` when Keras is not imported yet and the variable is unset.
 """
@@ -40,8 +52,18 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
 from ..errors import TrainmedicError
 from ..probes.activations import ACT_STATS, activation_stats
 from ..probes.summary import init_scale
+from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
-from ._store import declare_layers, evaluate_with_extras, log_epoch, log_layers, numeric, set_meta
+from ._store import (
+    declare_layers,
+    evaluate_with_extras,
+    fold_running,
+    log_epoch,
+    log_layers,
+    numeric,
+    record_failure,
+    set_meta,
+)
 
 __all__ = ["TrainmedicCallback", "keras_activation_kind"]
 
@@ -63,12 +85,25 @@ _LEAKY = {
 _SIGMOID = {"sigmoid", "hard_sigmoid"}
 _TANH = {"tanh", "softsign", "hard_tanh"}
 
-NOT_RECORDED = (
-    "Keras: gradients are read from variable.value.grad after each batch (the gradient Keras applied, before "
-    "any optimizer-side clipping or loss scaling is undone); per-step loss is recovered from Keras' running "
-    "mean; activations are measured only on layers with a built-in activation (custom layers' internals "
-    "and jit_compile=True models are not hooked); an exception inside fit leaves the run 'unclosed'."
-)
+BACKENDS = ("torch", "tensorflow", "jax")
+# Keras' names of a compiled accuracy metric -> trainmedic's
+_ACCURACY_NAMES = {
+    "acc": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "categorical_accuracy": "accuracy",
+    "binary_accuracy": "accuracy",
+}
+NOT_RECORDED = {
+    "torch": "Keras (torch backend): gradients are read from variable.value.grad after each batch (before any "
+    "optimizer-side clipping; scaled under mixed precision); activations only on layers with a built-in "
+    "activation (custom layers' internals and jit_compile=True models are not hooked).",
+    "tensorflow": "Keras (TensorFlow backend): gradients are the ones passed to optimizer.apply (before "
+    "optimizer-side clipping); the per-step loss and gradient norms are read from the graph every 32 steps, so "
+    "live NaN/explosion alarms come up to 31 steps late; activations only on layers with a built-in activation "
+    "function; steps_per_execution > 1 records one row per execution.",
+    "jax": "Keras (JAX backend): the train step is a pure function, so no gradient norms and no activation "
+    "statistics; the per-step loss is recovered from Keras' running mean; training metrics are Keras' own.",
+}
 
 
 def keras_activation_kind(layer: Any) -> str | None:
@@ -117,15 +152,53 @@ def _layer_norms(tensors: list[torch.Tensor], layer_ids: torch.Tensor, n_layers:
     return out.sqrt()
 
 
+def _per_layer(norms: np.ndarray, layer_ids: np.ndarray, n_layers: int) -> np.ndarray:
+    """Per-parameter L2 norms → per-layer L2 norms (NaN where no parameter of the layer had a value)."""
+    sq = np.zeros(n_layers, dtype=np.float64)
+    have = np.zeros(n_layers, dtype=bool)
+    ok = ~(norms < 0)  # negative: no value for that parameter; NaN/Inf are kept (non-finite gradients)
+    np.add.at(sq, layer_ids[ok], norms[ok].astype(np.float64) ** 2)
+    have[layer_ids[ok]] = True
+    return np.where(have, np.sqrt(sq), np.nan).astype(np.float32)
+
+
+def _to_numpy(v: Any) -> np.ndarray:
+    """A Keras variable's value on the host, on any backend."""
+    value = getattr(v, "value", v)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _targets_and_outputs(y: Any, y_pred: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``compute_loss``'s ``y``/``y_pred`` (torch backend) as class indices and scores, or None when they are
+    not a single-output classification (regression targets, several outputs)."""
+    if (
+        not isinstance(y, torch.Tensor)
+        or not isinstance(y_pred, torch.Tensor)
+        or not y_pred.is_floating_point()
+    ):
+        return None
+    o, t = y_pred.detach(), y.detach()
+    if o.dim() not in (1, 2) or len(o) != len(t):
+        return None
+    if t.dim() == 2 and t.shape[1] > 1:  # one-hot (CategoricalCrossentropy)
+        t = t.argmax(dim=1)
+    t = t.reshape(-1)
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        return None  # regression targets
+    return t.long(), o
+
+
 class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
-    """Records a Keras 3 ``fit`` (``KERAS_BACKEND=torch``) into a trainmedic run directory.
+    """Records a Keras 3 ``fit`` (torch, TensorFlow or JAX backend) into a trainmedic run directory.
 
     Args:
         run_dir: the run directory (default ``runs/<name>-<time>``).
         validation_data: optional ``(x, y)``; each epoch ``model.predict(x)`` is scored against ``y`` (class
             indices or one-hot) for the full metrics and confusion matrix of split ``val``.
         every: per-layer statistics cadence in steps (default 10).
-        activations: hook activation layers (default True); ``activation_rows`` rows are sampled.
+        activations: measure activation layers (default True); ``activation_rows`` rows are sampled.
         **watch_options: passed to :func:`trainmedic.watch` (``overwrite``, ``thresholds``, ``quiet`` …).
     """
 
@@ -141,10 +214,10 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         backend = keras.backend.backend()
-        if backend != "torch":
+        if backend not in BACKENDS:
             raise TrainmedicError(
-                f"the Keras backend must be 'torch' for trainmedic's Keras callback; got {backend!r}; set "
-                "KERAS_BACKEND=torch before keras is first imported"
+                f"the Keras backend must be one of {', '.join(BACKENDS)} for trainmedic's Keras callback; got "
+                f"{backend!r}; set KERAS_BACKEND before keras is first imported"
             )
         if validation_data is not None and (
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
@@ -160,6 +233,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
                     f"`{bad}` must not be given to TrainmedicCallback; Keras passes the model to the callback; "
                     f"got {bad}={watch_options[bad]!r}"
                 )
+        self.backend = backend
         self.run_dir = run_dir
         self.validation_data = validation_data
         self.every = every
@@ -168,13 +242,14 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.watch_options = watch_options
         self.run: Run | None = None
         self._layers: list[str] = []
-        self._params: list[torch.Tensor] = []
+        self._vars: list[Any] = []
+        self._params: list[torch.Tensor] = []  # torch backend: the variables' torch tensors
         self._layer_ids = torch.zeros(0, dtype=torch.long)
         self._act_names: list[str] = []
         self._act_pending: dict[int, torch.Tensor] = {}
         self._capture = False
         self._handles: list[Any] = []
-        self._before: list[torch.Tensor] | None = None
+        self._before: list[Any] | None = None
         self._step = 0
         self._batch_n: int | None = None
         self._mean_prev = 0.0
@@ -182,7 +257,13 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._last_hp: dict[str, float] = {}
         self._input_recorded = False
         self._batch_loss: torch.Tensor | None = None
-        self._unwrap: Callable[[], Any] | None = None
+        self._batch_pred: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._classification: bool | None = None  # torch: compute_loss's y/y_pred are class targets/scores
+        self._folded = False  # this epoch's running metrics came from the batches (not Keras' logs)
+        self._restore: list[Callable[[], Any]] = []
+        self._tf: Any = None  # TFGraphProbe on the TensorFlow backend
+        self._unread: list[int] = []  # TF: steps whose ring-buffer rows are not read yet
+        self._tf_base_step = 0
 
     # ---- start -------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -192,9 +273,13 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             options.pop("overwrite", None)
             options["resume"] = True
             self._step = self.run.step
-        options.setdefault("config", {"framework": "keras", "keras_version": keras.__version__})
+        options.setdefault(
+            "config",
+            {"framework": "keras", "keras_version": keras.__version__, "keras_backend": self.backend},
+        )
         self.run = watch(None, None, self.run_dir, every=self.every, **options)
-        self._attach()
+        self.run._guard("watch", self._attach)
+        self._wrap_train_function()
 
     def _attach(self) -> None:
         run, model = self.run, self.model
@@ -210,22 +295,36 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if all(p.startswith(prefix) for p in parents):
             parents = [p[len(prefix) :] for p in parents]
         self._layers = list(dict.fromkeys(parents))
-        self._params = [v.value for v in weights]
+        self._vars = weights
+        if self.backend == "torch":
+            self._params = [v.value for v in weights]
         self._layer_ids = torch.tensor([self._layers.index(p) for p in parents], dtype=torch.long)
         declare_layers(run, LAYER_STATS, self._layers)
 
         act_layers = [(lay, kind) for lay in _walk(model) if (kind := keras_activation_kind(lay)) is not None]
-        if self.activations and act_layers:
+        measured = self.activations and act_layers and self.backend != "jax"
+        if measured:
             self._act_names = [lay.name for lay, _ in act_layers]
             declare_layers(run, ACT_STATS, self._act_names)
-            for i, (lay, kind) in enumerate(act_layers):
-                unit_dim = 1 if getattr(lay, "data_format", None) == "channels_first" else -1
-                self._handles.append(lay.register_forward_hook(self._act_hook(i, kind, unit_dim)))
-        self._handles.append(model.register_forward_pre_hook(self._input_hook))
-        self._wrap_compute_loss()
+        if self.backend == "torch":
+            if measured:
+                for i, (lay, kind) in enumerate(act_layers):
+                    unit_dim = 1 if getattr(lay, "data_format", None) == "channels_first" else -1
+                    self._handles.append(lay.register_forward_hook(self._act_hook(i, kind, unit_dim)))
+            self._handles.append(model.register_forward_pre_hook(self._input_hook))
+            self._wrap_compute_loss()
+        elif self.backend == "tensorflow":
+            from ._keras_tf import TFGraphProbe
 
-        notes = [NOT_RECORDED]
-        if getattr(model, "jit_compile", False):
+            self._tf = TFGraphProbe(model, weights, act_layers if measured else [], self.activation_rows)
+            self._tf.install()
+            self._restore.append(self._tf.remove)
+            model.make_train_function(force=True)  # trace the step again, with the probes inside
+            self._tf.start_fit()
+            self._tf_base_step = self._step
+
+        notes = [NOT_RECORDED[self.backend]]
+        if getattr(model, "jit_compile", False) and self.backend == "torch":
             notes.append("the model is jit-compiled: activation hooks may not fire")
         if not act_layers:
             notes.append(
@@ -238,14 +337,53 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             layers=self._layers,
             activations=self._act_names,
             optimizers=[self._describe_optimizer()],
-            device=str(self._params[0].device),
+            device=self._device(),
             notes=notes,
         )
         run.record("model_summary", [summary])
 
-    # ---- hooks -------------------------------------------------------------------------------
+    def _device(self) -> str:
+        if self._params:
+            return str(self._params[0].device)
+        return (
+            str(getattr(getattr(self._vars[0], "value", None), "device", "") or "cpu")
+            if self._vars
+            else "cpu"
+        )
+
+    def _wrap_train_function(self) -> None:
+        """An exception inside ``fit`` (Keras has no exception hook) closes the run as ``failed``.
+
+        ``fit`` looks ``model.train_function`` up at every batch, so an instance attribute wrapping the
+        function Keras made is called instead (put back at the end of ``fit``).
+        """
+        model = self.model
+        original = getattr(model, "train_function", None)
+        if original is None or getattr(original, "_trainmedic", False):
+            return
+
+        def train_function(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            except BaseException as e:
+                if not isinstance(e, (StopIteration, KeyboardInterrupt)) and self.run is not None:
+                    record_failure(self.run, e)
+                    self._detach()
+                raise
+
+        train_function._trainmedic = True  # type: ignore[attr-defined]
+        model.train_function = train_function
+
+        def undo() -> None:
+            if getattr(model, "train_function", None) is train_function:
+                # TensorFlow: the traced step holds the probes; a later fit traces a clean one
+                model.train_function = None if self.backend == "tensorflow" else original
+
+        self._restore.append(undo)
+
+    # ---- hooks (torch backend) ---------------------------------------------------------------
     def _wrap_compute_loss(self) -> None:
-        """Capture each training batch's loss tensor as ``compute_loss`` returns it (restored at the end).
+        """Capture each training batch's loss, targets and predictions as ``compute_loss`` sees them.
 
         Why: ``logs["loss"]`` is a float32 running mean over the epoch; undoing it loses every later batch
         once one batch's loss is huge. The running mean stays the fallback for a ``train_step`` that does
@@ -261,11 +399,18 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             loss = original(*args, **kwargs)
             if torch.is_grad_enabled() and kwargs.get("training", True) and isinstance(loss, torch.Tensor):
                 self._batch_loss = loss.detach()
+                names = ("x", "y", "y_pred")
+                given = dict(zip(names, args))
+                given.update({k: v for k, v in kwargs.items() if k in names})
+                if self._classification is not False:
+                    pair = _targets_and_outputs(given.get("y"), given.get("y_pred"))
+                    self._classification = pair is not None
+                    self._batch_pred = pair
             return loss
 
         compute_loss._trainmedic = True  # type: ignore[attr-defined]
         model.compute_loss = compute_loss
-        self._unwrap = lambda: model.__dict__.pop("compute_loss", None)
+        self._restore.append(lambda: model.__dict__.pop("compute_loss", None))
 
     def _input_hook(self, module: Any, args: Any) -> None:
         if not torch.is_grad_enabled():  # Keras' symbolic build and predict run without autograd
@@ -279,7 +424,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             set_meta(
                 self.run,
                 batch_size=self._batch_n,
-                batch_size_source="first forward input",
+                batch_size_source="first training batch",
                 **{"input_shape/model": list(t.shape), "input_dtype/model": str(t.dtype)},
             )
 
@@ -310,15 +455,30 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self._step % self.every == 0:
             self._capture = True
             self._act_pending.clear()
-            self._before = [p.detach().clone() for p in self._params]
+            self._before = run._guard("weights", self._snapshot)
+            if self._tf is not None and self._act_names:
+                run._guard("activations", lambda: self._tf.set_capture(True))
+
+    def _snapshot(self) -> list[Any]:
+        if self._params:
+            return [p.detach().clone() for p in self._params]
+        return [_to_numpy(v) for v in self._vars]
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         run = self.run
         if run is None or run.closed:
             return
         step, capture = self._step, self._before is not None
+        self._step += 1
+        if self._tf is not None:
+            run._guard("gradients", lambda: self._tf_batch_end(step, capture))
+        else:
+            self._host_batch_end(run, step, capture, numeric(logs))
+        self._capture, self._before = False, None
+        self._honour_stop()
+
+    def _host_batch_end(self, run: Run, step: int, capture: bool, logs: dict[str, float]) -> None:
         values: dict[str, float] = {}
-        logs = numeric(logs)
         if "loss" in logs:
             # Keras reports the running mean of the epoch, weighted by batch size: undo it (the fallback).
             n = self._batch_n or 1
@@ -328,23 +488,81 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self._batch_loss is not None and self._batch_loss.numel() == 1:
             values["loss"] = float(self._batch_loss)
             self._batch_loss = None
-        grads = run._guard("gradients", lambda: self._grad_norms(capture))
-        if grads is not None:
-            values["grad_norm"] = grads
+        if self.backend == "torch":
+            grads = run._guard("gradients", lambda: self._grad_norms(step, capture))
+            if grads is not None:
+                values["grad_norm"] = grads
+        values.update(self._changed_hyperparameters(capture))
+        if capture:
+            run._guard("weights", lambda: self._weight_stats(step))
+            self._write_activations(step)
+        batch: dict[str, Any] = {}
+        if self._batch_pred is not None:  # the running training metrics, as run.log(outputs=, targets=)
+            batch = {"targets": self._batch_pred[0], "outputs": self._batch_pred[1]}
+            self._batch_pred = None
+            self._folded = True
+        if values or batch:
+            run.log(step=step, **values, **batch)
+
+    def _changed_hyperparameters(self, capture: bool) -> dict[str, float]:
+        out: dict[str, float] = {}
         for k, v in self._hyperparameters().items():
             if capture or self._last_hp.get(k) != v:
                 self._last_hp[k] = v
-                values[k] = v
-        if capture:
-            run._guard("weights", self._weight_stats)
-            self._write_activations(step)
-        self._capture, self._before = False, None
-        self._step += 1
-        if values:
-            run.log(step=step, **values)
-        self._honour_stop()
+                out[k] = v
+        return out
 
-    def _grad_norms(self, capture: bool) -> float | None:
+    # ---- TensorFlow: the graph's ring buffer, read at the cadence ------------------------------
+    def _tf_batch_end(self, step: int, capture: bool) -> None:
+        from ._keras_tf import RING
+
+        self._unread.append(step)
+        if capture or len(self._unread) >= RING - 1:
+            self._tf_read(capture_step=step if capture else None)
+
+    def _tf_read(self, capture_step: int | None = None) -> None:
+        """Move the graph's rows of the unread steps to the run: one host copy of the ring buffer."""
+        from ._keras_tf import RING
+
+        run, probe = self.run, self._tf
+        if run is None or probe is None or not self._unread:
+            return
+        losses, grads, slot = probe.read()
+        done = slot - probe.base  # optimizer steps the graph has taken in this fit
+        if not self._input_recorded:
+            n = int(probe.last_n.numpy())
+            if n > 0:
+                self._input_recorded = True
+                self._batch_n = n
+                set_meta(run, batch_size=n, batch_size_source="first training batch")
+        ids = self._layer_ids.numpy()
+        for s in self._unread:
+            k = s - self._tf_base_step
+            if k >= done or k < done - RING:  # not applied (no optimizer step), or overwritten
+                continue
+            row = (probe.base + k) % RING
+            values = {"loss": float(losses[row])}
+            g = grads[row]
+            have = ~(g < 0)  # -1: the variable had no gradient; NaN/Inf stay (a non-finite gradient)
+            if have.any():
+                values["grad_norm"] = float(np.sqrt(np.sum(g[have].astype(np.float64) ** 2)))
+            if s % self.every == 0:
+                log_layers(run, "grad_norm", s, _per_layer(g, ids, len(self._layers)))
+            run.log(step=s, **values)
+        self._unread.clear()
+        last = self._step - 1
+        hp = self._changed_hyperparameters(capture_step is not None)
+        if hp:
+            run.log(step=last, **hp)
+        if capture_step is not None:
+            run._guard("weights", lambda: self._weight_stats(capture_step))
+            if self._act_names:
+                acts = probe.take_activations()
+                probe.set_capture(False)
+                for si, stat in enumerate(ACT_STATS):
+                    log_layers(run, stat, capture_step, acts[: len(self._act_names), si])
+
+    def _grad_norms(self, step: int, capture: bool) -> float | None:
         idx = [i for i, p in enumerate(self._params) if p.grad is not None]
         if not idx:
             return None
@@ -354,20 +572,29 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             per_layer = torch.zeros(len(self._layers), dtype=torch.float32)
             per_layer.index_add_(0, self._layer_ids[idx], norms.cpu() ** 2)
             assert self.run is not None
-            log_layers(self.run, "grad_norm", self._step, per_layer.sqrt().numpy())
+            log_layers(self.run, "grad_norm", step, per_layer.sqrt().numpy())
         return float(torch.linalg.vector_norm(norms))
 
-    def _weight_stats(self) -> None:
-        assert self.run is not None and self._before is not None
-        weights = [p.detach() for p in self._params]
+    def _weight_stats(self, step: int) -> None:
+        assert self.run is not None
+        before = self._before
+        if before is None:
+            return
         n = len(self._layers)
-        w = _layer_norms(weights, self._layer_ids, n)
-        u = _layer_norms(list(torch._foreach_sub(weights, self._before)), self._layer_ids, n)
+        if self._params:
+            weights = [p.detach() for p in self._params]
+            w = _layer_norms(weights, self._layer_ids, n).numpy()
+            u = _layer_norms(list(torch._foreach_sub(weights, before)), self._layer_ids, n).numpy()
+        else:
+            after = [_to_numpy(v) for v in self._vars]
+            ids = self._layer_ids.numpy()
+            w = _per_layer(np.array([np.linalg.norm(a) for a in after]), ids, n)
+            u = _per_layer(np.array([np.linalg.norm(a - b) for a, b in zip(after, before)]), ids, n)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(w.numpy() > 0, u.numpy() / w.numpy(), np.nan)
-        log_layers(self.run, "weight_norm", self._step, w.numpy())
-        log_layers(self.run, "update_norm", self._step, u.numpy())
-        log_layers(self.run, "update_ratio", self._step, ratio)
+            ratio = np.where(w > 0, u / w, np.nan)
+        log_layers(self.run, "weight_norm", step, w)
+        log_layers(self.run, "update_norm", step, u)
+        log_layers(self.run, "update_ratio", step, ratio)
 
     def _write_activations(self, step: int) -> None:
         if not self._act_names or not self._act_pending or self.run is None:
@@ -401,7 +628,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def _describe_optimizer(self) -> dict[str, Any]:
         opt = getattr(self.model, "optimizer", None)
         group: dict[str, Any] = dict(self._hyperparameters())
-        group["num_params"] = int(sum(p.numel() for p in self._params))
+        group["num_params"] = int(sum(int(np.prod(v.shape)) for v in self._vars))
         return {
             "name": "optimizer",
             "type": type(opt).__name__ if opt is not None else None,
@@ -444,7 +671,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             }
             kernel = getattr(lay, "kernel", None)
             if kernel is not None and len(kernel.shape) >= 2 and not entry["norm"]:
-                entry["init"] = init_scale(_torch_layout(kernel.value.detach()))
+                entry["init"] = init_scale(_torch_layout(torch.from_numpy(np.array(_to_numpy(kernel)))))
             layers.append(entry)
         total = int(sum(int(np.prod(v.shape)) for v in model.weights))
         return {
@@ -456,10 +683,11 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             "activations": activations,
             "dropout": dropout,
             "normalization": norms,
-            "device": str(self._params[0].device),
-            "dtype": str(self._params[0].dtype),
+            "device": self._device(),
+            "dtype": str(getattr(weights[0], "dtype", "")) if weights else "",
             "training": True,
             "framework": "keras",
+            "backend": self.backend,
         }
 
     # ---- per epoch and end -------------------------------------------------------------------
@@ -470,7 +698,24 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         metrics = numeric(logs)
         train = {k: v for k, v in metrics.items() if not k.startswith("val_") and k != "learning_rate"}
         val = {k[4:]: v for k, v in metrics.items() if k.startswith("val_")}
-        log_epoch(run, "train", train)
+        if self._tf is not None:
+            run._guard("gradients", self._tf_read)
+            running = run._guard("running metrics", self._tf.take_running)
+            if running is not None:
+                fold_running(run, *running)
+                self._folded = True
+        if self._folded:
+            # the batches' running metrics (like run.log(outputs=, targets=)), then Keras' other training
+            # metrics of the same epoch beside them
+            run.end_epoch()
+            self._folded = False
+            ep = run._epoch_counter[RUNNING_SPLIT] - 1
+            if ep >= 0:
+                rest = {k: v for k, v in train.items() if k not in ("loss", "accuracy")}
+                log_epoch(run, RUNNING_SPLIT, rest, epoch=ep)
+        else:
+            # no batch predictions (a custom train_step, the JAX backend): Keras' own running means
+            log_epoch(run, RUNNING_SPLIT, {_ACCURACY_NAMES.get(k, k): v for k, v in train.items()})
         if self.validation_data is not None:
             x, y = self.validation_data
             outputs = np.asarray(self.model.predict(x, verbose=0))
@@ -485,14 +730,20 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._honour_stop()
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self._unwrap is not None:
-            self._unwrap()
-            self._unwrap = None
+        if self._tf is not None and self.run is not None and not self.run.closed:
+            self.run._guard("gradients", self._tf_read)
+        self._detach()
+        if self.run is not None:
+            self.run.close()
+
+    def _detach(self) -> None:
+        for undo in reversed(self._restore):
+            undo()
+        self._restore.clear()
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        if self.run is not None:
-            self.run.close()
+        self._tf = None
 
     def _honour_stop(self) -> None:
         control = getattr(self.run, "control", None)
