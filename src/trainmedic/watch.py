@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from .cadence import Cadence, FixedCadence, LogCadence
+from .distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
+from .distributed import SUMMARY_FIELDS, SYNC_EVERY, NullWriter, RankSync, replication
 from .errors import TrainmedicError, describe_shape
 from .findings import Finding, Severity
 from .live import LiveMonitor, TrainingProblemError
@@ -318,6 +320,7 @@ class Run:
         treat: Any = None,
         progress: bool = False,
         total_steps: int | None = None,
+        dist_timeout: float = DIST_TIMEOUT,
     ) -> None:
         every_given = every is not None
         if every is None:
@@ -337,6 +340,13 @@ class Run:
             raise TrainmedicError("`overwrite` and `resume` exclude each other; pass one of them")
         self.rank, self.world_size = _dist_rank()
         self.enabled = all_ranks or self.rank == 0
+        # torch.distributed: every rank runs the same hooks on its own shards and joins trainmedic's syncs
+        # (trainmedic/distributed.py); a rank that does not write records into a NullWriter
+        self._dist: RankSync | None = None
+        self._shadow = self.world_size > 1 and not self.enabled
+        if self.world_size > 1:
+            self._dist = RankSync(self.rank, self.world_size, dist_timeout)
+            self.enabled = True
         if run_dir is None:
             run_dir = default_run_dir(name)
         if all_ranks and self.world_size > 1:
@@ -424,12 +434,16 @@ class Run:
             treat
         )  # live treatment (treat="safe"), see remedies/treatment.py
         self._writer: RunWriter | None = None
-        self._monitor = LiveMonitor(self.thresholds, self._emit) if live else None
+        self._monitor = LiveMonitor(self.thresholds, self._emit) if live and not self._shadow else None
         self._console: Any = None  # LiveConsole when progress=True (rank 0 only)
-        if progress and self.enabled:
+        if progress and self.enabled and not self._shadow:
             from .report.console import LiveConsole
 
             self._console = LiveConsole(total_steps)
+        if self._dist is not None and not self._dist.open():
+            warnings.warn(
+                f"trainmedic: {self._dist.failed}; ranks record without syncing", RuntimeWarning, stacklevel=3
+            )
         if self.enabled:
             try:
                 self._open_writer(overwrite, resume, every, config)
@@ -437,12 +451,17 @@ class Run:
                 raise
             except Exception as e:  # e.g. a full disk: training goes on, unrecorded, and says so
                 self._writer, self.enabled = None, False
+                if self._dist is not None:  # still joins the other ranks' syncs, recording nothing
+                    self._writer, self.enabled = NullWriter(self.run_dir), True
                 warnings.warn(
                     f"trainmedic: cannot record into {self.run_dir} ({type(e).__name__}: {e}); training "
                     "continues unrecorded",
                     RuntimeWarning,
                     stacklevel=3,
                 )
+        if self._dist is not None:  # a resumed run: every rank counts from rank 0's stored step
+            self._step = self._dist.agree_step(self._step)
+            self._dist.steps_at_watch = self._step
         self._finalizer = weakref.finalize(self, Run._atexit_close, weakref.ref(self))
         atexit.register(self._finalizer)
 
@@ -450,7 +469,7 @@ class Run:
         self, overwrite: bool, resume: bool, every: int, config: Mapping[str, Any] | None
     ) -> None:
         mode = "overwrite" if overwrite else "resume" if resume else "new"
-        self._writer = RunWriter(self.run_dir, mode=mode)
+        self._writer = NullWriter(self.run_dir) if self._shadow else RunWriter(self.run_dir, mode=mode)
         if resume and self._writer.resumed:
             with RunReader(self.run_dir) as r:
                 self._step = int(r.meta.get("steps", 0) or 0)
@@ -538,6 +557,8 @@ class Run:
                     self._fence("optimizer hook", self._make_post_hook(probe, primary))
                 )
             )
+        if self._dist is not None:
+            self._guard("distributed", self._setup_sync)
         if self._meter is not None:
             self._meter.next_check = self._step + self._meter.WARMUP
         if len(self._probes) > 1:
@@ -767,6 +788,8 @@ class Run:
         # _guard (record, warn once, disable after MAX_PROBE_FAILURES), a few µs less per step.
         disabled = self._disabled
         cadence = self._cadence
+        pi = len(self._probes) - 1
+        dsync = self._dist if probe.sharded else None  # FSDP2: local shard norms, reduced at the next sync
 
         def before_update(step: int) -> None:
             meter = self._meter
@@ -777,7 +800,9 @@ class Run:
                     if capture or (cadence.grad(step) and not self._skips_grad(step)):
                         res = probe.grad_param_norms()
                         if res is not None:
-                            if self._host_check:
+                            if dsync is not None:
+                                dsync.add_norms(pi, probe.grad_signal, step, res)
+                            elif self._host_check:
                                 gn = probe.global_norm_host_cached()
                                 if gn is not None:
                                     self._add_host_scalar(probe.grad_signal, step, gn)
@@ -868,6 +893,7 @@ class Run:
         pi = len(self._probes) - 1
         disabled = self._disabled
         cadence = self._cadence
+        dsync = self._dist if probe.sharded else None
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             step = probe.steps
@@ -890,6 +916,8 @@ class Run:
             nxt = nxt - 1 if nxt - 1 > step else nxt
             if primary:  # ... and the next look at the clock, the flush and the meter
                 nxt = min(nxt, step + self._clock_every, self._last_flush_step + self.flush_steps - 1)
+                if self._dist is not None:  # the step that completes the next sync's step count
+                    nxt = min(nxt, self._dist.next_due(step + 1) - 1)
                 if meter is not None:
                     if meter.timing:  # own mode: every step on this path
                         nxt = step + 1
@@ -901,7 +929,10 @@ class Run:
                 try:
                     row = probe.param_stats(self._host_check)
                     if row is not None:
-                        self._pending_rows.append((pi, step, row))
+                        if dsync is not None:
+                            dsync.add_row(pi, step, row)
+                        else:
+                            self._pending_rows.append((pi, step, row))
                         quant = probe.param_quantiles(self._host_check)
                         if quant is not None:
                             self._pending_quantiles.append((step, quant))
@@ -917,6 +948,8 @@ class Run:
             if primary:
                 self._step = step + 1
                 self._stepped_since_log = True
+                if self._dist is not None and self._dist.due(self._step):
+                    self._guard("distributed", self._sync)
                 act = self._act_probe
                 if act is not None:
                     if cadence.capture(self._step):
@@ -1138,7 +1171,7 @@ class Run:
             )
         targets, outputs = _to_host(targets, "targets"), _to_host(outputs, "outputs")
         if self.world_size > 1:
-            targets, outputs = _gather(targets), _gather(outputs)
+            targets, outputs = self._gather(targets), self._gather(outputs)
         from .metrics import evaluate_classification, evaluate_detection
         from .metrics.classification import fast_confusion_matrix, metrics_dict
 
@@ -1420,7 +1453,11 @@ class Run:
         self._guard("flush", self._flush_pending)
         try:
             self._writer.set_meta(steps=self.step)
+            if self._dist is not None:  # the per-rank loss summary reads the buffer before it empties
+                self._dist.absorb(self._writer)
             self._writer.flush()
+            if self._dist is not None:
+                self._dist.flushed()
         except Exception as e:
             self._internal_error("writer", e)
 
@@ -1518,6 +1555,10 @@ class Run:
         """Remove every hook and write what is pending. Safe to call twice."""
         if self.closed:
             return
+        if self._dist is not None:
+            if status == "closed":  # a failed or unclosed run does not wait for ranks that may be gone
+                self._guard("distributed", lambda: self._sync(final=True))
+            self._guard("distributed", self._dist.remove)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -1562,6 +1603,119 @@ class Run:
                 data={"traceback": "".join(traceback.format_exception(exc_type, exc, tb))},
             )
         self.close(status="failed" if exc is not None else "closed")
+
+    # ---- across ranks (trainmedic/distributed.py) ----------------------------------------------
+    def _setup_sync(self) -> None:
+        """Which probes are sharded (FSDP2), each parameter's replication, the per-rank sample counter."""
+        d = self._dist
+        assert d is not None
+        for i, probe in enumerate(self._probes):
+            d.probe_sizes[i] = len(probe.params)
+            d.inv_rep[i] = torch.tensor(
+                [1.0 / replication(p, self.world_size) for p in probe.params], dtype=torch.float64
+            )
+        d.sharded = any(p.sharded for p in self._probes)
+        first = next(iter(self.models.values()))
+        d.attach_input_counter(unwrap(first), lambda hook: self._fence("distributed", hook))
+        if self._writer is not None:
+            self._writer.set_meta(
+                distributed={
+                    "world_size": self.world_size,
+                    "backend": str(torch.distributed.get_backend()),
+                    "sharded": d.sharded,
+                    "sync_every": SYNC_EVERY,
+                    "timeout_s": d.timeout,
+                    "syncing": d.failed is None,
+                }
+            )
+
+    def _gather(self, x: Any) -> Any:
+        """Every rank's shard of an evaluation, on trainmedic's group (timeouts); this rank's alone after a
+        failed sync."""
+        d = self._dist
+        if d is None:
+            return _gather(x)
+        parts = d.gather_object(x)
+        if parts is None:
+            self._sync_failed()
+            return x
+        return _join(parts, x)
+
+    def _sync(self, final: bool = False) -> None:
+        """A sync of every rank (at fixed step counts and at close): the ranks' summaries, the DDP parameter
+        fingerprints, the FSDP2 shard norms reduced into global ones (then flushed like any other)."""
+        d = self._dist
+        w = self._writer
+        if d is None or w is None or d.failed is not None:
+            return
+        self._guard("flush", self._flush_pending)  # device values (losses) into the writer's buffers
+        d.absorb(w)
+        primary = self._probes[0] if self._probes else None
+        weights = [] if primary is None or d.sharded else [p.detach() for p in primary.params]
+        try:
+            table, fp, norms, rows = d.sync(self.step, weights, fingerprint=not d.sharded)
+        except Exception as e:  # the ranks buffered different payloads: this interval's norms are dropped
+            self._internal_error("distributed", e)
+            return
+        if table is None:
+            self._sync_failed()
+            return
+        self._pending_norms.extend(norms)
+        self._pending_rows.extend(rows)
+        self._guard("distributed", lambda: self._record_sync(table, fp, weights, final))
+
+    def _record_sync(
+        self, table: np.ndarray, fp: np.ndarray | None, weights: list[torch.Tensor], final: bool
+    ) -> None:
+        """The ``rank_sync`` record of one sync: what the cross-rank checks judge."""
+        w = self._writer
+        assert w is not None
+        col = {name: table[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
+        n = col["loss_n"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(n > 0, col["loss_sum"] / n, np.nan)
+            var = np.where(n > 1, (col["loss_sumsq"] - n * mean**2) / (n - 1), np.nan)
+        data: dict[str, Any] = {
+            "world_size": self.world_size,
+            "final": final,
+            "sharded": bool(self._dist is not None and self._dist.sharded),
+            **{
+                k: [int(v) for v in col[k]]
+                for k in ("steps", "loss_n", "loss_nonfinite", "first_nonfinite_step")
+            },
+            **{k: [int(v) for v in col[k]] for k in ("samples", "samples_total", "batch_max")},
+            "loss_mean": [float(v) for v in mean],
+            "loss_std": [float(v) for v in np.sqrt(np.maximum(var, 0.0))],
+        }
+        if fp is not None and fp.shape[-1] == len(weights) and self._index is not None:
+            ref = fp[0]
+            scale = np.maximum(ref[0], 1e-12)
+            diff = np.maximum(np.abs(fp[:, 0] - ref[0]), np.abs(fp[:, 1] - ref[1])) / scale  # (world, P)
+            worst = diff.argmax(axis=1)
+            primary = self._probes[0]
+            names = [self._index.layers[self._index.param_layer[id(p)]] for p in primary.params]
+            data["param_diff"] = [float(diff[r].max()) for r in range(len(diff))]
+            data["param_diff_layer"] = [names[int(i)] for i in worst]
+        w.add_record("rank_sync", data, step=self.step)
+
+    def _sync_failed(self) -> None:
+        """Say once that this rank stopped syncing, and put it on disk at once (the job may be dying)."""
+        d = self._dist
+        if d is None or getattr(d, "reported", False) or d.failed is None:
+            return
+        d.reported = True
+        warnings.warn(f"trainmedic: {d.failed}", RuntimeWarning, stacklevel=4)
+        if self._writer is not None:
+            self._writer.add_event(
+                "rank_sync_failed",
+                d.failed,
+                step=self.step,
+                code=None,
+                severity="warning",
+                data={"rank": self.rank, "world_size": self.world_size, "syncs": d.syncs},
+            )
+            self._writer.set_meta(distributed_failed=d.failed)
+            self._guard("writer", self._writer.flush)
 
     # ---- reading back --------------------------------------------------------------------------
     def reader(self) -> RunReader:
@@ -1688,6 +1842,11 @@ def _to_host(x: Any, arg: str = "value") -> Any:
 def _gather(x: Any) -> Any:
     parts: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(parts, x)
+    return _join(parts, x)
+
+
+def _join(parts: list[Any], x: Any) -> Any:
+    """Every rank's ``x`` (gathered in rank order) as one tensor or list."""
     if isinstance(x, torch.Tensor):
         return torch.cat(parts)
     if isinstance(x, list):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import is_sharded, local
 from .layers import LayerIndex
 
 HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
@@ -117,7 +118,10 @@ class OptimizerProbe:
         self._host_snap = False
         self._grad_vals: list[float] | None = None  # host floats of the cached gradient norms
         self._snap_bufs: list[torch.Tensor] | None = None  # weight snapshot buffers (device path), reused
-        self._host_ok = _host_readable(params)
+        # FSDP2: parameters and gradients are DTensor shards; every statistic is taken on the local shard (no
+        # collective) and the ranks' partial sums are combined at a sync (trainmedic/distributed.py)
+        self.sharded = any(is_sharded(p) for p in params)
+        self._host_ok = _host_readable(params) and not self.sharded
         self.steps = 0  # completed steps of this optimizer
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
         self.quiet_pre = 0
@@ -144,6 +148,8 @@ class OptimizerProbe:
         the per-step overhead on small models.
         """
         grads = [p.grad for p in self.params]
+        if self.sharded:
+            grads = [None if g is None else local(g) for g in grads]
         idx: list[int] | None = None
         if not all(g is not None for g in grads):  # not `None in grads`: that calls Tensor.__eq__ per grad
             idx = [i for i, g in enumerate(grads) if g is not None]
@@ -262,7 +268,9 @@ class OptimizerProbe:
         if not self.params:
             self._before = None
             return
-        weights = [p.detach() for p in self.params]
+        weights = (
+            [local(p).detach() for p in self.params] if self.sharded else [p.detach() for p in self.params]
+        )
         bufs = self._snap_bufs
         if bufs is None or len(bufs) != len(weights):
             bufs = self._snap_bufs = [torch.empty_like(w) for w in weights]
@@ -315,7 +323,9 @@ class OptimizerProbe:
             views = self._host_views()
             if views is not None:
                 return torch.from_numpy(self._host_param_stats(views))
-        weights = [p.detach() for p in self.params]
+        weights = (
+            [local(p).detach() for p in self.params] if self.sharded else [p.detach() for p in self.params]
+        )
         before, self._before = self._before, None
         n = len(weights)
         cache, self._grad_cache = self._grad_cache, None
@@ -427,7 +437,7 @@ class OptimizerProbe:
         layers of other optimizers). Read after the step on a capture step only: a few gathers, one sort, no
         host sync (the flush moves the result with the other capture rows).
         """
-        if not self.params:
+        if not self.params or self.sharded:  # a sample of a shard is not the layer's (FSDP2)
             return None
         used, offsets, order, layers, pos = self._quantile_plan()
         if not used:

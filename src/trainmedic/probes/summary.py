@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import local
 from .layers import CONV, NORM, RECURRENT, activation_kind, unwrap
 
 
@@ -24,9 +25,10 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     return int(weight.shape[1]) * receptive, int(weight.shape[0]) * receptive
 
 
-def init_scale(weight: torch.Tensor) -> dict[str, Any]:
+def init_scale(weight: torch.Tensor, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """``shape``: the whole tensor's, when ``weight`` is one rank's shard of it (fans come from the whole)."""
     w = weight.detach().float()
-    fan_in, fan_out = fans(w)
+    fan_in, fan_out = fans(torch.empty(shape, device="meta") if shape is not None else w)
     std = float(w.std()) if w.numel() > 1 else float(w.abs().mean())
     rows = w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
     # Symmetric units: all output rows (units) identical. Zero weights are the common case.
@@ -40,7 +42,7 @@ def init_scale(weight: torch.Tensor) -> dict[str, Any]:
         "xavier_std": math.sqrt(2.0 / max(fan_in + fan_out, 1)),
         "lecun_std": math.sqrt(1.0 / max(fan_in, 1)),
         "identical_units": bool(rows.shape[0] > 1 and spread <= 1e-12 + 1e-6 * float(rows.abs().max())),
-        "shape": list(w.shape),
+        "shape": list(shape if shape is not None else w.shape),
     }
 
 
@@ -83,7 +85,8 @@ def model_summary(name: str, model: nn.Module, prefix: bool) -> dict[str, Any]:
         if weight is None and isinstance(mod, RECURRENT):
             weight = getattr(mod, "weight_ih_l0", None)
         if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and not isinstance(mod, NORM):
-            entry["init"] = init_scale(weight)
+            # FSDP2: a DTensor's statistics would be collectives; its local rows (sharded on dim 0) stand in
+            entry["init"] = init_scale(local(weight), shape=tuple(weight.shape))
         layers.append(entry)
         if not isinstance(mod, NORM):
             pending = [entry]
