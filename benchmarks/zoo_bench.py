@@ -4,13 +4,18 @@ Runs every zoo case (its own plain-PyTorch loop, watched, then diagnosed) and pr
 warning/error; then the false-alarm rate, the recall and a per-code count of false alarms. Always exits 0:
 it measures, CI gates live in tests/scenarios/test_zoo.py.
 
-    python benchmarks/zoo_bench.py --jobs 2 --json zoo.json [--only SUBSTRING]
+    python benchmarks/zoo_bench.py --jobs 2 --json zoo.json [--only SUBSTRING] [--keep DIR]
+    python benchmarks/zoo_bench.py --rediagnose DIR      # judge the runs kept by --keep again, no training
+
+``--keep`` stores each case's run directory (and its oracle) under DIR; ``--rediagnose`` re-runs only the
+diagnosis on them, which is how a change to a check is measured on the whole zoo in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import multiprocessing as mp
 import sys
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _one(name: str) -> dict[str, Any]:
+def _one(name: str, keep: Path | None = None) -> dict[str, Any]:
     import torch
 
     from trainmedic.scenarios import zoo
@@ -28,10 +33,36 @@ def _one(name: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     case = zoo.case(name)
     with tempfile.TemporaryDirectory() as tmp:
+        run_dir = (keep / name) if keep is not None else Path(tmp) / "run"
+        if keep is not None:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
         try:
-            r = zoo.run_case(case, Path(tmp) / "run")
+            r = zoo.run_case(case, run_dir)
         except Exception as e:  # a broken case is reported, not fatal to the benchmark
             return {"name": name, "kind": case.kind, "error": f"{type(e).__name__}: {e}"}
+    row = _row(case, r)
+    if keep is not None:
+        oracle = {k: row[k] for k in ("seconds", "oracle_ok", "oracle", "val_accuracy")}
+        (keep / name / "zoo_oracle.json").write_text(json.dumps(oracle))
+    return row
+
+
+def _rejudge(name: str, keep: Path) -> dict[str, Any]:
+    """The row of a kept run, with a fresh diagnosis (the oracle is the one stored at training time)."""
+    import trainmedic as tm
+    from trainmedic.scenarios import zoo
+
+    case = zoo.case(name)
+    oracle = json.loads((keep / name / "zoo_oracle.json").read_text())
+    r = zoo.ZooResult(case, oracle["val_accuracy"], float("nan"), True, True, oracle["seconds"])
+    r.findings = list(tm.diagnose(str(keep / name)).findings)
+    return {**_row(case, r), **oracle}
+
+
+def _row(case: Any, r: Any) -> dict[str, Any]:
+    name = case.name
     return {
         "name": name,
         "kind": case.kind,
@@ -52,21 +83,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="store each case's run directory under this folder"
+    )
+    ap.add_argument(
+        "--rediagnose", type=Path, default=None, help="diagnose the runs kept under this folder again"
+    )
     args = ap.parse_args(argv)
     from trainmedic.scenarios import zoo
 
     names = [c.name for c in zoo.zoo() if args.only is None or args.only in c.name]
     t0 = time.perf_counter()
+    if args.rediagnose is not None:
+        names = [n for n in names if (args.rediagnose / n / "zoo_oracle.json").exists()]
+        one: Any = functools.partial(_rejudge, keep=args.rediagnose)
+    else:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        one = functools.partial(_one, keep=args.keep)
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             rows = []
-            for row in pool.imap(_one, names):
+            for row in pool.imap(one, names):
                 rows.append(row)
                 _print_row(row)
     else:
         rows = []
         for n in names:
-            rows.append(_one(n))
+            rows.append(one(n))
             _print_row(rows[-1])
     wall = time.perf_counter() - t0
     summary = _summary(rows, wall)

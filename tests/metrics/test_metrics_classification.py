@@ -224,3 +224,18 @@ def test_gradients_are_not_tracked() -> None:
     logits = torch.randn(6, 3, requires_grad=True)
     m = classification_metrics(torch.tensor([0, 1, 2, 0, 1, 2]), logits)
     assert not m.confusion_matrix.requires_grad
+
+
+def test_one_hot_and_soft_targets_score_as_their_class_indices() -> None:
+    """Keras-style one-hot (and label-smoothed) targets are read as the row's class; other 2-D targets are an
+    error that says what was expected."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 4, (200,), generator=g)
+    logits = torch.randn(200, 4, generator=g)
+    ref = confusion_matrix(y, logits)
+    one_hot = torch.nn.functional.one_hot(y, 4).float()
+    assert torch.equal(confusion_matrix(one_hot, logits), ref)
+    soft = one_hot * 0.9 + 0.1 / 4
+    assert torch.equal(confusion_matrix(soft, logits), ref)
+    with pytest.raises(TrainmedicError, match=r"shape \(N,\)"):
+        confusion_matrix(torch.rand(200, 4, generator=g) * 3, logits)

@@ -51,12 +51,23 @@ def _targets_1d(targets: Any) -> Tensor:
         t = t[:, 0]
     if t.ndim == 0:
         raise TrainmedicError("`targets` must be class indices of shape (N,); got a scalar")
+    if t.ndim == 2 and t.shape[1] >= 2 and t.shape[0] > 0 and _one_hot_rows(t):
+        # one-hot (or soft, label-smoothed) targets as Keras programs keep them: the class is the row's argmax
+        t = t.argmax(1)
     if t.ndim != 1:
-        hint = " (one-hot targets? pass targets.argmax(1))" if t.ndim == 2 else ""
+        hint = " (one-hot or soft targets are taken when each row sums to 1)" if t.ndim == 2 else ""
         raise TrainmedicError(f"`targets` must be class indices of shape (N,); got shape {shape_of(t)}{hint}")
     if t.numel() == 0:
         raise TrainmedicError("`targets` must hold at least one sample; got an empty batch of shape (0,)")
     return to_class_indices(t, "targets")
+
+
+def _one_hot_rows(t: Tensor) -> bool:
+    """Rows of non-negative values that each sum to 1 (one-hot or soft class targets)."""
+    f = t.double()
+    if not bool(torch.isfinite(f).all()) or bool((f < 0).any()):
+        return False
+    return bool(torch.allclose(f.sum(1), torch.ones(f.shape[0], dtype=f.dtype), atol=1e-4))
 
 
 def predicted_classes(
