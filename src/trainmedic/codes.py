@@ -106,6 +106,26 @@ PROBLEMS: dict[str, ProblemCode] = {
             "trainmedic internal error",
             "A probe or writer of trainmedic failed; training went on, but some signals may be missing.",
         ),
+        ProblemCode(
+            "rank_nonfinite",
+            "Non-finite loss on some ranks",
+            "Under torch.distributed, the loss of some ranks (not all) became NaN/Inf first: the cause is in their data or their part of the computation.",
+        ),
+        ProblemCode(
+            "rank_divergence",
+            "Loss diverging on a rank",
+            "Under torch.distributed, one rank's loss is far above the other ranks' (beyond their mini-batch noise): its data shard differs.",
+        ),
+        ProblemCode(
+            "rank_desync",
+            "Replicas out of sync",
+            "Under DDP, the ranks' copies of the parameters differ: replicas that should be identical drifted apart.",
+        ),
+        ProblemCode(
+            "uneven_rank_data",
+            "Uneven data per rank",
+            "Under torch.distributed, the ranks trained on different numbers of samples or steps (more than one batch apart).",
+        ),
     ]
 }
 
@@ -234,6 +254,24 @@ REMEDIES: dict[str, RemedyCode] = {
             "Use a loss suited to the task (e.g. focal loss for imbalance).",
         ),
         RemedyCode("switch_optimizer", "Switch optimizer", True, "Use Adam/AdamW instead of plain SGD."),
+        RemedyCode(
+            "fix_rank_data",
+            "Check the rank's data shard",
+            False,
+            "Inspect the samples the affected rank loads (its sampler, shard file, preprocessing) against the others'.",
+        ),
+        RemedyCode(
+            "sync_replicas",
+            "Keep the replicas in sync",
+            False,
+            "Broadcast the parameters from rank 0 and change them only through the wrapped model and the shared optimizer settings.",
+        ),
+        RemedyCode(
+            "balance_shards",
+            "Balance the shards",
+            False,
+            "Give every rank the same number of samples and steps (DistributedSampler, drop_last, or DDP's Join).",
+        ),
     ]
 }
 

@@ -88,6 +88,54 @@ def _lr(ctx: _Ctx) -> float:
     return float(lr)
 
 
+def _step_factor(cfg: Mapping[str, Any]) -> float:
+    """``1 / (1 - momentum)`` for SGD/RMSprop with momentum (heavy-ball momentum multiplies the step of a
+    steady gradient by this), 1 for Adam-like optimizers (their moments are normalized)."""
+    if str(cfg.get("optimizer", "adam")) not in ("sgd", "rmsprop"):
+        return 1.0
+    m = cfg.get("momentum") or 0.0
+    m = float(m) if isinstance(m, (int, float)) else 0.0
+    return 1.0 / (1.0 - min(max(m, 0.0), 0.999))
+
+
+def effective_step(cfg: Mapping[str, Any]) -> float | None:
+    """The effective step size ``lr / (1 - momentum)`` (``lr`` for Adam); None without a numeric ``lr``."""
+    lr = cfg.get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        return None
+    return float(lr) * _step_factor(cfg)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+STEP_TARGET = 0.2  # an lr brought back into range aims at this fraction of the range's top (effective step)
+
+
+def _lower_lr(ctx: _Ctx, factor: float = 10.0) -> dict[str, Any] | None:
+    """``lr / factor``; when the effective step ``lr / (1 - momentum)`` would still be above the usual range
+    of its optimizer (lr 3.0 under momentum 0.9 → 0.3 is still a step of 3.0), straight back into it."""
+    lr, k = _lr(ctx), _step_factor(ctx.cfg)
+    new = lr / factor
+    rng = LR_RANGE.get(str(ctx.cfg.get("optimizer", "adam")))
+    if rng is not None and new * k > rng[1]:
+        new = STEP_TARGET * rng[1] / k
+    return {"lr": _sig(new)}
+
+
+def _raise_lr(ctx: _Ctx, factor: float = 10.0) -> dict[str, Any] | None:
+    """``lr × factor``, at most to the top of the optimizer's usual range (effective step)."""
+    lr, k = _lr(ctx), _step_factor(ctx.cfg)
+    rng = LR_RANGE.get(str(ctx.cfg.get("optimizer", "adam")))
+    new = lr * factor
+    if rng is not None:
+        new = min(new, rng[1] / k)
+    if lr >= 1.0 or new <= lr * 1.01:
+        return None
+    return {"lr": _sig(new)}
+
+
 def _grad_clip(ctx: _Ctx) -> dict[str, Any] | None:
     if not _off(ctx.cfg.get("grad_clip")):
         return None
@@ -217,8 +265,8 @@ def _train_longer(ctx: _Ctx) -> dict[str, Any] | None:
 
 
 REMEDY_CHANGES: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
-    "lower_learning_rate": lambda c: {"lr": _lr(c) / 10},
-    "raise_learning_rate": lambda c: None if _lr(c) >= 1.0 else {"lr": _lr(c) * 10},
+    "lower_learning_rate": _lower_lr,
+    "raise_learning_rate": _raise_lr,
     "gradient_clipping": _grad_clip,
     "non_saturating_activation": _unless_equal("activation", "leaky_relu", ("silu", "gelu", "elu", "mish")),
     "he_init": _unless_equal("init", "he"),
@@ -261,6 +309,8 @@ class Trial:
     error: str | None = None
     stop_reason: str | None = None
     elapsed: float | None = None  # seconds since autofix started, when this trial was trained and judged
+    reason: str | None = None  # a polishing move: the headroom evidence that called for it
+    margin: float | None = None  # the improvement over the best it had to beat to be kept (split noise)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self.__dict__)  # type: ignore[no-any-return]
@@ -390,6 +440,16 @@ class _View:
     value: float | None
     curve: dict[int, float]
     accuracy: np.ndarray
+    n_samples: int = 0  # samples of the judged split (its last confusion matrix); 0 when unknown
+    train_accuracy: float | None = None  # last evaluated training accuracy
+
+    def noise(self, value: float | None = None) -> float:
+        """Standard error of an accuracy on the judged split (binomial, never below one sample's
+        resolution, as the diagnosis judges it); 0 when the split size is unknown."""
+        p = self.value if value is None else value
+        if self.n_samples <= 0 or p is None or not math.isfinite(p) or not 0.0 <= p <= 1.0:
+            return 0.0
+        return math.sqrt(max(p * (1.0 - p), 1.0 / self.n_samples) / self.n_samples)
 
 
 def _read_view(run_dir: str | os.PathLike[str], metric: str) -> _View:
@@ -399,8 +459,16 @@ def _read_view(run_dir: str | os.PathLike[str], metric: str) -> _View:
     with RunReader(run_dir) as r:
         s = r.eval_series(split, name)
         acc = r.eval_series(split, "accuracy").values
+        tr = r.eval_series("train", "accuracy").values
+        tr = tr[np.isfinite(tr)]
+        train_acc = float(tr[-1]) if tr.size else None
+        n = 0
+        recs = r.records("classification", split)
+        if recs:
+            cm = np.asarray((recs[-1].get("data") or {}).get("confusion_matrix") or [], dtype=float)
+            n = int(cm.sum()) if cm.ndim == 2 and np.isfinite(cm).all() else 0
         if not len(s):
-            return _View(None, {}, acc[np.isfinite(acc)])
+            return _View(None, {}, acc[np.isfinite(acc)], n, train_acc)
         epoch: int | None = None
         fit_rec = r.record("fit")
         if isinstance(fit_rec, dict) and fit_rec.get("restored_epoch") is not None:
@@ -413,7 +481,7 @@ def _read_view(run_dir: str | os.PathLike[str], metric: str) -> _View:
         idx = np.flatnonzero(s.steps == epoch) if epoch is not None else np.zeros(0, dtype=np.int64)
         v = float(s.values[idx[-1]] if idx.size else s.values[-1])
     curve = {int(e): float(x) for e, x in zip(s.steps, s.values, strict=False) if math.isfinite(float(x))}
-    return _View(v if math.isfinite(v) else None, curve, acc[np.isfinite(acc)])
+    return _View(v if math.isfinite(v) else None, curve, acc[np.isfinite(acc)], n, train_acc)
 
 
 def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") -> float | None:
@@ -492,6 +560,7 @@ class _TrialCut:
         self.overfit_rise = overfit_rise
         self.losses: dict[str, dict[int, float]] = {}
         self.reason: str | None = None
+        self.kind: str | None = None  # "worse" | "overfitting" | "hopeless"
 
     def before_step(self, run: Any, probe: Any, step: int) -> None:
         if self.inner is not None:
@@ -515,7 +584,7 @@ class _TrialCut:
             return
         settled = self._overfitting_settled(epoch)
         if settled:
-            self._cut(run, f"cut at epoch {epoch}: {settled}")
+            self._cut(run, f"cut at epoch {epoch}: {settled}", "overfitting")
             return
         v = loss if self.name == "loss" else (result.get("scalars") or {}).get(self.name)
         ref = self.reference.get(epoch)
@@ -527,6 +596,7 @@ class _TrialCut:
                 run,
                 f"cut at epoch {epoch}: {self.split}_{self.name} {v:.4g} is more than {self.margin:g} worse "
                 f"than the best run's {ref:.4g} at that epoch and its final {self.final:.4g}",
+                "worse",
             )
             return
         acc = (result.get("scalars") or {}).get("accuracy")
@@ -544,6 +614,7 @@ class _TrialCut:
                 run,
                 f"cut at epoch {epoch}: {self.split} accuracy {acc:.3f} ≤ chance ({chance:.3f}) + "
                 f"{CHANCE_MARGIN:g} and the run already shows {', '.join(causes)}",
+                "hopeless",
             )
 
     def _overfitting_settled(self, epoch: int) -> str | None:
@@ -563,9 +634,8 @@ class _TrialCut:
             f"threshold {self.overfit_rise:.0%}) while the training loss kept falling: the run overfits"
         )
 
-    def _cut(self, run: Any, reason: str) -> None:
-
-        self.reason = reason
+    def _cut(self, run: Any, reason: str, kind: str) -> None:
+        self.reason, self.kind = reason, kind
         run.abort(Finding("inefficient_learning", Severity.INFO, reason, {"autofix": "trial_cut"}))
 
 
@@ -642,6 +712,7 @@ def autofix(
     if not isinstance(budget, int) or budget < 1:
         raise TrainmedicError(f"`budget` must be a positive number of training runs; got {budget!r}")
     split, name, mode = _parse_metric(metric)
+    accuracy_like = mode == "max" and name in ACCURACY_LIKE
     th = load_thresholds(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
     root = (
         Path(run_root)
@@ -763,7 +834,7 @@ def autofix(
     best = _Best(cfg0, model, value, diag, rd, 0, view, e0 if isinstance(e0, int) else None)
     best_time = time.perf_counter() - t_start
     save_best(model, cfg0, 0, value)
-    tried: set[str] = set()
+    tried: set[str] = {_change_key({**base_defaults, **cfg0, "resume_from": None})}
     stop_reason = "budget exhausted"
 
     def write_audit(final: bool = False) -> AutofixResult:
@@ -789,46 +860,56 @@ def autofix(
         return res
 
     write_audit()
-    polished = 0
+    polish_rounds: dict[str, int] = {}
+    penalty: dict[str, float] = {}
+    views: list[_View] = [view]  # every judged trial's view (headroom: did one do better on the way?)
     while True:
-        polishing = False
-        if best.diag.healthy:
-            stop_reason = "healthy"
-            if not (
-                polish
-                and len(trials) < budget
-                and polished < POLISH_ROUNDS
-                and _still_improving(best.view.accuracy)
-            ):
-                break
-            polished += 1
-            polishing = True
         if len(trials) >= budget:
-            stop_reason = f"budget of {budget} runs used"
+            stop_reason = "healthy; budget used" if best.diag.healthy else f"budget of {budget} runs used"
             break
         if seconds is not None and time.perf_counter() - t_start >= seconds:
             stop_reason = f"time budget of {seconds:g}s used"
             break
-        choice = (
-            _pick_polish(best, {**base_defaults, **best.cfg}, known, tried, rules)
-            if polishing
-            else _pick(
+        eff_cfg = {**base_defaults, **best.cfg}
+        choice: tuple[str, str, dict[str, Any]] | None = None
+        reason: str | None = None
+        polishing = False
+        if not best.diag.healthy:
+            choice = _pick(
                 best.diag,
-                {**base_defaults, **best.cfg},
+                eff_cfg,
                 Path(best.run_dir),
                 known,
                 tried,
                 rules,
                 best.view.accuracy,
                 best.model is not None,
+                penalty,
             )
-        )
-        if choice is None and polishing:
-            break
+        if choice is None and polish:
+            picked = _pick_polish(
+                best,
+                eff_cfg,
+                known,
+                tried,
+                rules,
+                views,
+                polish_rounds,
+                accuracy_like,
+                trials[best.trial].config_change if best.trial else None,
+            )
+            if picked is not None:
+                reason, choice = picked[0], picked[1:]
+                polishing = True
         if choice is None:
-            stop_reason = "no applicable remedy left"
+            stop_reason = ("healthy" if best.diag.healthy else "no applicable remedy left") + (
+                "" if not polish else "; no headroom left"
+            )
             break
         code, remedy, change = choice
+        tried.add(_change_key(change))  # as picked (the resume_from handling below may rewrite it)
+        if polishing:
+            polish_rounds[remedy] = polish_rounds.get(remedy, 0) + 1
         index = len(trials)
         eff = {**base_defaults, **best.cfg, **change}
         trained = int(eff["epochs"]) if isinstance(eff.get("epochs"), int) else None
@@ -845,31 +926,51 @@ def autofix(
             change = {"resume_from": None, "epochs": change.get("epochs", best.epochs_trained), **change}
             change["resume_from"] = None
             trained = change["epochs"] if isinstance(change["epochs"], int) else trained
-        tried.add(remedy)
-        tried.update(remedy.split("+"))
+        if not polishing:  # a polishing move is judged by its change alone: it blocks no remedy
+            tried.add(remedy)
+            tried.update(remedy.split("+"))
         tried.add(_change_key(change))
         cfg = {**best.cfg, **change}
         old_view = {**base_defaults, **best.cfg}
+        tried.add(_change_key({**base_defaults, **cfg, "resume_from": None}))
         cutter = make_cutter(cfg, best)
         model, rd, error, stop, secs = train_once(index, cfg, cutter)
         view = _read_view(rd, metric) if error is None else _View(None, {}, np.zeros(0))
+        views.append(view)
         value = view.value
         diag = _diagnose(rd, th, diagnose)
         codes_before, codes_after = sorted(best.diag.codes), sorted(diag.codes)
-        kept = (
-            error is None
-            and not (cutter is not None and cutter.reason)
-            and (not polishing or diag.healthy)  # polishing never trades a healthy model for a sick one
-            and (
-                _better(value, best.value, mode, min_gain)
-                or (
-                    value is not None
-                    and best.value is not None
-                    and abs(value - best.value) <= tolerance + 1e-9
-                    and len(codes_after) < len(codes_before)
+        # "better" means better by more than the judged split's noise (one standard error of the best's
+        # accuracy, from the split size, as the diagnosis judges); losses by min_gain only
+        margin = max(min_gain, best.view.noise() if accuracy_like else 0.0)
+        cut_worse = cutter is not None and cutter.kind == "worse"
+        if polishing:
+            # a polishing move never trades the model for a sicker one, and must beat the noise
+            new_errors = [
+                f.code
+                for f in diag.problems
+                if f.severity is Severity.ERROR and f.code not in best.diag.codes
+            ]
+            kept = (
+                error is None
+                and not cut_worse
+                and not new_errors
+                and _better(value, best.value, mode, margin)
+            )
+        else:
+            kept = (
+                error is None
+                and not cut_worse
+                and (
+                    _better(value, best.value, mode, margin)
+                    or (
+                        value is not None
+                        and best.value is not None
+                        and abs(value - best.value) <= tolerance + 1e-9
+                        and len(codes_after) < len(codes_before)
+                    )
                 )
             )
-        )
         trials.append(
             Trial(
                 index,
@@ -886,16 +987,18 @@ def autofix(
                 error,
                 stop,
                 time.perf_counter() - t_start,
+                reason=reason,
+                margin=margin,
             )
         )
         if verbose:
             print(trials[-1])
-        if polishing and not kept:
-            break  # the healthy model stays; polishing is one try
         if kept:
             best = _Best(cfg, model, value, diag, rd, index, view, trained)
             best_time = time.perf_counter() - t_start
             save_best(model, cfg, index, value)
+        elif not polishing:
+            _penalize(penalty, remedy, code, best.diag)
         write_audit()
     result = write_audit(final=True)
     _record_in_run(result.final_run_dir, result.to_dict())
@@ -911,20 +1014,28 @@ def _pick(
     rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
     heldout_accuracy: np.ndarray | None = None,
     model_saved: bool = False,
+    penalty: Mapping[str, float] | None = None,
 ) -> tuple[str, str, dict[str, Any]] | None:
     """The applicable, untried remedy with the highest vote: each problem votes for its remedies with
-    weight (cause rank x severity x confidence) / (1 + position in its list). Root causes (NaN, exploding or
-    masked gradients) outvote symptoms (low accuracy), and a remedy several findings agree on wins. The
-    winner is widened into a bundle (:func:`_bundle`) where the diagnosis says one change alone cannot work.
+    weight (cause rank x severity x confidence x root-cause factor) / (1 + position in its list). Root
+    causes (NaN, exploding or masked gradients) outvote symptoms (low accuracy); a cause that the diagnosis
+    says *explains* a present symptom (``evidence["explains"]``, the symptom/cause model of
+    :mod:`trainmedic.checks.verdict`) counts :data:`ROOT_CAUSE_FACTOR` times, and a symptom that such a
+    cause explains counts :data:`EXPLAINED_SYMPTOM_FACTOR` times (its remedies treat the outcome, not the
+    reason); a remedy several findings agree on wins. ``penalty`` multiplies the votes of remedies whose
+    relatives already failed (:func:`_penalize`). The winner is widened into a bundle (:func:`_bundle`)
+    where the diagnosis says one change alone cannot work.
     """
     ctx = _Ctx(cfg=cfg, run_dir=run_dir, known=known, diag=diag, model_saved=model_saved)
     votes: dict[str, float] = {}
     why: dict[str, tuple[float, str]] = {}
+    explained = _explained_symptoms(diag)
     for f in diag.problems:
         w = (
             CAUSE_WEIGHT.get(f.code, 0.5)
             * (1.5 if f.severity is Severity.ERROR else 1.0)
             * max(f.confidence, 0.05)
+            * _root_factor(f, explained)
         )
         for pos, r in enumerate(f.remedies):
             v = w / (1 + pos)
@@ -934,6 +1045,9 @@ def _pick(
     _config_prior(cfg, votes, diag)
     if heldout_accuracy is not None:
         _convergence_prior(heldout_accuracy, votes, diag)
+    for code, factor in (penalty or {}).items():
+        if code in votes:
+            votes[code] *= factor
     top_problem = (
         max(diag.problems, key=lambda f: CAUSE_WEIGHT.get(f.code, 0.5)).code if diag.problems else ""
     )
@@ -950,6 +1064,77 @@ def _pick(
             continue
         return why.get(code, (0.0, top_problem))[1], name, change
     return None
+
+
+ROOT_CAUSE_FACTOR = 2.0  # a cause that explains a present symptom: its remedies first
+EXPLAINED_SYMPTOM_FACTOR = 0.5  # a symptom a present cause explains: treating it treats the outcome
+
+
+def _explained_symptoms(diag: Diagnosis) -> set[str]:
+    """Symptom codes that a present cause explains (``evidence["explains"]`` of a cause finding)."""
+    out: set[str] = set()
+    for f in diag.problems:
+        ex = (f.evidence or {}).get("explains")
+        if isinstance(ex, list):
+            out.update(str(c) for c in ex)
+    return out
+
+
+def _root_factor(f: Finding, explained: set[str]) -> float:
+    from ..checks.verdict import EXPLAINS, SYMPTOMS
+
+    ex = (f.evidence or {}).get("explains")
+    if f.code in EXPLAINS and isinstance(ex, list) and ex:
+        return ROOT_CAUSE_FACTOR
+    if f.code in SYMPTOMS and f.code in explained:
+        return EXPLAINED_SYMPTOM_FACTOR
+    return 1.0
+
+
+# Remedies that act on the same thing: when one fails, its siblings are less likely to work.
+REMEDY_FAMILY: dict[str, str] = {
+    "lower_learning_rate": "step",
+    "raise_learning_rate": "step",
+    "lr_schedule": "step",
+    "add_momentum": "step",
+    "switch_optimizer": "step",
+    "gradient_clipping": "step",
+    "non_saturating_activation": "units",
+    "he_init": "units",
+    "xavier_init": "units",
+    "batch_norm": "units",
+    "add_dropout": "regularize",
+    "weight_decay": "regularize",
+    "data_augmentation": "regularize",
+    "early_stopping": "regularize",
+    "restore_best_checkpoint": "regularize",
+    "class_weights": "balance",
+    "oversample": "balance",
+    "undersample": "balance",
+    "larger_model": "capacity",
+    "smaller_model": "capacity",
+    "train_longer": "duration",
+    "normalize_inputs": "inputs",
+}
+SIBLING_PENALTY = 0.4  # a failed remedy's siblings (same family) keep this share of their vote
+SAME_CAUSE_PENALTY = 0.8  # the failed remedy's cause's other remedies keep this share (lowered less)
+
+
+def _penalize(penalty: dict[str, float], remedy: str, finding: str | None, diag: Diagnosis) -> None:
+    """A remedy (or bundle ``a+b``) tried for ``finding`` did not help: lower its siblings (the same
+    family of change) by :data:`SIBLING_PENALTY` and the other remedies of the same cause by
+    :data:`SAME_CAUSE_PENALTY` — the cause may still be right, this way of treating it was not."""
+    parts = remedy.split("+")
+    families = {REMEDY_FAMILY[p] for p in parts if p in REMEDY_FAMILY}
+    for code, fam in REMEDY_FAMILY.items():
+        if code not in parts and fam in families:
+            penalty[code] = penalty.get(code, 1.0) * SIBLING_PENALTY
+    for f in diag.problems:
+        if f.code != finding:
+            continue
+        for r in f.remedies:
+            if r.code not in parts and REMEDY_FAMILY.get(r.code) not in families:
+                penalty[r.code] = penalty.get(r.code, 1.0) * SAME_CAUSE_PENALTY
 
 
 def _change_key(change: Mapping[str, Any]) -> str:
@@ -983,7 +1168,7 @@ def _bundle(code: str, change: dict[str, Any], ctx: _Ctx) -> tuple[str, dict[str
     if (
         code in ("non_saturating_activation", "he_init", "xavier_init", "batch_norm")
         and act in SATURATING
-        and codes & {"vanishing_gradient", "gradient_masking"}
+        and codes & (STALL_CODES | {"gradient_masking"})
         and {"activation", "init"} <= ctx.known
     ):
         out.update(activation="leaky_relu", init="he")
@@ -1023,20 +1208,24 @@ PERFORMANCE_CODES = frozenset({"low_accuracy", "low_precision", "low_recall", "u
 
 
 def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float], diag: Diagnosis | None = None) -> None:
-    """Config evidence joins the vote: a lr beyond its optimizer's range moves the lr remedy to the front
+    """Config evidence joins the vote: an effective step (``lr / (1 - momentum)``, see
+    :func:`effective_step`) beyond its optimizer's range moves the lr remedy to the front
     (if a finding voted it; at more than twice the upper bound even if none did — such a lr is a fault by
     itself, e.g. the rising held-out loss of an over-confident model); SGD that leaves the model short of
     performance gets a half vote for Adam, the robust fallback."""
-    lr = cfg.get("lr")
+    lr = effective_step(cfg)
     low_high = LR_RANGE.get(str(cfg.get("optimizer", "adam")))
-    if not isinstance(lr, (int, float)) or low_high is None or not votes:
+    if lr is None or low_high is None or not votes:
         return
     top = max(votes.values())
+    codes = diag.codes if diag is not None else set()
+    if str(cfg.get("activation", "")).lower() in SATURATING and codes & (STALL_CODES | {"gradient_masking"}):
+        # a saturating activation in a net that does not learn: the likeliest cause, whatever was measured
+        votes["non_saturating_activation"] = max(votes.get("non_saturating_activation", 0.0), top)
     if lr > low_high[1] and ("lower_learning_rate" in votes or lr > 2 * low_high[1]):
         votes["lower_learning_rate"] = max(votes.get("lower_learning_rate", 0.0) + top, 1.01 * top)
     elif lr < low_high[0] and "raise_learning_rate" in votes:
         votes["raise_learning_rate"] += top
-    codes = diag.codes if diag is not None else set()
     if str(cfg.get("optimizer")) == "sgd" and codes & PERFORMANCE_CODES:
         votes["switch_optimizer"] = votes.get("switch_optimizer", 0.0) + 0.5 * top
 
@@ -1049,21 +1238,170 @@ def _still_improving(acc: np.ndarray) -> bool:
     return bool(len(acc) >= 2 and acc[-1] - acc[-2] > STILL_IMPROVING)
 
 
+ACCURACY_LIKE = frozenset({"accuracy", "balanced_accuracy", "f1", "macro_f1", "precision", "recall"})
+TRAIN_HEADROOM = 0.02  # training accuracy this far below 1.0: the model has not fit what the data allows
+POLISH_ROUNDS_PER_MOVE = 2  # each polishing move (lr down/up, train longer, wider) at most this often
+POLISH_LR_FACTOR = 3.0  # polishing moves the lr by this factor around the kept one
+NOISY_LABEL_CODES = frozenset({"label_noise", "low_data_quality"})
+
+
+def _headroom(
+    best: _Best,
+    cfg: Mapping[str, Any],
+    views: list[_View],
+    accuracy_like: bool,
+    last_change: Mapping[str, list[Any]] | None = None,
+) -> list[tuple[str, str]]:
+    """Evidence that the kept model can do better although the diagnosis may be silent, as
+    ``(reason, move)`` pairs, strongest first; moves: ``lower_learning_rate`` / ``raise_learning_rate``
+    (around the kept lr), ``train_longer``, ``larger_model``, ``early_stopping`` (keep the best epoch).
+
+    * the effective step ``lr / (1 - momentum)`` is outside its optimizer's usual range;
+    * held-out accuracy still rose in the last epoch by more than :data:`STILL_IMPROVING`;
+    * the kept run itself did better on the way (an earlier epoch beat its final value by more than the
+      split's noise);
+    * training accuracy is more than :data:`TRAIN_HEADROOM` below 1.0 (and no label-noise finding says the
+      data allows less);
+    * another trial of this autofix reached a better held-out value at some epoch than the kept model;
+    * the kept trial moved the lr and that helped: one more step the same way comes first.
+
+    With none of these, while the budget lasts, the lr is tried around the kept one (÷ then ×
+    :data:`POLISH_LR_FACTOR`): kept only when it beats the noise, like every polishing move.
+    """
+    out: list[tuple[str, str]] = []
+    lr_move = (last_change or {}).get("lr")
+    if (
+        "optimizer" not in (last_change or {})
+        and isinstance(lr_move, list)
+        and len(lr_move) == 2
+        and all(isinstance(v, (int, float)) for v in lr_move)
+    ):
+        if lr_move[1] > lr_move[0]:
+            out.append((f"raising the lr {lr_move[0]:g} -> {lr_move[1]:g} helped", "raise_learning_rate"))
+        elif lr_move[1] < lr_move[0]:
+            out.append((f"lowering the lr {lr_move[0]:g} -> {lr_move[1]:g} helped", "lower_learning_rate"))
+    eff = effective_step(cfg)
+    rng = LR_RANGE.get(str(cfg.get("optimizer", "adam")))
+    if eff is not None and rng is not None:
+        if eff > rng[1]:
+            out.append(
+                (
+                    f"effective step lr/(1-momentum) = {eff:.3g} is above the usual range "
+                    f"{rng[0]:g}..{rng[1]:g} of {cfg.get('optimizer', 'adam')}",
+                    "lower_learning_rate",
+                )
+            )
+        elif eff < rng[0]:
+            out.append(
+                (
+                    f"effective step lr/(1-momentum) = {eff:.3g} is below the usual range "
+                    f"{rng[0]:g}..{rng[1]:g} of {cfg.get('optimizer', 'adam')}",
+                    "raise_learning_rate",
+                )
+            )
+    if best.value is None or not accuracy_like:
+        return out
+    noise = best.view.noise()
+    acc = best.view.accuracy
+    if _still_improving(acc):
+        out.append(
+            (f"held-out accuracy still rose by {acc[-1] - acc[-2]:.3f} in the last epoch", "train_longer")
+        )
+    curve = best.view.curve
+    if curve:
+        e_peak = max(curve, key=lambda e: curve[e])
+        if curve[e_peak] > best.value + noise:
+            out.append(
+                (
+                    f"the kept run reached {curve[e_peak]:.4f} at epoch {e_peak}, above its final "
+                    f"{best.value:.4f} by more than the noise {noise:.4f}",
+                    "early_stopping",
+                )
+            )
+    tr = best.view.train_accuracy
+    if tr is not None and tr < 1.0 - TRAIN_HEADROOM and not best.diag.codes & NOISY_LABEL_CODES:
+        why = f"training accuracy {tr:.3f} is more than {TRAIN_HEADROOM:g} below 1.0 (the model does not fit the data)"
+        moves = ["train_longer", "raise_learning_rate", "larger_model"]
+        if str(cfg.get("activation", "")).lower() in SATURATING:
+            moves.insert(0, "non_saturating_activation")  # the likeliest reason a deep net fits slowly
+        if _less_regularization(cfg) is not None:
+            moves.insert(0, "less_regularization")  # heavy dropout / weight decay holds the fit back
+        out += [(why, m) for m in moves]
+    peaks = [(max(v.curve.values()), i) for i, v in enumerate(views) if v.curve and v is not best.view]
+    if peaks:
+        peak, i = max(peaks)
+        if peak > best.value + noise:
+            why = (
+                f"trial {i} reached {peak:.4f} on the way, above the kept {best.value:.4f} by more than "
+                f"the noise {noise:.4f}"
+            )
+            out += [(why, "lower_learning_rate"), (why, "raise_learning_rate"), (why, "train_longer")]
+    why = "budget left: the lr around the kept one, a wider model, more epochs"
+    out += [(why, m) for m in ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer")]
+    return out
+
+
+HEAVY_DROPOUT = 0.3  # less_regularization halves a dropout rate above this ...
+HEAVY_WEIGHT_DECAY = 1e-3  # ... and divides a weight decay above this by 10
+
+
+def _less_regularization(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    p = cfg.get("dropout")
+    if isinstance(p, (int, float)) and p > HEAVY_DROPOUT:
+        out["dropout"] = round(p / 2, 3)
+    wd = cfg.get("weight_decay")
+    if isinstance(wd, (int, float)) and wd > HEAVY_WEIGHT_DECAY:
+        out["weight_decay"] = _sig(wd / 10)
+    return out or None
+
+
+def _non_saturating_polish(ctx: _Ctx) -> dict[str, Any] | None:
+    """LeakyReLU, with He init where the training code takes ``init`` (the pair that fits the new scale)."""
+    if str(ctx.cfg.get("activation", "")).lower() not in SATURATING:
+        return None
+    change: dict[str, Any] = {"activation": "leaky_relu"}
+    if "init" in ctx.known and ctx.cfg.get("init") in (None, "default", "xavier"):
+        change["init"] = "he"
+    return change
+
+
 def _pick_polish(
     best: _Best,
     cfg: dict[str, Any],
     known: set[str],
     tried: set[str],
     rules: Mapping[str, Callable[[_Ctx], dict[str, Any] | None]],
-) -> tuple[str, str, dict[str, Any]] | None:
-    """The remedy tried on a healthy, unconverged run: more epochs (again, while each round still helps)."""
-    if "train_longer" not in rules:
-        return None
+    views: list[_View],
+    rounds: Mapping[str, int],
+    accuracy_like: bool,
+    last_change: Mapping[str, list[Any]] | None = None,
+) -> tuple[str, str, str, dict[str, Any]] | None:
+    """The first untried polishing move the headroom evidence calls for (:func:`_headroom`), as
+    ``(reason, "headroom", move, change)``. The lr moves go :data:`POLISH_LR_FACTOR` around the kept lr
+    (back into range at once when the effective step is outside it)."""
     ctx = _Ctx(cfg, Path(best.run_dir), known, best.diag, model_saved=best.model is not None)
-    change = rules["train_longer"](ctx)
-    if not change or any(k not in known for k in change) or _change_key(change) in tried:
-        return None
-    return "not_converged", "train_longer", change
+    polish_rules: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
+        "lower_learning_rate": lambda c: _lower_lr(c, POLISH_LR_FACTOR),
+        "raise_learning_rate": lambda c: _raise_lr(c, POLISH_LR_FACTOR),
+        "non_saturating_activation": _non_saturating_polish,
+        "less_regularization": lambda c: _less_regularization(c.cfg),
+    }
+    for why, move in _headroom(best, cfg, views, accuracy_like, last_change):
+        if (move not in rules and move not in polish_rules) or rounds.get(move, 0) >= POLISH_ROUNDS_PER_MOVE:
+            continue
+        change = (polish_rules.get(move) or rules[move])(ctx)
+        if not change or any(k not in known for k in change) or _change_key(change) in tried:
+            continue
+        if "resume_from" not in change and _change_key({**cfg, **change, "resume_from": None}) in tried:
+            continue  # this very config was trained already (another route to it)
+        if (
+            all(cfg.get(k) == v for k, v in change.items() if k != "resume_from")
+            and "resume_from" not in change
+        ):
+            continue
+        return why, "headroom", move, change
+    return None
 
 
 def _convergence_prior(acc: np.ndarray, votes: dict[str, float], diag: Diagnosis) -> None:
