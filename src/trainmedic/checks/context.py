@@ -110,8 +110,14 @@ class Context:
             "class_counts": lambda: self.class_counts(self.train_split or self.judged_split) is not None,
             "gan_losses": lambda: self.gan_losses is not None,
             "diversity": lambda: self.diversity is not None,
+            "rank_sync": lambda: bool(self.rank_syncs),
         }[req]()
         return None if ok else f"missing {REQUIREMENTS[req]}"
+
+    @cached_property
+    def rank_syncs(self) -> list[dict[str, Any]]:
+        """The ``rank_sync`` records of a distributed run (per-rank numbers at each sync), oldest first."""
+        return [{**rec["data"], "step": rec["step"]} for rec in self.r.records("rank_sync")]
 
     # ---- per-step signals ------------------------------------------------------------------------
     def _first_scalar(self, candidates: list[str]) -> Series | None:

@@ -34,6 +34,7 @@ REQUIREMENTS: dict[str, str] = {
     "class_counts": "class counts of a split (run.evaluate on a classification task)",
     "gan_losses": "discriminator and generator losses (run.log(loss_d=..., loss_g=...))",
     "diversity": "a generator-output diversity signal (run.log(diversity=...))",
+    "rank_sync": "per-rank summaries of a torch.distributed run (tm.watch and close on every rank)",
 }
 
 
@@ -93,6 +94,6 @@ def check(
 
 def all_checks() -> dict[str, Check]:
     """Every registered check (imports the check modules on first use)."""
-    from . import activations, data, fit, gan, gradients, performance  # noqa: F401
+    from . import activations, data, fit, gan, gradients, performance, ranks  # noqa: F401
 
     return CHECKS
