@@ -102,6 +102,11 @@ PROBLEMS: dict[str, ProblemCode] = {
             "low_data_quality", "Low data quality", "Inputs are noisy, constant, non-finite or unnormalized."
         ),
         ProblemCode(
+            "training_failed",
+            "Training failed",
+            "Training stopped with an exception; the run holds only the steps before it.",
+        ),
+        ProblemCode(
             "internal_error",
             "trainmedic internal error",
             "A probe or writer of trainmedic failed; training went on, but some signals may be missing.",

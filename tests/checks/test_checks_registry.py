@@ -19,6 +19,7 @@ from trainmedic.settings import Thresholds
 
 NOT_TRAINING_SIDE = {
     "internal_error",
+    "training_failed",
     "mode_collapse",
     "discriminator_overpowering",
     "label_noise",

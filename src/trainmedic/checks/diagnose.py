@@ -9,6 +9,7 @@ A check that crashes becomes an ``internal_error`` finding; the other checks sti
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,35 @@ def _internal_error_findings(reader: RunReader) -> list[Finding]:
     return out
 
 
+def _training_failed_findings(reader: RunReader) -> list[Finding]:
+    """A run closed as ``failed`` (an exception ended training: ``with tm.watch``, a framework callback) is
+    an error of its own: the other findings judge only the steps before it."""
+    if reader.meta.get("status") != "failed":
+        return []
+    events = reader.events("training_exception")
+    first = events[0] if events else None
+    error = str(first["message"]) if first else "an exception (no training_exception event recorded)"
+    step = first["step"] if first else reader.meta.get("steps")
+    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
+    short = lines[0] if lines else error
+    if short.endswith(":"):  # a wrapper's headline (TensorFlow's "Graph execution error:"): add the cause
+        cause = [ln for ln in lines[1:] if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)]
+        if cause:
+            short = f"{short} {cause[-1]}"
+    short = short[:300]
+    return [
+        Finding(
+            code="training_failed",
+            severity=Severity.ERROR,
+            message=f"training failed at step {step}: {short}; the other findings judge only the steps before it",
+            evidence={"status": "failed", "error": error[:2000], "step": step},
+            step=step if isinstance(step, int) else None,
+            confidence=1.0,
+            source="training",
+        )
+    ]
+
+
 def _merge_live(findings: list[Finding], reader: RunReader, ran: set[str]) -> list[Finding]:
     """Live findings: attach to the post-hoc finding of the same code, or keep them when there is none."""
     out = list(findings)
@@ -243,6 +273,7 @@ def diagnose(
                 ran.add(code)
         findings = _merge_live(findings, reader, ran)
         findings = apply_symptoms_and_causes(findings)
+        findings.extend(_training_failed_findings(reader))
         findings.extend(_internal_error_findings(reader))
         findings.extend(_audit_findings(reader))
         diag = Diagnosis(run=reader.name, findings=findings, skipped=skipped, signals=_signals(ctx))
