@@ -1,125 +1,223 @@
-"""The report in a real headless Chromium: it renders, logs no console message and fetches nothing.
+"""The report in a real headless Chromium, driven over the DevTools protocol (``cdp.py``, standard library only).
 
 What is checked, and how:
-- rendering: a 1280×2000 screenshot has thousands of distinct colours and is mostly not blank;
-- content: ``--dump-dom`` (the DOM after parsing) holds the sections, the figures as ``<svg>`` elements, the
-  hostile class name as text and not one ``<script>`` element;
-- console: with ``--enable-logging=stderr`` Chromium writes every console message (errors, CSP violations)
-  as a ``CONSOLE`` line; there must be none;
-- network: ``--log-net-log`` records every URL request; the requests the *page* made are those whose network
-  isolation key is the ``file://`` page (the browser's own background requests carry another key) and there
-  must be none. A control page with one remote image and one console error proves both detectors fire.
-Install Chromium with ``scripts/install_chromium.sh``; without it the test is skipped, saying so.
+- loading: no console message, no exception, no CSP violation (all reach CDP as console/log events), and no
+  request but the page itself and the ``data:`` images inside its SVGs (``Network.requestWillBeSent``);
+- zoom: a mouse drag across the loss chart narrows its x range (the chart's ``data-zoom`` attribute, set from
+  uPlot's scale) and changes its pixels;
+- hover: moving the mouse over a chart fills the legend with the values under the cursor; over a finding's
+  mark, a tooltip shows the finding's sentence; over a heatmap, the layer name and value;
+- smoothing: moving the smoothing slider changes the drawn curve (the plotted values and the pixels);
+- scripts off: the static SVG figures are shown, no interactive chart exists;
+- escaping: a class and a run named with markup stay text and run nothing.
+A control page that fetches a remote image and logs a console error proves both detectors fire.
+Install Chromium with ``scripts/install_chromium.sh``; without it the tests are skipped, saying so.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cdp import Browser, chromium_path
 
 from trainmedic.findings import Diagnosis, Finding, RemedySuggestion, Severity
 from trainmedic.report import report
 
 pytestmark = pytest.mark.browser
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--enable-logging=stderr",
-    "--v=0",
-]
+EVIL = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 
 
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("Chromium is not installed (run scripts/install_chromium.sh); browser check not run")
-    return exe
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if chromium_path() is None:
+        pytest.skip("Chromium is not installed (run scripts/install_chromium.sh); browser checks not run")
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
 
 
-def _run(exe: str, page: Path, tmp: Path, name: str, *extra: str) -> tuple[str, str, list[str]]:
-    """Open ``page`` once; return stdout, stderr and the URLs the page itself requested."""
-    net = tmp / f"{name}.netlog.json"
-    cmd = [
-        exe,
-        *FLAGS,
-        f"--user-data-dir={tmp / (name + '-profile')}",
-        f"--log-net-log={net}",
-        *extra,
-        page.as_uri(),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-3000:]
-    events = json.loads(net.read_text(encoding="utf-8"))["events"]
-    urls = [
-        e["params"]["url"]
-        for e in events
-        if "url" in e.get("params", {}) and "file://" in str(e["params"].get("network_isolation_key", ""))
-    ]
-    return res.stdout, res.stderr, urls
-
-
-def _console_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Refused to" in line]
-
-
-def test_report_renders_offline_in_headless_chromium(imbalanced_run: Path, tmp_path: Path) -> None:
-    exe = _chromium()
-    evil = "<script>alert(1)</script>"
+@pytest.fixture(scope="module")
+def page(imbalanced_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     diag = Diagnosis(
         "x",
         [
             Finding(
                 "data_imbalance",
                 Severity.ERROR,
-                f"class {evil} is rare",
-                {"class": evil},
+                f"class {EVIL} is rare",
+                {"class": EVIL},
                 [RemedySuggestion.of("class_weights", "rare classes count more")],
+                step=10,
+                title=f"Class {EVIL} is rare",
             )
         ],
     )
-    page = report(imbalanced_run, tmp_path / "report.html", diagnosis=diag)
+    return report(imbalanced_run, tmp_path_factory.mktemp("page") / "report.html", diagnosis=diag)
 
-    shot = tmp_path / "shot.png"
-    _, stderr, urls = _run(exe, page, tmp_path, "shot", f"--screenshot={shot}", "--window-size=1280,2000")
-    assert urls == [], f"the report requested {urls}"
-    assert _console_lines(stderr) == []
+
+def _foreign(urls: list[str], page_url: str) -> list[str]:
+    return [u for u in urls if u != page_url and not u.startswith("data:")]
+
+
+def _png(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    img = np.asarray(Image.open(shot).convert("RGB"))
-    assert img.shape[:2] == (2000, 1280)
-    colours = np.unique(img.reshape(-1, 3), axis=0)
-    assert len(colours) > 500, f"only {len(colours)} colours: blank or unstyled page"
-    assert (img.min(axis=2) < 235).mean() > 0.08  # plenty of ink, not an empty white page
-
-    dom, stderr, urls = _run(exe, page, tmp_path, "dom", "--dump-dom")
-    assert urls == [] and _console_lines(stderr) == []
-    assert "<script" not in dom.lower()  # the hostile names stayed text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
-    assert dom.count("<svg") >= 10
-    for title in ("Summary", "Loss and metrics", "Gradient flow", "Classes and predictions"):
-        assert f"<h3>{title}</h3>" in dom
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
 
 
-def test_the_browser_checks_can_fail(tmp_path: Path) -> None:
+def _box(b: Browser, selector: str) -> dict[str, float]:
+    """The page coordinates of the first element matching ``selector``, scrolled into view."""
+    return b.eval(
+        f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+        " const r = e.getBoundingClientRect(); return {x: r.left, y: r.top, width: r.width, height: r.height}; })()"
+    )
+
+
+def _chart(b: Browser, key: str) -> str:
+    """The id of the chart whose id ends with ``key``."""
+    ids = b.eval("Object.keys(window.trainmedic.charts)")
+    found = [i for i in ids if i.endswith(key)]
+    assert found, (key, ids)
+    return found[0]
+
+
+def test_interactive_report_loads_offline_without_console_errors(browser: Browser, page: Path) -> None:
+    b = browser
+    b.navigate(page.as_uri())
+    b.drain(1.0)
+    assert b.console_problems() == []
+    assert _foreign(b.requests(), page.as_uri()) == []
+    kinds = b.eval("[...document.querySelectorAll('.tm-ichart')].map(e => e.dataset.kind)")
+    assert kinds.count("lines") >= 6 and "heatmap" in kinds and "quantiles" in kinds
+    # with scripts on, the static twin of every interactive chart is hidden, the others stay
+    hidden = b.eval(
+        "[...document.querySelectorAll('figure.tm-has-i > svg')].filter(e => e.offsetHeight > 0).length"
+    )
+    assert hidden == 0
+    # the hostile names are text: nothing ran, no element came from them
+    assert b.eval("window.__pwned === undefined") is True
+    assert b.eval("document.querySelectorAll('img[src=x]').length") == 0
+    assert b.eval("document.querySelectorAll('script').length") == 2  # the data block and the one script
+    assert EVIL in b.eval("document.body.innerText")
+
+
+def test_zoom_hover_markers_and_smoothing_change_what_is_shown(browser: Browser, page: Path) -> None:
+    b = browser
+    b.navigate(page.as_uri())
+    cid = _chart(b, "-loss-steps")
+    sel = f'figure[data-tm="{cid}"] .u-over'
+    box = _box(b, sel)
+    clip = {"x": box["x"] - 70, "y": box["y"] - 10, "width": box["width"] + 80, "height": box["height"] + 40}
+
+    def shot() -> np.ndarray:
+        s = b.call("Page.getLayoutMetrics")["cssVisualViewport"]
+        return _png(b.screenshot({**clip, "x": clip["x"] + s["pageX"], "y": clip["y"] + s["pageY"]}))
+
+    before = shot()
+    values_before = b.eval(
+        f"[...document.querySelectorAll('figure[data-tm=\"{cid}\"] .u-legend .u-value')].map(e => e.textContent)"
+    )
+    # hover: the legend reads the values under the cursor
+    b.mouse("mouseMoved", box["x"] + box["width"] * 0.4, box["y"] + box["height"] / 2)
+    values_hover = b.eval(
+        f"[...document.querySelectorAll('figure[data-tm=\"{cid}\"] .u-legend .u-value')].map(e => e.textContent)"
+    )
+    assert values_hover != values_before
+    assert any(v.replace(".", "", 1).replace("e-", "", 1).isdigit() for v in values_hover[1:]), values_hover
+    # the finding's mark: hovering it shows the finding's sentence, as text
+    mx = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.valToPos(10, 'x')")
+    b.mouse("mouseMoved", box["x"] + mx, box["y"] + box["height"] / 2)
+    tip = b.eval(f"document.querySelector('figure[data-tm=\"{cid}\"] .tm-tip').innerText")
+    assert "data_imbalance" in tip and f"Class {EVIL} is rare" in tip
+    b.mouse("mouseMoved", box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    # zoom: a drag narrows the x range, and the pixels change
+    scale0 = b.eval(
+        f"(c => [c.plot.scales.x.min, c.plot.scales.x.max])(window.trainmedic.charts[{json.dumps(cid)}])"
+    )
+    b.drag(box["x"] + box["width"] * 0.1, box["y"] + 20, box["x"] + box["width"] * 0.4, box["y"] + 20)
+    scale1 = b.eval(
+        f"(c => [c.plot.scales.x.min, c.plot.scales.x.max])(window.trainmedic.charts[{json.dumps(cid)}])"
+    )
+    assert scale1[1] - scale1[0] < 0.5 * (scale0[1] - scale0[0]), (scale0, scale1)
+    assert b.eval(f"document.querySelector('figure[data-tm=\"{cid}\"] .tm-ichart').dataset.zoom") is not None
+    b.mouse("mouseMoved", 5, 5)
+    zoomed = shot()
+    assert np.abs(zoomed - before).sum(axis=2).astype(bool).mean() > 0.05
+    # smoothing: the slider changes the plotted curve and its pixels
+    raw = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.data[1].filter(v => v !== null)")
+    b.eval(
+        f"(() => {{ const r = document.querySelector('figure[data-tm=\"{cid}\"] .tm-smooth'); r.value = '0.9';"
+        " r.dispatchEvent(new Event('input')); })()"
+    )
+    smooth = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.data[1].filter(v => v !== null)")
+    assert len(raw) == len(smooth) and len(raw) >= 10
+    # an EMA is smoother: the mean step-to-step change shrinks a lot
+    assert np.abs(np.diff(smooth)).mean() < 0.5 * np.abs(np.diff(raw)).mean()
+    smoothed = shot()
+    assert np.abs(smoothed - before).sum(axis=2).astype(bool).mean() > 0.02
+    b.drain(0.3)
+    assert b.console_problems() == []
+
+
+def test_heatmap_hover_names_the_layer_and_value(browser: Browser, page: Path) -> None:
+    b = browser
+    b.navigate(page.as_uri())
+    cid = _chart(b, "-grad-heatmap")
+    box = _box(b, f'figure[data-tm="{cid}"] canvas.tm-heat')
+    readout = f"document.querySelector('figure[data-tm=\"{cid}\"] .tm-readout').textContent"
+    assert b.eval(readout).startswith("hover")
+    b.mouse("mouseMoved", box["x"] + box["width"] * 0.6, box["y"] + 10)
+    text = b.eval(readout)
+    layers = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].spec.layers")
+    assert text.startswith(f"layer {layers[0]} · step ") and "gradient L2 norm" in text, text
+    # the quantile bands: choosing another layer redraws them
+    qid = _chart(b, "-weight-quantile-profile")
+    first = b.eval(f"window.trainmedic.charts[{json.dumps(qid)}].plot.data[3].slice()")
+    b.eval(
+        f"(() => {{ const s = document.querySelector('figure[data-tm=\"{qid}\"] .tm-layer'); s.value = '0';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    second = b.eval(f"window.trainmedic.charts[{json.dumps(qid)}].plot.data[3].slice()")
+    assert first != second and all(v is None or np.isfinite(v) for v in second)
+
+
+def test_with_scripts_off_the_static_figures_remain(browser: Browser, page: Path) -> None:
+    b = browser
+    b.call("Emulation.setScriptExecutionDisabled", value=True)
+    try:
+        b.navigate(page.as_uri())
+        assert b.eval("1 + 1") == 2  # CDP may still evaluate; the page's own script did not run
+        assert b.eval("document.querySelectorAll('.tm-ichart').length") == 0
+        assert b.eval("window.trainmedic === undefined") is True
+        shown = b.eval(
+            "[...document.querySelectorAll('figure.chart > svg')].filter(e => e.getBoundingClientRect().height > 50).length"
+        )
+        assert shown >= 10
+        for title in ("Summary", "Loss and metrics", "Gradient flow", "Classes and predictions"):
+            assert b.eval(
+                f"[...document.querySelectorAll('h3')].some(h => h.textContent === {json.dumps(title)})"
+            )
+    finally:
+        b.call("Emulation.setScriptExecutionDisabled", value=False)
+
+
+def test_the_browser_checks_can_fail(browser: Browser, tmp_path: Path) -> None:
     """Control: a page that fetches a remote image and logs a console error trips both detectors."""
-    exe = _chromium()
     page = tmp_path / "control.html"
     page.write_text(
         '<!DOCTYPE html><html><body><p>control</p><img src="http://127.0.0.1:9/x.png">'
         '<script>console.error("control error")</script></body></html>',
         encoding="utf-8",
     )
-    _, stderr, urls = _run(exe, page, tmp_path, "control", "--dump-dom")
-    assert "http://127.0.0.1:9/x.png" in urls
-    assert any("control error" in line for line in _console_lines(stderr))
+    browser.navigate(page.as_uri())
+    browser.drain(0.5)
+    assert "http://127.0.0.1:9/x.png" in _foreign(browser.requests(), page.as_uri())
+    assert any("control error" in line for line in browser.console_problems())

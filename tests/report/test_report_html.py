@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -30,18 +31,43 @@ def _section(html: str, anchor_suffix: str) -> str:
     return m.group(1)
 
 
+def _scripts(html: str) -> tuple[str, str, str]:
+    """(page without its scripts, the JSON data block, the one inline script); asserts there are only those."""
+    blocks = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    assert [attrs for attrs, _ in blocks] == [' type="application/json" id="tm-data"', ""], [
+        a for a, _ in blocks
+    ]
+    rest = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)
+    return rest, blocks[0][1], blocks[1][1]
+
+
 def _assert_offline(html: str) -> None:
-    """No scripts, no external resource of any kind; the CSP forbids both anyway."""
-    assert "<script" not in html.lower()
-    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    """One inline script allowed by its hash, a JSON data block, no external resource of any kind."""
+    import base64
+    import hashlib
+
+    rest, data, script = _scripts(html)
+    assert "<script" not in rest.lower()
+    assert "<" not in data and ">" not in data and "&" not in data  # the JSON cannot close its element
+    json.loads(data)
+    m = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert m, "no CSP"
+    policy = m.group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert "connect-src" not in policy and "unsafe-eval" not in policy  # the offline file fetches nothing
     # The only URLs allowed are XML namespace names inside the SVGs, which are never fetched.
-    urls = set(re.findall(r"https?://[^\s\"'<>)]+", html))
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", rest))
     assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+    assert set(re.findall(r"https?://[^\s\"'<>)]+", script)) <= {
+        "https://github.com/leeoniya/uPlot"
+    }  # licence
+    assert "fetch(" not in script.replace("fetch(live.url", "")  # only the live view polls
     # Links are in-page anchors or inline data (heatmap rasters); url() only points at in-SVG clip paths.
-    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#|data:image/png;base64,)""", html), (
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#|data:image/png;base64,)""", rest), (
         "external src/href"
     )
-    assert "@import" not in html and not re.search(r"url\((?!#)", html)
+    assert "@import" not in html and not re.search(r"url\((?!#)", rest)
 
 
 def _overfit_diagnosis(run_dir: Path) -> Diagnosis:

@@ -21,13 +21,11 @@ import torch
 
 from ..distributed import is_sharded, local
 from .layers import LayerIndex
+from .quantiles import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
+
+__all__ = ["QUANTILES", "QUANTILE_SAMPLE", "QUANTILE_STATS", "OptimizerProbe"]
 
 HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
-# quantiles of each layer's weights and gradients at a capture (the report's distribution view), taken on a
-# fixed, seeded sample of QUANTILE_SAMPLE elements per layer (nearest rank on the sorted sample)
-QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
-QUANTILE_SAMPLE = 512
-QUANTILE_STATS = tuple(f"{kind}_q{round(q * 100):02d}" for kind in ("weight", "grad") for q in QUANTILES)
 
 
 @dataclass
@@ -106,9 +104,8 @@ class OptimizerProbe:
         self.params = params
         self.n_layers = len(index.layers)
         dev = params[0].device if params else torch.device("cpu")
-        self.layer_ids = torch.tensor(
-            [index.param_layer[id(p)] for p in params], dtype=torch.long, device=dev
-        )
+        self._layer_id_list = [index.param_layer[id(p)] for p in params]  # host copy: plans read it, no sync
+        self.layer_ids = torch.tensor(self._layer_id_list, dtype=torch.long, device=dev)
         self._before: list[torch.Tensor] | None = None
         self._grad_cache: tuple[list[int] | None, list[torch.Tensor]] | None = None
         # host path (CPU float32/64 parameters): NumPy views of the weights, made once, and snapshot buffers
@@ -360,8 +357,8 @@ class OptimizerProbe:
         if self._qplan is not None:
             return self._qplan
         dev = self.layer_ids.device
-        ids = self.layer_ids.tolist()
-        gen = torch.Generator().manual_seed(0)
+        ids = self._layer_id_list
+        rng = np.random.default_rng(0)  # NumPy on the host: building the plan reads nothing from a device
         by_layer: dict[int, list[int]] = {}
         for i, lid in enumerate(ids):
             by_layer.setdefault(lid, []).append(i)
@@ -373,14 +370,14 @@ class OptimizerProbe:
         for li, lid in enumerate(layers):
             sizes = [self.params[i].numel() for i in by_layer[lid]]
             total = sum(sizes)
-            picks = torch.randint(total, (k,), generator=gen).sort().values
-            bounds = torch.tensor([0, *np.cumsum(sizes).tolist()])
-            which = torch.bucketize(picks, bounds[1:], right=True)
+            picks = np.sort(rng.integers(0, total, size=k))
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            which = np.searchsorted(bounds[1:], picks, side="right")
             for j, pi in enumerate(by_layer[lid]):
                 sel = which == j
-                if bool(sel.any()):
+                if sel.any():
                     offsets.setdefault(pi, []).extend((picks[sel] - bounds[j]).tolist())
-                    slot.setdefault(pi, []).extend((li * k + torch.nonzero(sel).flatten()).tolist())
+                    slot.setdefault(pi, []).extend((li * k + np.flatnonzero(sel)).tolist())
         used = sorted(offsets)
         # host path: each param's picks fill one contiguous run of slots (picks are sorted within a layer)
         self._qhost = [

@@ -83,9 +83,11 @@ def missing(reason: str) -> str:
     return f'<p class="missing">Left out: {esc(reason)}</p>'
 
 
-def figure(svg: str, caption: str) -> str:
+def figure(svg: str, caption: str, interactive_id: str | None = None) -> str:
+    """A static figure; ``interactive_id`` names its interactive twin in the page's data (scripts on)."""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure class="chart">{svg}{cap}</figure>'
+    tag = f' data-tm="{esc(interactive_id)}"' if interactive_id else ""
+    return f'<figure class="chart"{tag}>{svg}{cap}</figure>'
 
 
 STYLE = """
@@ -143,16 +145,56 @@ footer{color:var(--muted);font-size:12px;padding:10px 28px;border-top:1px solid 
 """
 
 
-def page(title: str, subtitle: str, toc: Sequence[tuple[str, str]], body: str, footer: str) -> str:
-    """The whole self-contained document."""
+def csp(script: str | None, live: bool = False) -> str:
+    """No network, no plugins; the one inline script allowed by its hash; the live view may poll its origin."""
+    if script is None:
+        return CSP
+    from .interactive import script_hash
+
+    policy = CSP.replace("script-src 'none'", f"script-src {script_hash(script)}")
+    return policy + ("; connect-src 'self'" if live else "")
+
+
+def page(
+    title: str,
+    subtitle: str,
+    toc: Sequence[tuple[str, str]],
+    body: str,
+    footer: str,
+    data: Mapping[str, Any] | None = None,
+    live: Mapping[str, Any] | None = None,
+) -> str:
+    """The whole self-contained document.
+
+    ``data``: the interactive charts (``{"charts": {id: spec}}``); with it the page inlines uPlot and the
+    interactive script (allowed by hash) and the figure data as JSON; without it the page has no script.
+    ``live``: ``{"url", "interval_ms"}`` of the live view's JSON endpoint (``trainmedic serve``).
+    """
     links = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in toc)
+    script = style = blob = banner = ""
+    policy = CSP
+    if data is not None and (data.get("charts") or live):
+        from .interactive import assets, encode
+
+        js, css = assets()
+        policy = csp(js, live=bool(live))
+        style = f"<style>{css}</style>"
+        payload = {"charts": dict(data.get("charts") or {}), "live": dict(live) if live else None}
+        blob = f'<script type="application/json" id="tm-data">{encode(payload)}</script>'
+        script = f"<script>{js}</script>"
+    if live:
+        banner = (
+            '<div id="tm-live"><span id="tm-live-status">live view: waiting for the first update</span>'
+            '<ul id="tm-live-findings"></ul></div>'
+        )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{esc(title)}</title><style>{STYLE}</style>{style}</head><body>{banner}"
         f'<header class="top"><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>'
-        f'<nav class="toc">{links}</nav><main>{body}</main><footer>{esc(footer)}</footer></body></html>\n'
+        f'<nav class="toc">{links}</nav><main>{body}</main><footer>{esc(footer)}</footer>'
+        f"{blob}{script}</body></html>\n"
     )

@@ -58,19 +58,27 @@ class Section:
 class FigureSink:
     """Turns charts into inline SVG and, when asked, PNG files; remembers every PNG written."""
 
-    def __init__(self, png_dir: Path | None) -> None:
+    def __init__(self, png_dir: Path | None, specs: dict[str, dict[str, Any]] | None = None) -> None:
         self.png_dir = png_dir
         self.pngs: list[Path] = []
         self.count = 0
+        self.specs: dict[str, dict[str, Any]] = dict(specs or {})  # interactive data by figure id
+        self.used: dict[str, dict[str, Any]] = {}  # the specs of the figures emitted
 
     def emit(self, chart: Chart, prefix: str) -> str:
+        """The static figure (inline SVG, the no-script fallback), tagged with its interactive twin if any."""
         self.count += 1
         svg = plots.to_svg(chart.fig)
         if self.png_dir is not None:
             name = _slug(f"{prefix}-{chart.key}") + ".png"
             self.pngs.append(plots.to_png(chart.fig, self.png_dir / name))
         chart.fig.clear()
-        return figure(svg, chart.caption)
+        fid = f"{prefix}-{chart.key}"
+        spec = self.specs.get(fid)
+        if spec is None:
+            return figure(svg, chart.caption)
+        self.used[fid] = spec
+        return figure(svg, chart.caption, fid)
 
 
 def _slug(text: str) -> str:
@@ -373,19 +381,69 @@ def curves_section(rd: RunData, sink: FigureSink) -> str:
             caption="Solid: accuracy (or mAP@0.5); dashed: macro-averaged F1, which weighs every class equally.",
         )
         out.append(sink.emit(chart, rd.slug))
-    lr = r.scalar("lr")
-    if len(lr) and np.nanmax(lr.values) != np.nanmin(lr.values):
+    lr_names = [n for n in r.scalar_names if n == "lr" or n.startswith("lr/") or n.endswith("/lr")]
+    if lr_names:
+        lines = []
+        for i, n in enumerate(lr_names):
+            s = r.scalar(n)
+            lines.append(Line(n, s.steps, s.values, colour=PALETTE[i % len(PALETTE)]))
+        flat = all(np.nanmax(ln.y) == np.nanmin(ln.y) for ln in lines if len(ln.y))
         chart = plots.line_chart(
             "lr",
-            [Line("learning rate", lr.steps, lr.values)],
+            lines,
             title="Learning rate schedule",
             xlabel="step",
             ylabel="learning rate",
             logy=True,
             markers=smarks,
+            caption="Constant over the run."
+            if flat
+            else "As the optimizer used it, one line per param group.",
         )
         out.append(sink.emit(chart, rd.slug))
-    skip = {"loss", "grad_norm", *HYPERPARAMETER_SIGNALS}
+    mom = [n for n in r.scalar_names if n.rsplit("/", 1)[-1] in ("momentum", "beta1", "beta2")]
+    if mom:
+        lines = []
+        for i, n in enumerate(mom):
+            s = r.scalar(n)
+            lines.append(Line(n, s.steps, s.values, colour=PALETTE[(i + 1) % len(PALETTE)]))
+        chart = plots.line_chart(
+            "momentum",
+            lines,
+            title="Momentum and Adam betas",
+            xlabel="step",
+            ylabel="value",
+            markers=smarks,
+            caption="SGD momentum, or Adam's beta1/beta2, as the optimizer used them.",
+        )
+        out.append(sink.emit(chart, rd.slug))
+    from .interactive import step_times
+
+    st = step_times(rd)
+    if st is not None:
+        steps, per, thr = st
+        chart = plots.line_chart(
+            "step-time",
+            [Line("ms per step", steps, per * 1000.0, colour=PALETTE[4])],
+            title="Wall time per step",
+            xlabel="step",
+            ylabel="milliseconds per step",
+            markers=smarks,
+            caption="Mean wall time of the steps between two captures (the recorder's own time included); "
+            "a rise: a data-loading stall, a slower phase, or a busy machine.",
+        )
+        out.append(sink.emit(chart, rd.slug))
+        if thr is not None:
+            chart = plots.line_chart(
+                "throughput",
+                [Line("samples/s", steps, thr, colour=PALETTE[2])],
+                title="Throughput",
+                xlabel="step",
+                ylabel="samples per second",
+                caption=f"Batch size {r.meta.get('batch_size')} over the wall time per step.",
+            )
+            out.append(sink.emit(chart, rd.slug))
+    skip = {"loss", "grad_norm", "wall_time", *HYPERPARAMETER_SIGNALS}
     others = [
         n
         for n in r.scalar_names
@@ -509,6 +567,30 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
         "far above: updates are large enough to be unstable.",
     )
     out.append(sink.emit(chart, rd.slug))
+    from .interactive import UPDATE_RATIO_BAND, ratio_layers
+
+    chosen = ratio_layers(len(u.layers))
+    chart = plots.line_chart(
+        "update-ratio-steps",
+        [
+            Line(u.layers[j], u.steps, vals[:, j], colour=PALETTE[k % len(PALETTE)], width=1.1)
+            for k, j in enumerate(chosen)
+        ],
+        title="Update-to-weight ratio per layer over steps",
+        xlabel="step",
+        ylabel="‖update‖ / ‖weight‖",
+        logy=True,
+        markers=step_markers(rd),
+        hline=(UPDATE_RATIO_GUIDE, "≈1e-3 rule of thumb"),
+        caption=f"Healthy band (shaded in the interactive view): {UPDATE_RATIO_BAND[0]:g} to "
+        f"{UPDATE_RATIO_BAND[1]:g}. "
+        + (
+            ""
+            if len(chosen) == len(u.layers)
+            else f"{len(chosen)} of {len(u.layers)} layers, spread over the depth."
+        ),
+    )
+    out.append(sink.emit(chart, rd.slug))
     w = r.layer_stat("weight_norm")
     if len(w.steps) >= 2 and w.layers:
         chart = plots.layer_profile(
@@ -522,6 +604,38 @@ def updates_section(rd: RunData, sink: FigureSink) -> str:
             ylabel="weight L2 norm",
         )
         out.append(sink.emit(chart, rd.slug))
+    return f'<div class="grid">{"".join(out)}</div>'
+
+
+def distributions_section(rd: RunData, sink: FigureSink) -> str:
+    """Quantiles of each layer's weights and gradients: the static view at the last capture, bands over time."""
+    from ..probes.quantiles import QUANTILES, quantile_names
+
+    r = rd.reader
+    out = []
+    for kind, label in (("weight", "weights"), ("grad", "gradients")):
+        stats = [r.layer_stat(n) for n in quantile_names(kind)]
+        if not all(len(s.steps) and s.layers for s in stats):
+            continue
+        chart = plots.layer_profile(
+            f"{kind}-quantile-profile",
+            stats[0].layers,
+            [(f"{q * 100:g}%", s.values[-1]) for q, s in zip(QUANTILES, stats)],
+            title=f"Quantiles of the {label} per layer, step {int(stats[0].steps[-1])} (last capture)",
+            ylabel=f"{label[:-1]} value",
+            logy=False,
+            caption="1%, 25%, 50%, 75% and 99% of a fixed sample of 512 elements per layer. "
+            "The interactive view shows them over every capture, layer by layer.",
+        )
+        bands = sink.specs.get(f"{rd.slug}-quantiles")
+        if kind == "weight" and bands is not None:  # the interactive bands (weights and gradients) ride on it
+            sink.specs[f"{rd.slug}-{chart.key}"] = bands
+        html = sink.emit(chart, rd.slug)
+        out.append(html)
+    if not out:
+        return missing(
+            "no weight or gradient quantiles were recorded (layer statistics weight_q01 … grad_q99)"
+        )
     return f'<div class="grid">{"".join(out)}</div>'
 
 
@@ -947,6 +1061,7 @@ def run_sections(rd: RunData, sink: FigureSink) -> list[Section]:
         ("curves", "Loss and metrics", lambda: curves_section(rd, sink)),
         ("gradients", "Gradient flow", lambda: gradients_section(rd, sink)),
         ("updates", "Updates and weights", lambda: updates_section(rd, sink)),
+        ("distributions", "Weight and gradient distributions", lambda: distributions_section(rd, sink)),
         ("activations", "Activations", lambda: activations_section(rd, sink)),
         ("classes", "Classes and predictions", lambda: classification_section(rd, sink)),
         ("config", "Hyperparameters and configuration", lambda: config_section(rd)),

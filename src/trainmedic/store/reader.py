@@ -73,7 +73,8 @@ META_TYPES: dict[str, tuple[type, ...]] = {
 class RunReader:
     """Read-only access to one run directory."""
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """Open ``run_dir``; ``read_only`` opens SQLite read-only (a live viewer beside a running writer)."""
         self.run_dir = Path(run_dir)
         check_path(self.run_dir, "run_dir")
         try:
@@ -92,7 +93,10 @@ class RunReader:
             raise RunDirError(f"{str(self.run_dir)!r} is not a trainmedic run: it has no {schema.DB_NAME}")
         try:
             # Not read-only at the SQLite level: a reader must be able to replay a WAL left by a killed writer.
-            self.con = sqlite3.connect(str(db), timeout=10.0)
+            if read_only:  # WAL: readers never block the writer, and mode=ro never checkpoints or writes
+                self.con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+            else:
+                self.con = sqlite3.connect(str(db), timeout=10.0)
         except sqlite3.DatabaseError as e:
             raise RunDirError(f"{str(db)!r} cannot be opened as a run database ({e})") from None
         try:
