@@ -1684,8 +1684,8 @@ class Run:
                 for k in ("steps", "loss_n", "loss_nonfinite", "first_nonfinite_step")
             },
             **{k: [int(v) for v in col[k]] for k in ("samples", "samples_total", "batch_max")},
-            "loss_mean": [float(v) for v in mean],
-            "loss_std": [float(v) for v in np.sqrt(np.maximum(var, 0.0))],
+            "loss_mean": _finite_or_none(mean),
+            "loss_std": _finite_or_none(np.sqrt(np.maximum(var, 0.0))),
         }
         if fp is not None and fp.shape[-1] == len(weights) and self._index is not None:
             ref = fp[0]
@@ -1694,7 +1694,7 @@ class Run:
             worst = diff.argmax(axis=1)
             primary = self._probes[0]
             names = [self._index.layers[self._index.param_layer[id(p)]] for p in primary.params]
-            data["param_diff"] = [float(diff[r].max()) for r in range(len(diff))]
+            data["param_diff"] = _finite_or_none(diff.max(axis=1))  # None: non-finite weights
             data["param_diff_layer"] = [names[int(i)] for i in worst]
         w.add_record("rank_sync", data, step=self.step)
 
@@ -1837,6 +1837,11 @@ def _to_host(x: Any, arg: str = "value") -> Any:
         except (TypeError, ValueError):
             return x
     return x
+
+
+def _finite_or_none(values: Any) -> list[float | None]:
+    """JSON-friendly floats: None for NaN/Inf (a diverged rank)."""
+    return [float(v) if math.isfinite(float(v)) else None for v in values]
 
 
 def _gather(x: Any) -> Any:

@@ -18,6 +18,11 @@ MIN_LOSSES = 10  # losses per rank the divergence check wants (the last syncs ar
 Z_DIVERGENCE = 3.0  # standard errors between a rank's mean loss and the others'
 
 
+def _arr(values: list[Any]) -> np.ndarray:
+    """A record's per-rank list as floats (None, written for NaN/Inf, becomes NaN)."""
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
 def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(str(r) for r in ranks)
 
@@ -81,8 +86,8 @@ def _tail_stats(syncs: list[dict[str, Any]], world: int) -> tuple[np.ndarray, np
     for i in range(len(syncs) - 1, -1, -1):
         rec = syncs[i]
         ln = np.asarray(rec["loss_n"], dtype=float)
-        mean = np.nan_to_num(np.asarray(rec["loss_mean"], dtype=float))
-        std = np.nan_to_num(np.asarray(rec["loss_std"], dtype=float))
+        mean = np.nan_to_num(_arr(rec["loss_mean"]))
+        std = np.nan_to_num(_arr(rec["loss_std"]))
         n += ln
         s1 += ln * mean
         s2 += np.where(ln > 1, (ln - 1) * std**2, 0.0) + ln * mean**2
@@ -167,12 +172,14 @@ def check_rank_desync(ctx: Context) -> Finding | None:
     if not syncs:
         return None
     tol = ctx.t.rank_param_tolerance
-    first = next((s for s in syncs if max(s["param_diff"]) > tol), None)
-    if first is None:
+    # a non-finite fingerprint (None) is a broken run, judged by nonfinite / rank_nonfinite
+    drift = [s for s in syncs if np.nanmax(np.append(_arr(s["param_diff"]), 0.0)) > tol]
+    if not drift:
         return None
-    last = syncs[-1]
-    r = int(np.argmax(last["param_diff"]))
-    diff = float(last["param_diff"][r])
+    first, last = drift[0], drift[-1]
+    diffs = np.nan_to_num(_arr(last["param_diff"]))
+    r = int(np.argmax(diffs))
+    diff = float(diffs[r])
     layer = last["param_diff_layer"][r]
     return ctx.finding(
         Severity.ERROR,
@@ -181,11 +188,11 @@ def check_rank_desync(ctx: Context) -> Finding | None:
         f"{first['step']}",
         {
             "rank": r,
-            "param_diff": [float(v) for v in last["param_diff"]],
+            "param_diff": [float(v) for v in diffs],
             "layer": layer,
             "first_step": int(first["step"]),
             "step": int(last["step"]),
-            "diff_by_sync": [float(max(s["param_diff"])) for s in syncs],
+            "diff_by_sync": [float(np.nanmax(np.append(_arr(s["param_diff"]), 0.0))) for s in syncs],
         },
         [
             (
