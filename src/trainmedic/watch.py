@@ -1877,25 +1877,92 @@ def watch(
     model: Any = None,
     optimizer: Any = None,
     run_dir: str | os.PathLike[str] | None = None,
-    **options: Any,
+    *,
+    name: str | None = None,
+    every: int | None = None,
+    total_steps: int | None = None,
+    overhead_budget: float | None = None,
+    activations: bool = True,
+    activation_rows: int = 64,
+    activation_elements: int = 16384,
+    overwrite: bool = False,
+    resume: bool = False,
+    flush_secs: float = 2.0,
+    flush_steps: int = 5000,
+    live: bool = True,
+    on_problem: Callable[[Finding], Any] | None = None,
+    raise_on: str | None = None,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    all_ranks: bool = False,
+    quiet: bool = False,
+    treat: Any = None,
+    progress: bool = False,
+    dist_timeout: float = DIST_TIMEOUT,
 ) -> Run:
     """Start watching a training run. Three lines in a plain PyTorch loop::
 
         run = tm.watch(model, optimizer, run_dir="runs/exp1")
-        ...  run.log(loss=loss)  # every step
+        ...  run.log(loss=loss, outputs=logits, targets=y)  # every step (outputs/targets optional)
         run.close()              # or use ``with tm.watch(...) as run:``
 
-    ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``). Options: ``every`` (default: a
-    schedule of the step number alone, dense early and spreading later — captures every 10 steps for the first 20,
-    then every 20, 40, …; the gradient norm every step for 100 steps, then every 2, 4, 8, 16 — the same steps on
-    any machine, see ``trainmedic/cadence.py``; an explicit ``every=N``: a capture every N steps and the gradient
-    norm every step), ``total_steps`` (the last step is captured too), ``overhead_budget`` (opt-in, e.g. 0.02: the
-    recorder measures its share of a step in wall time and thins the cadences to fit, recorded in
-    ``meta["cadence"]``; not reproducible on a loaded machine), ``activations``, ``overwrite``, ``resume``, ``flush_secs``, ``live``,
-    ``on_problem``, ``raise_on`` ("warning"/"error"), ``thresholds``, ``config``, ``batch_size``, ``quiet``,
-    ``treat`` (``"safe"``: skip bad updates, stop on overfitting, lower the lr on plateaus; check
-    ``run.control.should_stop`` in the loop).
+    ``model`` / ``optimizer`` may be dicts or lists (GANs: ``{"G": g, "D": d}``); both may be omitted and given
+    later with ``run.watch(model, optimizer)``. ``run_dir`` defaults to ``runs/<name or timestamp>``.
+
+    Options (all keyword-only; one place documents them):
+
+    * ``name``: the run's name in reports (default: the directory name).
+    * ``every``: default None, a schedule of the step number alone, dense early and spreading later — captures
+      every 10 steps for the first 20, then every 20, 40, …; the gradient norm every step for 100 steps, then
+      every 2, 4, 8, 16 — the same steps on any machine (``trainmedic/cadence.py``). An explicit ``every=N``: a
+      capture every N steps and the gradient norm every step.
+    * ``total_steps``: when known, the last step is captured too (``close`` captures the last one anyway).
+    * ``overhead_budget``: opt-in, e.g. 0.02: the recorder measures its share of a step in wall time and thins
+      the cadences to fit, recorded in ``meta["cadence"]`` (not reproducible on a loaded machine).
+    * ``activations``, ``activation_rows``, ``activation_elements``: sampled activation statistics at captures
+      (on by default; at most ``activation_rows`` rows and ``activation_elements`` values per module).
+    * ``overwrite`` / ``resume``: replace or continue a run already in ``run_dir`` (else it is an error).
+    * ``flush_secs``, ``flush_steps``: the buffer is committed to SQLite at least this often; a ``kill -9``
+      loses at most one interval.
+    * ``live``: the live monitor (non-finite values, exploding gradients, stalls) while training runs.
+    * ``on_problem``: called with each live finding; ``raise_on`` ("warning"/"error"): raise
+      :class:`~trainmedic.errors.TrainingProblemError` from the training loop at that severity.
+    * ``thresholds``: overrides of the checks' thresholds (a mapping or :class:`~trainmedic.settings.Thresholds`).
+    * ``config``: the run's hyperparameters, stored for the report and autofix.
+    * ``batch_size``: recorded when it cannot be read from the batches.
+    * ``all_ranks``: under ``torch.distributed``, every rank writes its own run (default: rank 0 alone).
+    * ``quiet``: no console output; ``progress``: a progress line per epoch.
+    * ``treat``: ``"safe"`` (skip bad updates, stop on overfitting, lower the lr on plateaus; check
+      ``run.control.should_stop`` in the loop) or a treatment object.
+    * ``dist_timeout``: seconds any collective trainmedic adds may wait before it gives up.
+
+    An unknown option is a ``TypeError`` at the call (a typo never silently records nothing).
     """
+    options: dict[str, Any] = dict(
+        name=name,
+        every=every,
+        total_steps=total_steps,
+        overhead_budget=overhead_budget,
+        activations=activations,
+        activation_rows=activation_rows,
+        activation_elements=activation_elements,
+        overwrite=overwrite,
+        resume=resume,
+        flush_secs=flush_secs,
+        flush_steps=flush_steps,
+        live=live,
+        on_problem=on_problem,
+        raise_on=raise_on,
+        thresholds=thresholds,
+        config=config,
+        batch_size=batch_size,
+        all_ranks=all_ranks,
+        quiet=quiet,
+        treat=treat,
+        progress=progress,
+        dist_timeout=dist_timeout,
+    )
     if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
         raise TrainmedicError(
             f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}"

@@ -88,6 +88,8 @@ def test_same_seeded_run_records_the_same_steps_beside_a_cpu_hog(tmp_path: Path)
     assert {"scalar/loss", "scalar/grad_norm", "layer/grad_norm", "layer/act_dead"} <= set(a)
     for key in a:
         assert a[key][0] == b[key][0], key  # identical recorded steps, signal by signal
+        if key == "scalar/wall_time":  # the clock itself: its steps are fixed, its values are the load's
+            continue
         np.testing.assert_allclose(a[key][1], b[key][1], rtol=1e-5, equal_nan=True, err_msg=key)
     assert quiet.meta["cadence"] == loaded.meta["cadence"]
     da, db = tm.diagnose(tmp_path / "quiet"), tm.diagnose(tmp_path / "loaded")
@@ -139,3 +141,16 @@ def test_log_cadence_spreads_captures_over_long_runs() -> None:
         assert stop - caps[-1] <= max(10, stop // 10), (stop, caps[-1])  # the last capture in the last 10%
     _, caps = c.steps(200_000)
     assert 150 <= len(caps) <= 260, len(caps)  # ~20 per doubling of the run: cost falls as the run grows
+
+
+def test_watch_options_are_explicit_keywords(tmp_path: Path) -> None:
+    """tm.watch documents its options as typed keywords: a typo is a TypeError at the call, not an unrecorded run."""
+    import inspect
+
+    params = inspect.signature(tm.watch).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    run_params = set(inspect.signature(tm.Run.__init__).parameters) - {"self", "run_dir"}
+    assert run_params <= set(params), run_params - set(params)  # every Run option is reachable from tm.watch
+    with pytest.raises(TypeError, match="evry"):
+        tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "r", evry=5)  # type: ignore[call-arg]
+    assert not (tmp_path / "r").exists()
