@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -484,6 +485,26 @@ def _read_view(run_dir: str | os.PathLike[str], metric: str) -> _View:
     return _View(v if math.isfinite(v) else None, curve, acc[np.isfinite(acc)], n, train_acc)
 
 
+def _recorded_optimizer(run_dir: Path) -> dict[str, Any]:
+    """``optimizer`` (``sgd``/``adam``/…) and ``momentum`` of the first optimizer a run recorded: facts
+    a training script's command line may not state, which size the lr remedies (effective step)."""
+    from ..store.reader import RunReader
+
+    try:
+        with RunReader(run_dir) as r:
+            opts = r.meta.get("optimizers") or []
+    except Exception:
+        return {}
+    if not opts or not isinstance(opts[0], dict):
+        return {}
+    out: dict[str, Any] = {"optimizer": str(opts[0].get("type", "")).lower()}
+    groups = opts[0].get("param_groups") or []
+    m = groups[0].get("momentum") if groups and isinstance(groups[0], dict) else None
+    if isinstance(m, (int, float)):
+        out["momentum"] = float(m)
+    return out
+
+
 def run_metric(run_dir: str | os.PathLike[str], metric: str = "val_accuracy") -> float | None:
     """``metric`` of the model a run ended with: the restored epoch when the best weights were put back
     (``tm.fit`` early stopping, treatment), else the last evaluated epoch. None when never evaluated or NaN."""
@@ -643,7 +664,7 @@ class _TrialCut:
 @dataclass
 class _Best:
     cfg: dict[str, Any]
-    model: nn.Module | None
+    model: nn.Module | Path | None  # a Path: the model file a training script saved
     value: float | None
     diag: Diagnosis
     run_dir: Path
@@ -721,16 +742,44 @@ def autofix(
     )
     root.mkdir(parents=True, exist_ok=True)
     rules = dict(REMEDY_CHANGES if remedies is None else remedies)
+    script = bool(getattr(train_fn, "records_own_run", False))
     base_defaults = dict(defaults if defaults is not None else getattr(train_fn, "defaults", None) or {})
     known: set[str] = set(config) | set(base_defaults)
+    if script:  # a script takes only the hyperparameters its command line names; other config keys are facts
+        known = set(base_defaults)
     t_start = time.perf_counter()
+
+    def train_script(
+        index: int, cfg: dict[str, Any]
+    ) -> tuple[Path | None, Path, str | None, str | None, float]:
+        """A trainer that records its own run (a training script, :mod:`trainmedic.remedies.script`)."""
+        run_dir = root / f"trial-{index:02d}"
+        out = train_fn.run_trial(cfg, run_dir)  # type: ignore[attr-defined]
+        from ..store import DB_NAME
+
+        recorded = (run_dir / DB_NAME).is_file()
+        if out.returncode != 0:
+            msg = (
+                f"the training command exited with status {out.returncode}: {out.stderr_tail.strip()[-500:]}"
+            )
+            if index == 0 and not recorded:  # the script is broken, not the training: nothing to diagnose
+                raise TrainmedicError(msg)
+            return out.model_path, run_dir, msg, None, out.seconds
+        if not recorded:
+            raise TrainmedicError(
+                f"the training command recorded no run in {str(run_dir)!r}: it must call "
+                f"tm.watch(..., run_dir=os.environ['TRAINMEDIC_RUN_DIR'])"
+            )
+        return out.model_path, run_dir, None, None, out.seconds
 
     def train_once(
         index: int, cfg: dict[str, Any], cut: _TrialCut | None = None
-    ) -> tuple[nn.Module | None, Path, str | None, str | None, float]:
+    ) -> tuple[nn.Module | Path | None, Path, str | None, str | None, float]:
         from ..live import TrainingProblemError
         from .fit import _public_watch
 
+        if script:
+            return train_script(index, cfg)
         Run, _ = _public_watch()
 
         run_dir = root / f"trial-{index:02d}"
@@ -794,8 +843,18 @@ def autofix(
             overfit_rise=None if cfg_view.get("early_stopping") else th.overfit_val_loss_rise,
         )
 
-    def save_best(model: nn.Module | None, cfg: dict[str, Any], trial: int, value: float | None) -> None:
+    def save_best(
+        model: nn.Module | Path | None, cfg: dict[str, Any], trial: int, value: float | None
+    ) -> None:
         if model is None:
+            return
+        if isinstance(model, Path):  # a script's own model file: copied as it is, atomically
+            dest = root / "best" / "model.pt"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(".model.pt.tmp")
+            shutil.copyfile(model, tmp)
+            os.replace(tmp, dest)
+            _atomic_write_text(root / "best" / "config.json", json.dumps(_jsonable(cfg), indent=2))
             return
         from .checkpoint import save_checkpoint
 
@@ -809,6 +868,10 @@ def autofix(
     # baseline
     cfg0 = dict(config)
     model, rd, err0, stop, secs = train_once(0, cfg0, make_cutter(cfg0, None))
+    if script:  # what the command line does not say, the recorded run does (the optimizer and its momentum)
+        for k, v in _recorded_optimizer(rd).items():
+            if k not in cfg0 and base_defaults.get(k) is None:
+                base_defaults[k] = v
     view = _read_view(rd, metric)
     value = view.value
     diag = _diagnose(rd, th, diagnose)
@@ -844,7 +907,7 @@ def autofix(
             trials=trials,
             config=dict(best.cfg),
             initial_config=dict(config),
-            best_model=best.model,
+            best_model=best.model if isinstance(best.model, nn.Module) else None,
             best_metric=best.value,
             baseline_metric=trials[0].metric_after,
             best_trial=int(best.trial),
@@ -914,8 +977,6 @@ def autofix(
         eff = {**base_defaults, **best.cfg, **change}
         trained = int(eff["epochs"]) if isinstance(eff.get("epochs"), int) else None
         if change.get("resume_from") == CONTINUE:
-            import shutil
-
             start = root / f"start-{index:02d}.pt"  # the model this trial continues, kept for the audit
             shutil.copyfile(root / "best" / "model.pt", start)
             change = {**change, "resume_from": str(start)}

@@ -1,4 +1,6 @@
-"""CLI commands of the remedies package: ``trainmedic fix module:train_fn --config config.json``."""
+"""CLI commands of the remedies package: ``trainmedic fix module:train_fn --config config.json`` and
+``trainmedic fix [OPTIONS] -- python train.py --lr {lr=3.0} --epochs {epochs=5}`` (a training script run as a
+subprocess per trial; see :mod:`trainmedic.remedies.script`)."""
 
 from __future__ import annotations
 
@@ -67,8 +69,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("fix")
     def fix(
-        train_fn: str = typer.Argument(
-            ..., help="module:function or file.py:function; train_fn(config, run)"
+        target: list[str] = typer.Argument(
+            ...,
+            help="module:function or file.py:function (train_fn(config, run)), or after `--` a training "
+            "command whose {name} / {name=start} placeholders are the hyperparameters autofix may change; "
+            "the script records with tm.watch(run_dir=os.environ['TRAINMEDIC_RUN_DIR']) and may save its "
+            "model to os.environ['TRAINMEDIC_MODEL_PATH']",
         ),
         config: Path | None = typer.Option(
             None, "--config", "-c", help="JSON file with the starting hyperparameters"
@@ -84,12 +90,30 @@ def register(app: typer.Typer) -> None:
             None, "--seconds", help="stop starting trials after this wall time"
         ),
         as_json: bool = typer.Option(False, "--json", help="print the audit log as JSON"),
+        trial_timeout: float | None = typer.Option(
+            None, "--trial-timeout", help="a training command running longer than this is stopped (seconds)"
+        ),
     ) -> None:
-        """Repair a training configuration: train, diagnose, apply a remedy, retrain, keep or roll back."""
+        """Repair a training configuration: train, diagnose, apply a remedy, retrain, keep or roll back.
+
+        A training script: `trainmedic fix -- python train.py --lr {lr=3.0} --epochs {epochs=5}`."""
         from .autofix import autofix
 
-        fn = load_train_fn(train_fn)
         cfg = _load_config(config)
+        fn: Any
+        if len(target) == 1 and "{" not in target[0]:  # module:function (its own error when it is not)
+            fn = load_train_fn(target[0])
+        else:
+            from .script import ScriptTrainer
+
+            fn = ScriptTrainer(target, timeout=trial_timeout)
+            missing = sorted(k for k in fn.names if k not in fn.starts and k not in cfg)
+            cfg = {**fn.starts, **cfg}
+            if missing:
+                raise TrainmedicError(
+                    f"the training command's hyperparameter(s) {missing} have no start value; write "
+                    f"{{{missing[0]}=VALUE}} in the command or give them in --config"
+                )
         result = autofix(fn, cfg, budget=budget, metric=metric, run_root=out, seconds=seconds)
         if as_json:
             typer.echo(result.to_json())
@@ -123,7 +147,12 @@ def register(app: typer.Typer) -> None:
             ),
             highlight=False,
         )
+        model_note = (
+            str(result.best_model_path)
+            if result.best_model_path.is_file()
+            else "none saved (a script saves it to $TRAINMEDIC_MODEL_PATH)"
+        )
         console.print(
-            escape(f"best model: {result.best_model_path}  audit: {result.run_root / 'autofix.json'}"),
+            escape(f"best model: {model_note}  audit: {result.run_root / 'autofix.json'}"),
             highlight=False,
         )
