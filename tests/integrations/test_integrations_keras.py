@@ -157,3 +157,71 @@ def test_keras_activation_kinds_and_argument_errors(tmp_path: Path) -> None:
         TrainmedicCallback(tmp_path, validation_data=(1, 2, 3))
     with pytest.raises(tm.TrainmedicError, match="`model` must not be given"):
         TrainmedicCallback(tmp_path, model=object())
+
+
+def _assert_fits(d: dict[str, Any]) -> None:
+    """What keras_fits.main records must hold on every backend that has gradients (torch, tensorflow)."""
+    import parity
+
+    o = d["oracle"]
+    assert o["status"] == "closed" and o["batch_size"] == BATCH
+    assert o["loss_steps"] == list(range(40))
+    # each batch's own loss and gradient norm, as the backend's autodiff computes them before the batch
+    np.testing.assert_allclose(o["loss"], o["oracle_loss"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(o["grad_norm"], o["oracle_grad_norm"], rtol=1e-4)
+    assert o["layers"] == ["hidden", "out"] and o["layer_grad_steps"] == list(range(0, 40, 3))
+    np.testing.assert_allclose(
+        o["layer_grad"], [o["oracle_layer_grad"][s] for s in range(0, 40, 3)], rtol=1e-4
+    )
+    assert o["act_layers"] == ["hidden"]
+    dead = np.asarray(o["act_dead"])
+    assert dead.shape == (14, 1) and ((dead >= 0) & (dead <= 1)).all()
+    ratio = np.asarray(o["update_ratio"])
+    assert np.isfinite(ratio).all() and (ratio > 0).all() and (ratio < 1).all()
+    assert o["lr"][0] == pytest.approx(1e-2)
+    # running training metrics and the validation pass counted from compute_loss: Keras' own numbers
+    np.testing.assert_allclose(o["running_accuracy"], o["history_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(o["running_loss"], o["history_loss"], rtol=1e-5)
+    np.testing.assert_allclose(o["val_accuracy"], o["history_val_accuracy"], atol=1e-6)
+    assert o["train_samples"] == 600 and o["val_samples"] == 360
+    # an exception inside fit: the run is failed and the diagnosis says so
+    f = d["failing"]
+    assert "99" in f["error"] and f["status"] == "failed"
+    assert f["events"] and "training_failed" in f["codes"]
+    # parity: overfitting and the majority-class collapse found, the healthy fit silent
+    assert not parity.check({k: set(v) for k, v in d["parity"].items()}), parity.summary(d["parity"])
+
+
+def test_keras_torch_backend_records_what_a_plain_loop_does(tmp_path: Path) -> None:
+    import keras_fits
+
+    d = keras_fits.main(tmp_path)
+    assert d["backend"] == "torch"
+    _assert_fits(d)
+
+
+@pytest.mark.slow
+def test_keras_tensorflow_backend_in_a_subprocess(tmp_path: Path) -> None:
+    """KERAS_BACKEND=tensorflow (Keras picks its backend once per process): gradients from the compiled step."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip('tensorflow is not installed (pip install "trainmedic[tensorflow]")')
+    script = Path(__file__).with_name("keras_fits.py")
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert d["backend"] == "tensorflow"
+    assert any("TensorFlow backend" in n for n in d["oracle"]["notes"])
+    _assert_fits(d)

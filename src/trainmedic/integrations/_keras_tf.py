@@ -5,10 +5,11 @@ tensor on the host after every batch would add a device sync to every step. So t
 Python entry points that every ``train_step`` (Keras' own and most custom ones) goes through, before the
 train function is traced:
 
-* ``model.compute_loss`` (``training=True`` only): writes the batch's loss into a ring buffer and folds
-  ``argmax(y_pred)`` against ``y`` into a running confusion matrix (a ``tf.Variable``; out-of-range targets
-  go to a spare cell), with the sample-weighted loss sum: the same running training metrics as
-  ``run.log(loss=, outputs=, targets=)`` in a plain PyTorch loop;
+* ``model.compute_loss``: writes a training batch's loss into a ring buffer and folds ``argmax(y_pred)``
+  against ``y`` into a running confusion matrix (a ``tf.Variable``; out-of-range targets go to a spare cell),
+  with the sample-weighted loss sum: the same running training metrics as ``run.log(loss=, outputs=,
+  targets=)`` in a plain PyTorch loop. Validation batches (``training=False``: fit's validation pass) are
+  counted into a second matrix: the ``val`` confusion matrix without a second pass over the data;
 * ``optimizer.apply`` (which ``apply_gradients`` calls): writes each variable's gradient L2 norm into the
   ring buffer row of this step, then counts the step.
 
@@ -74,6 +75,36 @@ def _classes(model: Any) -> int | None:
     return 2 if last == 1 else int(last) if isinstance(last, int) else None
 
 
+class _Counts:
+    """One split's running confusion matrix ``(k*k + 1,)`` (the last cell: out-of-range targets), its
+    sample-weighted loss sum and batch count, as ``tf.Variable`` s the graph adds to."""
+
+    def __init__(self, k: int, name: str) -> None:
+        self.k = k
+        self.cm = tf.Variable(tf.zeros([k * k + 1], tf.int64), trainable=False, name=f"trainmedic_cm_{name}")
+        self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"trainmedic_loss_{name}")
+        self.loss_n = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"trainmedic_n_{name}")
+        self.batches = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"trainmedic_batches_{name}")
+
+    def take(self) -> tuple[np.ndarray, float | None, int] | None:
+        """The confusion matrix, sample-weighted mean loss and batch count so far; then zeroed."""
+        batches = int(self.batches.numpy())
+        if batches == 0:
+            return None
+        k = self.k
+        flat = self.cm.numpy()
+        n = int(self.loss_n.numpy())
+        loss = float(self.loss_sum.numpy()) / n if n else None
+        self.reset()
+        return flat[: k * k].reshape(k, k).copy(), loss, batches
+
+    def reset(self) -> None:
+        self.cm.assign(tf.zeros_like(self.cm))
+        self.loss_sum.assign(0.0)
+        self.loss_n.assign(0)
+        self.batches.assign(0)
+
+
 class TFGraphProbe:
     """Variables the compiled train step writes and the callback reads at its cadence."""
 
@@ -88,16 +119,9 @@ class TFGraphProbe:
         self.loss = tf.Variable(tf.fill([RING], float("nan")), trainable=False, name="trainmedic_loss")
         self.grads = tf.Variable(tf.fill([RING, n], float("nan")), trainable=False, name="trainmedic_grads")
         self.last_n = tf.Variable(0, dtype=tf.int64, trainable=False, name="trainmedic_batch")
-        self.k: int | None = _classes(model)
-        # (k*k + 1,) int64 running confusion matrix; made at the first traced batch when the output shape is unknown
-        self.cm: Any = (
-            tf.Variable(tf.zeros([self.k * self.k + 1], tf.int64), trainable=False, name="trainmedic_cm")
-            if self.k is not None
-            else None
-        )
-        self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="trainmedic_loss_sum")
-        self.loss_n = tf.Variable(0, dtype=tf.int64, trainable=False, name="trainmedic_loss_n")
-        self.batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="trainmedic_batches")
+        k = _classes(model)
+        # split -> running counts; made at the first traced batch when the output shape is not known yet
+        self.counts: dict[str, _Counts] = {sp: _Counts(k, sp) for sp in ("train", "val")} if k else {}
         self.capture = tf.Variable(False, trainable=False, name="trainmedic_capture")
         self.acts = tf.Variable(
             tf.fill([max(len(act_layers), 1), N_STATS], float("nan")), trainable=False, name="trainmedic_acts"
@@ -115,11 +139,12 @@ class TFGraphProbe:
         @functools.wraps(original_loss)
         def compute_loss(*args: Any, **kwargs: Any) -> Any:
             loss = original_loss(*args, **kwargs)
-            if kwargs.get("training", True) and tf.inside_function():
+            if tf.inside_function():
                 names = ("x", "y", "y_pred", "sample_weight")
                 given = dict(zip(names, args))
                 given.update({k: v for k, v in kwargs.items() if k in names})
-                self._fold(loss, given.get("y"), given.get("y_pred"))
+                training = bool(kwargs.get("training", True))
+                self._fold(loss, given.get("y"), given.get("y_pred"), training)
             return loss
 
         model.compute_loss = compute_loss
@@ -173,10 +198,10 @@ class TFGraphProbe:
         self._restore.clear()
 
     # ---- in the graph --------------------------------------------------------------------------
-    def _fold(self, loss: Any, y: Any, y_pred: Any) -> None:
-        row = self.slot % RING
+    def _fold(self, loss: Any, y: Any, y_pred: Any, training: bool) -> None:
         loss = tf.reshape(tf.cast(loss, tf.float32), [-1])[0]
-        self.loss.scatter_nd_update([[row]], [loss])
+        if training:
+            self.loss.scatter_nd_update([[self.slot % RING]], [loss])
         if y is None or y_pred is None or not hasattr(y_pred, "shape") or y_pred.shape.rank not in (1, 2):
             return
         y_pred = tf.cast(y_pred, tf.float32)
@@ -193,20 +218,21 @@ class TFGraphProbe:
             t = tf.argmax(y, axis=-1, output_type=tf.int64)
         else:
             t = tf.cast(tf.reshape(y, [-1]), tf.int64)
-        if self.cm is None:
+        if not self.counts:
             with tf.init_scope():
-                self.k = k
-                self.cm = tf.Variable(tf.zeros([k * k + 1], tf.int64), trainable=False, name="trainmedic_cm")
-        elif k != self.k:
+                self.counts = {sp: _Counts(k, sp) for sp in ("train", "val")}
+        c = self.counts["train" if training else "val"]
+        if k != c.k:
             return
         valid = tf.logical_and(t >= 0, t < k)
         idx = tf.where(valid, t * k + pred, tf.fill(tf.shape(t), tf.constant(k * k, tf.int64)))
-        self.cm.assign_add(tf.math.bincount(idx, minlength=k * k + 1, maxlength=k * k + 1, dtype=tf.int64))
+        c.cm.assign_add(tf.math.bincount(idx, minlength=k * k + 1, maxlength=k * k + 1, dtype=tf.int64))
         n = tf.cast(tf.shape(t)[0], tf.int64)
-        self.loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
-        self.loss_n.assign_add(n)
-        self.batches.assign_add(1)
-        self.last_n.assign(n)
+        c.loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
+        c.loss_n.assign_add(n)
+        c.batches.assign_add(1)
+        if training:
+            self.last_n.assign(n)
 
     def _write_grads(self, grads: list[Any], variables: list[Any]) -> None:
         n = len(self.paths)
@@ -232,22 +258,15 @@ class TFGraphProbe:
         """(loss ring, gradient-norm ring, slot): one host copy of each."""
         return self.loss.numpy(), self.grads.numpy(), int(self.slot.numpy())
 
-    def take_running(self) -> tuple[np.ndarray, float | None, int] | None:
-        """The epoch's confusion matrix, sample-weighted mean loss and batch count; then zeroed."""
-        if self.cm is None or self.k is None:
-            return None
-        batches = int(self.batches.numpy())
-        if batches == 0:
-            return None
-        k = self.k
-        flat = self.cm.numpy()
-        n = int(self.loss_n.numpy())
-        loss = float(self.loss_sum.numpy()) / n if n else None
-        self.cm.assign(tf.zeros_like(self.cm))
-        self.loss_sum.assign(0.0)
-        self.loss_n.assign(0)
-        self.batches.assign(0)
-        return flat[: k * k].reshape(k, k).copy(), loss, batches
+    def take_running(self, split: str = "train") -> tuple[np.ndarray, float | None, int] | None:
+        """The epoch's confusion matrix of ``split``, its sample-weighted mean loss and batch count; zeroed."""
+        c = self.counts.get(split)
+        return c.take() if c is not None else None
+
+    def reset(self, split: str) -> None:
+        c = self.counts.get(split)
+        if c is not None:
+            c.reset()
 
     def set_capture(self, on: bool) -> None:
         self.capture.assign(on)

@@ -116,8 +116,31 @@ def fold_running(run: Run, confusion_matrix: np.ndarray, loss: float | None, bat
     rm.batches += batches
 
 
-def record_failure(run: Run, error: BaseException) -> None:
+def record_failure(run: Run, error: BaseException, step: int | None = None) -> None:
     """The framework's training raised: a ``training_exception`` event and status ``failed`` (as
-    ``with tm.watch(...)`` records it in a plain loop)."""
-    if not run.closed:
-        run.__exit__(type(error), error, error.__traceback__)
+    ``with tm.watch(...)`` records it in a plain loop). ``step``: the failing step, for a run without torch
+    optimizer hooks (whose own step counter counts log calls)."""
+    if run.closed:
+        return
+    if step is not None and not run._probes:
+        run._log_count = step
+    run.__exit__(type(error), error, error.__traceback__)
+
+
+def evaluate_confusion(
+    run: Run, split: str, confusion_matrix: np.ndarray, loss: float | None, extra: Mapping[str, float]
+) -> dict[str, Any]:
+    """:func:`evaluate_with_extras` from a confusion matrix counted elsewhere (in a compiled graph).
+
+    Why through ``Run.evaluate``: one path stores every split. Each cell ``(i, j)`` becomes that many samples
+    of class ``i`` scored one-hot at ``j``: every metric of a classification evaluation is a function of the
+    matrix alone, so they come out exactly as from the original predictions.
+    """
+    cm = np.asarray(confusion_matrix, dtype=np.int64)
+    k = int(cm.shape[0])
+    rows, cols = np.nonzero(cm)
+    counts = cm[rows, cols]
+    targets = np.repeat(rows, counts)
+    outputs = np.zeros((len(targets), k), dtype=np.float32)
+    outputs[np.arange(len(targets)), np.repeat(cols, counts)] = 1.0
+    return evaluate_with_extras(run, split, torch.from_numpy(targets), torch.from_numpy(outputs), loss, extra)

@@ -56,6 +56,7 @@ from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
 from ._store import (
     declare_layers,
+    evaluate_confusion,
     evaluate_with_extras,
     fold_running,
     log_epoch,
@@ -258,6 +259,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._input_recorded = False
         self._batch_loss: torch.Tensor | None = None
         self._batch_pred: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # torch: fit's validation pass
         self._classification: bool | None = None  # torch: compute_loss's y/y_pred are class targets/scores
         self._folded = False  # this epoch's running metrics came from the batches (not Keras' logs)
         self._restore: list[Callable[[], Any]] = []
@@ -366,8 +368,10 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             try:
                 return original(*args, **kwargs)
             except BaseException as e:
-                if not isinstance(e, (StopIteration, KeyboardInterrupt)) and self.run is not None:
-                    record_failure(self.run, e)
+                if not isinstance(e, StopIteration) and self.run is not None:
+                    if self._tf is not None:
+                        self.run._guard("gradients", self._tf_read)  # the steps before the failure
+                    record_failure(self.run, e, step=self._step)
                     self._detach()
                 raise
 
@@ -397,15 +401,25 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         @functools.wraps(original)
         def compute_loss(*args: Any, **kwargs: Any) -> Any:
             loss = original(*args, **kwargs)
-            if torch.is_grad_enabled() and kwargs.get("training", True) and isinstance(loss, torch.Tensor):
+            if not isinstance(loss, torch.Tensor):
+                return loss
+            names = ("x", "y", "y_pred")
+            given = dict(zip(names, args))
+            given.update({k: v for k, v in kwargs.items() if k in names})
+            training = torch.is_grad_enabled() and kwargs.get("training", True)
+            if training:
                 self._batch_loss = loss.detach()
-                names = ("x", "y", "y_pred")
-                given = dict(zip(names, args))
-                given.update({k: v for k, v in kwargs.items() if k in names})
-                if self._classification is not False:
-                    pair = _targets_and_outputs(given.get("y"), given.get("y_pred"))
-                    self._classification = pair is not None
+            if self._classification is not False and (training or kwargs.get("training") is False):
+                pair = _targets_and_outputs(given.get("y"), given.get("y_pred"))
+                self._classification = pair is not None
+                if training:
                     self._batch_pred = pair
+                elif (
+                    pair is not None
+                ):  # fit's validation pass: the val confusion matrix without a second pass
+                    self._val_batches.append(
+                        (pair[0].cpu(), pair[1].cpu(), float(loss.detach()) * len(pair[0]))
+                    )
             return loss
 
         compute_loss._trainmedic = True  # type: ignore[attr-defined]
@@ -446,6 +460,12 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
     # ---- per batch ---------------------------------------------------------------------------
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._mean_prev, self._seen = 0.0, 0
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """fit's validation pass starts: count its batches afresh."""
+        self._val_batches.clear()
+        if self._tf is not None and self.run is not None:
+            self.run._guard("running metrics", lambda: self._tf.reset("val"))
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         run = self.run
@@ -700,7 +720,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         val = {k[4:]: v for k, v in metrics.items() if k.startswith("val_")}
         if self._tf is not None:
             run._guard("gradients", self._tf_read)
-            running = run._guard("running metrics", self._tf.take_running)
+            running = run._guard("running metrics", lambda: self._tf.take_running("train"))
             if running is not None:
                 fold_running(run, *running)
                 self._folded = True
@@ -716,7 +736,20 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         else:
             # no batch predictions (a custom train_step, the JAX backend): Keras' own running means
             log_epoch(run, RUNNING_SPLIT, {_ACCURACY_NAMES.get(k, k): v for k, v in train.items()})
-        if self.validation_data is not None:
+        val_counts = None
+        if self._tf is not None:
+            val_counts = run._guard("running metrics", lambda: self._tf.take_running("val"))
+        val_batches, self._val_batches = self._val_batches, []
+        if self.validation_data is None and val_batches:
+            # fit's own validation pass, as compute_loss saw it (loss: Keras' val_loss, the same mean)
+            vt = torch.cat([t for t, _, _ in val_batches])
+            vo = torch.cat([o for _, o, _ in val_batches])
+            loss = val.get("loss", sum(s for _, _, s in val_batches) / max(len(vt), 1))
+            evaluate_with_extras(run, "val", vt, vo, loss, val)
+        elif self.validation_data is None and val_counts is not None:
+            cm, loss_mean, _ = val_counts
+            evaluate_confusion(run, "val", cm, val.get("loss", loss_mean), val)
+        elif self.validation_data is not None:
             x, y = self.validation_data
             outputs = np.asarray(self.model.predict(x, verbose=0))
             targets = np.asarray(y)
