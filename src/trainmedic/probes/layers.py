@@ -48,6 +48,26 @@ NORM: tuple[type[nn.Module], ...] = (
 )
 
 
+# Activation modules of other libraries, by class name (never imported here): Hugging Face transformers'
+# ``ACT2CLS`` (BERT's ``GELUActivation``, GPT-2's ``NewGELUActivation``, Llama's ``SiLUActivation`` …).
+NAMED_KINDS: dict[str, str] = {
+    "GELUActivation": "leaky",
+    "NewGELUActivation": "leaky",
+    "FastGELUActivation": "leaky",
+    "QuickGELUActivation": "leaky",
+    "AccurateGELUActivation": "leaky",
+    "ClippedGELUActivation": "leaky",
+    "GELUTanh": "leaky",
+    "PytorchGELUTanh": "leaky",
+    "SiLUActivation": "leaky",
+    "MishActivation": "leaky",
+    "XIELUActivation": "leaky",
+    "SqrtSoftplusActivation": "leaky",
+    "ReLUSquaredActivation": "relu",
+    "LaplaceActivation": "sigmoid",  # a Gaussian CDF: (0, 1)-bounded like a sigmoid
+}
+
+
 def activation_kind(module: nn.Module) -> str | None:
     """``"relu"``, ``"leaky"``, ``"sigmoid"``, ``"tanh"`` or ``"recurrent"`` (tanh-bounded outputs); else None."""
     if isinstance(module, RELU_LIKE):
@@ -60,7 +80,7 @@ def activation_kind(module: nn.Module) -> str | None:
         return "tanh"
     if isinstance(module, RECURRENT):
         return "recurrent"
-    return None
+    return NAMED_KINDS.get(type(module).__name__)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
