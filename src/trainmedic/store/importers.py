@@ -5,10 +5,13 @@
 * CSV, TensorBoard's export (``Wall time, Step, Value``): one signal per file, named after the file.
 * TensorBoard event files (``events.out.tfevents.*`` or a directory of them): scalars of every tag; needs the
   ``tensorboard`` package (imported only here).
+* Hugging Face ``trainer_state.json`` (``log_history``), or a checkpoint/output directory holding one.
 
 Column or tag names with a split prefix (``val_loss``, ``val/accuracy``, ``test_acc``, ``train/loss_epoch``)
-become per-epoch evaluations of that split; every other numeric column is a per-step signal (``loss``,
-``lr``, ``grad_norm`` … under their own names). ``acc`` is read as ``accuracy`` and ``valid``/``validation``
+say the split; whether a value is per-step or per-epoch is read from its **step axis**, not its name (see
+:class:`_Importer`): a ``train/loss`` tag logged every step is the per-step ``loss``, one logged at the end of
+each epoch a per-epoch evaluation, numbered by its step alongside the held-out ones. Every other numeric
+column is a per-step signal (``loss``, ``lr``, ``grad_norm`` … under their own names). ``acc`` is read as ``accuracy`` and ``valid``/``validation``
 as ``val``, the names the checks look for.
 """
 
@@ -81,34 +84,97 @@ def _number(cell: str) -> float | None:
 
 
 class _Importer:
-    """Collects per-step signals and per-epoch evaluations, then writes one run directory."""
+    """Collects the logged points of every signal, decides from each one's **step axis** whether it is a
+    per-step signal or a per-epoch evaluation, then writes one run directory.
+
+    Names say which split a value belongs to (``val/loss``, ``train_acc``); they do not say how often it was
+    logged: Lightning's ``train_loss`` may be logged every step, a TensorBoard ``train/loss`` tag too. So:
+
+    * with an ``epoch`` column (CSV), a split-named signal with at most one value per epoch is per-epoch,
+      one with several values in an epoch is per-step;
+    * without one (TensorBoard, a CSV of steps), held-out signals (``val``/``test``) set the evaluation axis:
+      a split-named signal with more than 1.5x the points of the densest held-out signal is per-step, others
+      are per-epoch; with no held-out signal, a train signal is per-epoch only when it has at most half the
+      points of the densest other signal;
+    * per-epoch values without an epoch number get one from their **step**: the steps of all per-epoch values
+      are sorted and clustered (steps closer than half the typical gap are one evaluation), so a train and a
+      val value logged at the end of the same epoch share it, whatever their order or count.
+
+    A per-step train signal becomes the signal of its metric (``train/loss`` → ``loss``) unless that name is
+    taken; Lightning's ``*_step`` twins are per-step by name, ``*_epoch`` twins per-epoch.
+    """
 
     def __init__(self) -> None:
+        # name -> [(step, epoch, value)] in logging order
+        self.points: dict[str, list[tuple[int | None, int | None, float]]] = defaultdict(list)
         self.scalars: dict[str, dict[int, float]] = defaultdict(dict)
         self.evals: dict[tuple[str, str], dict[int, tuple[int | None, float]]] = defaultdict(dict)
-        self.train_steps: dict[str, dict[int, float]] = defaultdict(dict)
+        self.meta: dict[str, Any] = {}
+        self.axes: dict[str, str] = {}  # name -> "step" | "epoch": what the import decided, and why
 
     def add(self, name: str, step: int | None, epoch: int | None, value: float) -> None:
-        sp = split_of(name)
-        if sp is not None and sp[1].endswith("_step"):  # Lightning's per-step twin: train_loss_step
-            name, sp = sp[1][: -len("_step")], None
-        if sp is not None:
-            ep = epoch if epoch is not None else len(self.evals[sp])
-            self.evals[sp][ep] = (step, value)
-            if sp[0] == "train" and step is not None:
-                self.train_steps[sp[1]][step] = value
-        elif step is not None:
-            self.scalars[name][step] = value
+        self.points[name].append((step, epoch, value))
 
-    def _per_step_train_loss(self) -> None:
-        """A ``train_loss`` logged every step (more values than epochs) is the per-step ``loss``."""
-        cand = self.train_steps.get("loss", {})
-        if "loss" not in self.scalars and len(cand) > len(self.evals.get(("train", "loss"), {})):
-            self.scalars["loss"] = dict(cand)
+    def _resolve(self) -> None:
+        """Sort every signal onto its axis (see the class docstring); idempotent."""
+        if not self.points:
+            return
+        per_epoch: dict[str, tuple[str, str]] = {}
+        per_step: dict[str, str] = {}
+        split_named: dict[str, tuple[str, str]] = {}
+        for name in self.points:
+            sp = split_of(name)
+            if sp is not None and sp[1].endswith("_step"):  # Lightning's per-step twin: train_loss_step
+                per_step[name] = sp[1][: -len("_step")] if sp[0] == "train" else name
+            elif sp is not None:
+                split_named[name] = sp
+            else:
+                per_step[name] = name
+        counts = {n: sum(1 for st, _, _ in p if st is not None) or len(p) for n, p in self.points.items()}
+        heldout = max((counts[n] for n, sp in split_named.items() if sp[0] != "train"), default=0)
+        others = max((counts[n] for n in per_step), default=0)
+        for name, sp in split_named.items():
+            pts = self.points[name]
+            epochs = [ep for _, ep, _ in pts if ep is not None]
+            if epochs and len(epochs) == len(pts):
+                dense = len(set(epochs)) < len(epochs)  # several values in one epoch: logged per step
+            elif heldout:
+                dense = counts[name] > 1.5 * heldout
+            else:
+                dense = sp[0] == "train" and counts[name] > others / 2
+            if sp[1].endswith("_epoch"):  # Lightning's per-epoch twin: train_loss_epoch
+                dense, sp = False, (sp[0], METRIC_ALIASES.get(sp[1], sp[1][: -len("_epoch")]))
+            if dense and any(st is not None for st, _, _ in pts):
+                per_step[name] = sp[1] if sp[0] == "train" else name
+            else:
+                per_epoch[name] = sp
+        # per-step signals: a train metric takes its metric's name unless a signal of that name exists
+        for name, target in per_step.items():
+            if target != name and (target in self.points and target not in split_named):
+                target = name
+            if target in self.scalars and target != name:
+                target = name
+            for st, _, v in self.points[name]:
+                if st is not None:
+                    self.scalars[target][st] = v
+            self.axes[name] = f"step ({target})"
+        # per-epoch values: their epoch, else the cluster of their step among all per-epoch steps
+        clusters = _step_clusters(
+            [(st, n) for n in per_epoch for st, ep, _ in self.points[n] if ep is None and st is not None],
+            max((len(self.points[n]) for n in per_epoch), default=0),
+        )
+        for name, sp in per_epoch.items():
+            for i, (st, ep, v) in enumerate(self.points[name]):
+                if ep is None:
+                    ep = clusters[st] if st is not None else i
+                self.evals[sp][ep] = (st, v)
+            self.axes[name] = f"epoch ({sp[0]}/{sp[1]})"
+        self.points.clear()
 
     def write(self, run_dir: str | os.PathLike[str], source: str, overwrite: bool) -> dict[str, Any]:
         """Write the run atomically: into a temporary directory beside ``run_dir``, then renamed into place,
         so a failure at any point leaves ``run_dir`` as it was (and a retry is not refused)."""
+        self._resolve()
         if not self.scalars and not self.evals:
             raise TrainmedicError(
                 f"`{source}` holds no numeric signals to import; got only empty or text columns"
@@ -121,7 +187,6 @@ class _Importer:
             raise RunDirError(
                 f"`RUN_DIR` {str(target)!r} already holds a run; pass --overwrite (overwrite=True) to replace it"
             )
-        self._per_step_train_loss()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:40]}.importing-", dir=target.parent))
         try:
@@ -152,6 +217,8 @@ class _Importer:
             steps=steps,
             epochs=epochs,
             notes=[f"imported from {source}: only logged scalars, no per-layer statistics or model summary"],
+            import_axes=self.axes,
+            **self.meta,
         )
         w.close(status="imported")
         return {
@@ -159,7 +226,28 @@ class _Importer:
             "evals": sorted(f"{s}/{m}" for s, m in self.evals),
             "steps": steps,
             "epochs": epochs,
+            "axes": dict(self.axes),
         }
+
+
+def _step_clusters(points: list[tuple[int, str]], evaluations: int) -> dict[int, int]:
+    """``(step, signal)`` of per-epoch values -> step -> evaluation index. ``evaluations``: the most values
+    any per-epoch signal has. Steps closer than half the typical spacing of evaluations are one (a train and
+    a val value logged a step apart at an epoch's end), unless a signal has a value at both."""
+    at: dict[int, set[str]] = defaultdict(set)
+    for st, name in points:
+        at[st].add(name)
+    u = sorted(at)
+    if not u:
+        return {}
+    typical = (u[-1] - u[0]) / (evaluations - 1) if evaluations > 1 else math.inf
+    out, k, members = {u[0]: 0}, 0, set(at[u[0]])
+    for a, b in zip(u, u[1:]):
+        if b - a >= typical / 2 or members & at[b]:
+            k, members = k + 1, set()
+        members |= at[b]
+        out[b] = k
+    return out
 
 
 def _move_into_place(tmp: Path, target: Path) -> None:
@@ -277,13 +365,77 @@ def import_tensorboard(
     return imp.write(run_dir, str(path), overwrite)
 
 
+HF_SKIP = re.compile(r"(_runtime|_samples_per_second|_steps_per_second|total_flos|num_input_tokens_seen)$")
+HF_NAMES = {"learning_rate": "lr"}
+
+
+def import_hf_trainer_state(
+    path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> dict[str, Any]:
+    """Import a Hugging Face ``trainer_state.json`` (or a checkpoint/output directory holding one).
+
+    ``log_history`` entries with ``loss``/``learning_rate``/``grad_norm`` are per-step signals (``loss``,
+    ``lr``, ``grad_norm``) at their ``step``; ``eval_*`` entries are evaluations of split ``val``
+    (``eval_accuracy`` → ``val/accuracy``), numbered by their step (see :class:`_Importer`); ``test_*`` of
+    split ``test``. Timing entries and the final ``train_loss`` summary are left out; ``train_batch_size``
+    becomes the run's batch size.
+    """
+    import json
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "trainer_state.json"
+    if not p.is_file():
+        raise TrainmedicError(
+            f"`FILE` must be a trainer_state.json file or a directory with one; got {str(p)!r}"
+        )
+    try:
+        state = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TrainmedicError(f"`FILE` {str(p)!r} is not a readable trainer_state.json: {e}") from None
+    history = state.get("log_history") if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise TrainmedicError(
+            f"`FILE` {str(p)!r} must hold a `log_history` list (a trainer_state.json); got none"
+        )
+    imp = _Importer()
+    for n, entry in enumerate(history, 1):
+        if not isinstance(entry, dict) or "train_runtime" in entry:  # the final summary (train_loss: a mean)
+            continue
+        step = entry.get("step")
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            continue
+        st = _index(float(step), "step", n, str(p))
+        for key, value in entry.items():
+            if key in ("step", "epoch") or HF_SKIP.search(key):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if key.startswith("eval_"):
+                name = f"val/{key[len('eval_') :]}"
+            elif key.startswith("test_"):
+                name = f"test/{key[len('test_') :]}"
+            else:
+                name = HF_NAMES.get(key, key)
+            imp.add(name, st, None, float(value))
+    batch = state.get("train_batch_size")
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+        imp.meta.update(
+            batch_size=batch, batch_size_source="trainer_state.json train_batch_size (per device)"
+        )
+    return imp.write(run_dir, str(p), overwrite)
+
+
 def import_file(
     path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Import a CSV or a TensorBoard event file / directory, chosen by its name."""
+    """Import a CSV, a Hugging Face ``trainer_state.json`` (or a directory with one) or a TensorBoard event
+    file / directory, chosen by its name."""
     p = Path(path)
     if p.suffix.lower() == ".csv":
         return import_csv(p, run_dir, overwrite=overwrite)
+    if p.name == "trainer_state.json" or (p.is_dir() and (p / "trainer_state.json").is_file()):
+        return import_hf_trainer_state(p, run_dir, overwrite=overwrite)
     if p.is_dir() or "tfevents" in p.name:
         return import_tensorboard(p, run_dir, overwrite=overwrite)
     raise TrainmedicError(
