@@ -452,7 +452,7 @@ def frozen_backbone_finetune(run_dir: Path, seed: int) -> Outcome:
             run.evaluate("val", d.y_val, model(d.x_val))
     run.close()
     # features learned on five classes only: a linear head on them cannot match a model trained on all ten
-    return Outcome("val_accuracy", _acc(model, d.x_val, d.y_val), 0.85)
+    return Outcome("val_accuracy", _acc(model, d.x_val, d.y_val), 0.82)
 
 
 class _TwoHeads(nn.Module):
