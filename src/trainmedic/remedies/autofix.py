@@ -1273,22 +1273,36 @@ def _config_prior(cfg: Mapping[str, Any], votes: dict[str, float], diag: Diagnos
     :func:`effective_step`) beyond its optimizer's range moves the lr remedy to the front
     (if a finding voted it; at more than twice the upper bound even if none did — such a lr is a fault by
     itself, e.g. the rising held-out loss of an over-confident model); SGD that leaves the model short of
-    performance gets a half vote for Adam, the robust fallback."""
+    performance gets a half vote for Adam, the robust fallback; a saturating activation (sigmoid/tanh) in a
+    net that stalls is voted next (its bundle changes activation and init together, see :func:`_bundle`)."""
     lr = effective_step(cfg)
     low_high = LR_RANGE.get(str(cfg.get("optimizer", "adam")))
     if lr is None or low_high is None or not votes:
         return
     top = max(votes.values())
     codes = diag.codes if diag is not None else set()
-    if str(cfg.get("activation", "")).lower() in SATURATING and codes & (STALL_CODES | {"gradient_masking"}):
-        # a saturating activation in a net that does not learn: the likeliest cause, whatever was measured
-        votes["non_saturating_activation"] = max(votes.get("non_saturating_activation", 0.0), top)
-    if lr > low_high[1] and ("lower_learning_rate" in votes or lr > 2 * low_high[1]):
+    lr_fault = lr > low_high[1] and ("lower_learning_rate" in votes or lr > 2 * low_high[1])
+    if lr_fault:
         votes["lower_learning_rate"] = max(votes.get("lower_learning_rate", 0.0) + top, 1.01 * top)
     elif lr < low_high[0] and "raise_learning_rate" in votes:
         votes["raise_learning_rate"] += top
     if str(cfg.get("optimizer")) == "sgd" and codes & PERFORMANCE_CODES:
         votes["switch_optimizer"] = votes.get("switch_optimizer", 0.0) + 0.5 * top
+    if str(cfg.get("activation", "")).lower() in SATURATING and codes & (STALL_CODES | {"gradient_masking"}):
+        # a saturating activation in a net that does not learn: the likeliest cause, whatever was measured;
+        # first, unless the step is out of range (a fault by itself, and it hides every other)
+        others = [
+            v
+            for k, v in votes.items()
+            if k != "non_saturating_activation" and not (lr_fault and k == "lower_learning_rate")
+        ]
+        votes["non_saturating_activation"] = max(
+            votes.get("non_saturating_activation", 0.0), 1.01 * max(others, default=top)
+        )
+        if lr_fault:
+            votes["lower_learning_rate"] = max(
+                votes["lower_learning_rate"], 1.01 * votes["non_saturating_activation"]
+            )
 
 
 STILL_IMPROVING = 0.005  # held-out accuracy gained over the last epoch that counts as "not converged"
