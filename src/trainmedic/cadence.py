@@ -22,6 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# steps between two captures that also take the weight and gradient quantiles (a partial sort per layer, the
+# costliest capture statistic): the first capture takes them, then the first capture at least this many steps
+# later. A function of the step sequence alone, so the same seeded run records the same quantile steps.
+QUANTILE_GAP = 50
+
 
 class _Geometric:
     """Steps ``start_j + m * base * 2**j`` (m < per_octave) for octaves j = 0, 1, …; intervals capped at ``cap``.

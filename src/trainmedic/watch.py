@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cadence import Cadence, FixedCadence, LogCadence
+from .cadence import QUANTILE_GAP, Cadence, FixedCadence, LogCadence
 from .distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
 from .distributed import SUMMARY_FIELDS, SYNC_EVERY, NullWriter, RankSync, replication
 from .errors import TrainmedicError, describe_shape
@@ -933,9 +933,13 @@ class Run:
                             dsync.add_row(pi, step, row)
                         else:
                             self._pending_rows.append((pi, step, row))
-                        quant = probe.param_quantiles(self._host_check)
-                        if quant is not None:
-                            self._pending_quantiles.append((step, quant))
+                        if (
+                            step >= probe.next_quantile
+                        ):  # quantiles: the first capture, then >= QUANTILE_GAP apart
+                            probe.next_quantile = step + QUANTILE_GAP
+                            quant = probe.param_quantiles(self._host_check)
+                            if quant is not None:
+                                self._pending_quantiles.append((step, quant))
                     if primary and self._writer is not None:  # wall time per step and throughput
                         self._writer.add_scalar("wall_time", step, time.perf_counter() - self._wall0)
                 except TrainingProblemError:

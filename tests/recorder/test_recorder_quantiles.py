@@ -1,4 +1,5 @@
-"""Weight and gradient quantiles per layer at each capture, against torch.quantile of the full tensors."""
+"""Weight and gradient quantiles per layer — at the first capture, then at captures at least QUANTILE_GAP steps
+apart — against torch.quantile of the full tensors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 import trainmedic as tm
+from trainmedic.cadence import QUANTILE_GAP
 from trainmedic.probes.optimizer import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
 
 
@@ -20,13 +22,19 @@ def test_quantiles_match_the_full_tensors_within_sampling_noise(tmp_path: Path) 
     run = tm.watch(model, opt, run_dir=tmp_path / "run", quiet=True, every=4)
     seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     layers = [m for m in model if isinstance(m, nn.Linear)]
-    for step in range(13):
+    # captures every 4 steps; the quantiles at 0, then at the first capture >= QUANTILE_GAP steps later, ...
+    want, nxt = [], 0
+    for step in range(0, 2 * QUANTILE_GAP + 13, 4):
+        if step >= nxt:
+            want.append(step)
+            nxt = step + QUANTILE_GAP
+    for step in range(2 * QUANTILE_GAP + 13):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         run.log(loss=loss)
-        if step % 4 == 0:  # the capture steps: the full tensors after the step, as the probe sees them
+        if step in want:  # the quantile steps: the full tensors after the step, as the probe sees them
             seen[step] = [
                 (
                     torch.cat([m.weight.detach().flatten(), m.bias.detach().flatten()]).clone(),
@@ -38,7 +46,9 @@ def test_quantiles_match_the_full_tensors_within_sampling_noise(tmp_path: Path) 
     r = tm.open_run(tmp_path / "run")
     assert set(QUANTILE_STATS) <= set(r.layer_stats)
     wall = r.scalar("wall_time")  # seconds since tm.watch at each capture step: step time and throughput
-    assert list(wall.steps) == sorted(seen) and (np.diff(wall.values) > 0).all() and wall.values[0] >= 0
+    assert list(wall.steps) == list(range(0, 2 * QUANTILE_GAP + 13, 4))  # every capture
+    assert (np.diff(wall.values) > 0).all() and wall.values[0] >= 0
+    assert sorted(seen) == want and len(want) == 3
     for kind, col in (("weight", 0), ("grad", 1)):
         for q in QUANTILES:
             ls = r.layer_stat(f"{kind}_q{round(q * 100):02d}")

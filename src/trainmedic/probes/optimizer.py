@@ -120,6 +120,7 @@ class OptimizerProbe:
         self.sharded = any(is_sharded(p) for p in params)
         self._host_ok = _host_readable(params) and not self.sharded
         self.steps = 0  # completed steps of this optimizer
+        self.next_quantile = 0  # the first capture step at or after this also takes the quantiles
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
         self.quiet_pre = 0
         self.quiet_post = 0
