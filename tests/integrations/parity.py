@@ -1,7 +1,8 @@
 """The three tiny fits every integration must judge like a plain ``tm.watch`` loop (callback parity).
 
 * ``healthy``: an MLP on all of digits; no warning or error.
-* ``overfit``: 20 digits per class with 40% of their labels replaced at random, a wide MLP, 40 epochs: it
+* ``overfit``: 20 digits per class with 40% of their labels replaced at random, a wide MLP, 40 epochs at
+  Adam 1e-2: it
   memorizes the training set (running training accuracy → 100%) while held-out accuracy stays far below.
 * ``collapse``: labels drawn independently of the inputs, 15% positive: the model can only learn the prior,
   predicts the majority class for every sample, and the minority class's recall is 0.
@@ -66,7 +67,7 @@ def cases() -> dict[str, Case]:
     return {
         "healthy": Case("healthy", X_tr, y_tr, X_va, y_va, width=32, epochs=10, lr=1e-2, batch_size=64),
         "overfit": Case(
-            "overfit", X_tr[sel], y_noisy, X_va, y_va, width=256, epochs=40, lr=3e-3, batch_size=32
+            "overfit", X_tr[sel], y_noisy, X_va, y_va, width=256, epochs=40, lr=1e-2, batch_size=32
         ),
         "collapse": Case("collapse", X_tr, y_c_tr, X_va, y_c_va, width=32, epochs=5, lr=1e-2, batch_size=64),
     }

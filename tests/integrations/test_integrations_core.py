@@ -74,3 +74,33 @@ def test_gradients_of_a_closure_step_are_the_steps_own(tmp_path: Path) -> None:
     run2.close()
     with tm.open_run(tmp_path / "run2") as r:
         np.testing.assert_allclose(r.scalar("grad_norm").values, [g], rtol=1e-5)
+
+
+def test_parity_plain_loop_gets_the_verdicts_the_callbacks_must_match(tmp_path: Path) -> None:
+    """The reference for the callbacks' parity tests: a plain loop with run.log(loss=, outputs=, targets=)."""
+    import parity
+
+    found = {}
+    for name, case in parity.cases().items():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, case.width), nn.ReLU(), nn.Linear(case.width, case.classes))
+        opt = torch.optim.Adam(model.parameters(), lr=case.lr)
+        X, y = torch.from_numpy(case.X_train), torch.from_numpy(case.y_train)
+        Xv, yv = torch.from_numpy(case.X_val), torch.from_numpy(case.y_val)
+        g = torch.Generator().manual_seed(0)
+        with tm.watch(model, opt, run_dir=tmp_path / name, quiet=True) as run:
+            for _ in range(case.epochs):
+                perm = torch.randperm(len(X), generator=g)
+                for i in range(0, len(X), case.batch_size):
+                    b = perm[i : i + case.batch_size]
+                    opt.zero_grad()
+                    out = model(X[b])
+                    loss = nn.functional.cross_entropy(out, y[b])
+                    loss.backward()
+                    opt.step()
+                    run.log(loss=loss, outputs=out, targets=y[b])
+                with torch.no_grad():
+                    out_v = model(Xv)
+                    run.evaluate("val", yv, out_v, loss=nn.functional.cross_entropy(out_v, yv))
+        found[name] = parity.problems(tmp_path / name)
+    assert not parity.check(found), parity.summary(found)

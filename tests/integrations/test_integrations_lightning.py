@@ -99,11 +99,14 @@ def test_lightning_callback_records_loss_gradients_and_evals(digits: Any, tmp_pa
         assert np.isfinite(r.layer_stat("update_ratio").values).all()
         assert r.layer_stat("act_dead").layers == ["net.1"]
         # sanity-check validation is skipped: exactly one val evaluation per epoch
-        assert r.epochs("val") == [0, 1, 2] and r.epochs("train") == [0, 1, 2]
+        assert r.epochs("val") == [0, 1, 2] and r.epochs("train_running") == [0, 1, 2]
+        assert "train" not in r.splits  # running metrics of the batches are never a clean training pass
+        # the training batch (64), not the sanity check's validation batch (120) that ran first
+        assert r.meta["batch_size"] == 64 and r.meta["batch_size_source"] == "first training batch"
         acc = r.eval_series("val", "accuracy").values
         assert acc[-1] > 0.7 and acc[-1] >= acc[0]
         assert r.confusion_matrix("val").sum() == 360
-        assert r.confusion_matrix("train").sum() == 640
+        assert r.confusion_matrix("train_running").sum() == 640
         val_loss = r.eval_series("val", "loss").values
         assert val_loss[-1] < val_loss[0]
         assert r.meta["config"]["hparams"]["lr"] == pytest.approx(0.1)
@@ -123,9 +126,13 @@ def test_lightning_callback_uses_logged_metrics_without_predictions(digits: Any,
     )
     with tm.open_run(tmp_path / "run") as r:
         assert r.scalar("loss").steps.tolist() == list(range(10))  # 20 batches, 2 per optimizer step
-        assert r.eval_names("val") == ["loss"] and len(r.eval_series("val", "loss")) == 2
-        assert r.confusion_matrix("val") is None
-        assert r.eval_series("train", "loss").values[1] < r.eval_series("train", "loss").values[0]
+        # nor from validation_step: the module's forward output and the batch's labels are scored
+        assert len(r.eval_series("val", "loss")) == 2 and len(r.eval_series("val", "accuracy")) == 2
+        assert r.confusion_matrix("val").sum() == 360
+        # predictions not returned: the module's training forward and the batch's labels are scored
+        running = r.eval_series("train_running", "loss").values
+        assert len(running) == 2 and running[1] < running[0]
+        assert r.confusion_matrix("train_running").sum() == 640
 
 
 class _StopAtStep:
@@ -170,6 +177,8 @@ def test_lightning_callback_honours_control_stop_and_records_failures(digits: An
     with tm.open_run(tmp_path / "fail") as r:
         assert r.meta["status"] == "failed"
         assert "boom" in r.events("training_exception")[0]["message"]
+    failed = tm.diagnose(tmp_path / "fail").by_code("training_failed")
+    assert failed and failed[0].severity.value == "error" and "boom" in failed[0].message
 
 
 def test_lightning_callback_rejects_model_option(tmp_path: Path) -> None:
@@ -234,3 +243,49 @@ def test_lightning_callback_under_ddp_on_two_cpu_processes(tmp_path: Path) -> No
         assert len(r.scalar("grad_norm")) == 10 and r.layer_stat("weight_norm").values.shape == (10, 2)
         assert r.epochs("val") == [0, 1]
         assert r.confusion_matrix("val").sum() == 360  # 180 per rank: both ranks' shards
+
+
+class PlainModule(pl.LightningModule):
+    """A LightningModule as users write it: the steps return/log only the loss, no predictions."""
+
+    def __init__(self, width: int, classes: int, lr: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, classes))
+        self.lr = lr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def test_lightning_parity_overfit_and_collapse_found_healthy_silent(tmp_path: Path) -> None:
+    """The three parity fits of parity.py through the callback, with no predictions returned by the steps."""
+    import parity
+
+    found = {}
+    for name, case in parity.cases().items():
+        torch.manual_seed(0)
+        tr = torch.utils.data.TensorDataset(torch.from_numpy(case.X_train), torch.from_numpy(case.y_train))
+        va = torch.utils.data.TensorDataset(torch.from_numpy(case.X_val), torch.from_numpy(case.y_val))
+        cb = TrainmedicCallback(tmp_path / name, quiet=True)
+        _trainer(cb, max_epochs=case.epochs, num_sanity_val_steps=0).fit(
+            PlainModule(case.width, case.classes, case.lr),
+            torch.utils.data.DataLoader(tr, batch_size=case.batch_size, shuffle=True),
+            torch.utils.data.DataLoader(va, batch_size=256),
+        )
+        found[name] = parity.problems(tmp_path / name)
+        with tm.open_run(tmp_path / name) as r:
+            assert r.epochs("train_running") == list(range(case.epochs))
+            assert r.confusion_matrix("train_running").sum() == len(case.y_train)
+            assert r.confusion_matrix("val").sum() == len(case.y_val)
+    assert not parity.check(found), parity.summary(found)

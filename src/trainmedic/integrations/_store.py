@@ -144,3 +144,10 @@ def evaluate_confusion(
     outputs = np.zeros((len(targets), k), dtype=np.float32)
     outputs[np.arange(len(targets)), np.repeat(cols, counts)] = 1.0
     return evaluate_with_extras(run, split, torch.from_numpy(targets), torch.from_numpy(outputs), loss, extra)
+
+
+def fold_batch(run: Run, outputs: Any, targets: Any, loss: Any) -> None:
+    """``run.log(outputs=, targets=, loss=)`` without logging ``loss`` as a per-step scalar a second time
+    (the callbacks log one loss per optimizer step themselves, e.g. over gradient-accumulation batches)."""
+    if not run.closed:
+        run._guard("running metrics", lambda: run._fold_batch(outputs, targets, loss))

@@ -32,8 +32,9 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("lightning", "lightning", "2.4", _e) from _e
 
 from ..errors import TrainmedicError
+from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
-from ._store import evaluate_with_extras, log_epoch, numeric
+from ._store import evaluate_with_extras, fold_batch, log_epoch, numeric, set_meta
 
 __all__ = ["TrainmedicCallback"]
 
@@ -49,6 +50,47 @@ def _detached(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
+def _batch_targets(batch: Any) -> torch.Tensor | None:
+    """The class labels of a training batch: ``(x, y, …)`` or a dict with ``labels``/``targets``/``y``."""
+    y: Any = None
+    if isinstance(batch, Mapping):
+        y = _first(batch, ("labels", "label", *TARGET_KEYS))
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        y = batch[1]
+    if isinstance(y, torch.Tensor) and y.dim() in (1, 2) and not y.is_floating_point():
+        return y if y.dim() == 1 else y[:, 0] if y.shape[1] == 1 else None
+    return None
+
+
+def _scores_for(preds: Any, targets: Any) -> bool:
+    """Whether ``preds`` are class scores ``(N, C)`` / binary scores ``(N,)`` for class labels ``targets``."""
+    return (
+        isinstance(preds, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and preds.is_floating_point()
+        and preds.dim() in (1, 2)
+        and len(preds) == len(targets)
+    )
+
+
+def _batch_len(batch: Any) -> int | None:
+    """Samples in a training batch (its first tensor's first dimension)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    items = (
+        list(batch.values())
+        if isinstance(batch, Mapping)
+        else batch
+        if isinstance(batch, (tuple, list))
+        else []
+    )
+    for item in items:
+        n = _batch_len(item)
+        if n is not None:
+            return n
+    return None
+
+
 class _SplitCollector:
     """Predictions, targets and the batch-size-weighted loss of one split over one epoch."""
 
@@ -58,16 +100,20 @@ class _SplitCollector:
         self.loss_sum = 0.0
         self.loss_n = 0
 
-    def add(self, out: Any) -> None:
-        loss: Any
-        preds: Any
-        targets: Any
+    def add(self, out: Any, fallback: tuple[Any, Any] = (None, None)) -> None:
+        """One batch's step output; ``fallback``: the module's forward output and the batch's labels, scored
+        when the step returns no predictions."""
+        loss: Any = None
+        preds: Any = None
+        targets: Any = None
         if isinstance(out, torch.Tensor):
-            loss, preds, targets = out, None, None
+            loss = out
         elif isinstance(out, Mapping):
             loss, preds, targets = out.get("loss"), _first(out, OUTPUT_KEYS), _first(out, TARGET_KEYS)
-        else:
-            return
+        if not isinstance(preds, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            preds, targets = fallback
+            if not _scores_for(preds, targets):
+                preds, targets = None, None
         n = 1
         if isinstance(preds, torch.Tensor) and isinstance(targets, torch.Tensor):
             self.outputs.append(preds.detach().cpu())
@@ -125,8 +171,11 @@ class TrainmedicCallback(pl.Callback):
         self.run: Run | None = None
         self._step_losses: list[torch.Tensor] = []
         self._logged_at = 0
-        self._train = _SplitCollector()
         self._val: dict[int, _SplitCollector] = {}
+        self._forward_out: torch.Tensor | None = None  # the LightningModule's last training forward output
+        self._handle: Any = None
+        self._batch_recorded = False
+        self._folded = False
 
     # ---- start and end ------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,33 +192,76 @@ class TrainmedicCallback(pl.Callback):
         )
         self._logged_at = self.run.step
         self._step_losses.clear()
-        self._train.reset()
         self._val.clear()
+        self._batch_recorded = False
+        self._folded = False
+        # the training forward's output: running training metrics without the user returning predictions
+        self._handle = pl_module.register_forward_hook(self._forward_hook)
+
+    def _forward_hook(self, module: Any, args: Any, output: Any) -> None:
+        """Keep (a reference to) the last forward output: training and validation batches are scored from it
+        when their step returns no predictions."""
+        out = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", output)
+        self._forward_out = out.detach() if isinstance(out, torch.Tensor) else None
+
+    def _detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._detach()
         if self.run is not None:
             self.run.close()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        self._detach()
         if self.run is not None and not self.run.closed:
             self.run.__exit__(type(exception), exception, exception.__traceback__)
 
     # ---- training ----------------------------------------------------------------------------
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._forward_out = None
+        run = self.run
+        if run is None or run.closed or self._batch_recorded:
+            return
+        self._batch_recorded = True
+        n = _batch_len(batch)
+        if n is not None:  # the training batch, not the sanity check's validation batch seen first
+            run._batch_size = n
+            set_meta(run, batch_size=n, batch_size_source="first training batch")
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         run = self.run
+        forward, self._forward_out = self._forward_out, None
         if run is None or run.closed or outputs is None:
             return
         loss = outputs if isinstance(outputs, torch.Tensor) else None
+        preds: Any = None
+        targets: Any = None
         if isinstance(outputs, Mapping):
             loss = outputs.get("loss")
-            self._train.add(outputs)
-        elif isinstance(outputs, torch.Tensor):
-            self._train.add(outputs)
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            preds, targets = _first(outputs, OUTPUT_KEYS), _first(outputs, TARGET_KEYS)
+        if not isinstance(preds, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            # not returned: the module's own training forward and the batch's labels
+            preds, targets = forward, _batch_targets(batch)
+        scalar_loss = isinstance(loss, torch.Tensor) and loss.numel() == 1
+        if _scores_for(preds, targets):
+            # the running training metrics of the batches, as run.log(outputs=, targets=) in a plain loop
+            batch_loss = None
+            if isinstance(loss, torch.Tensor) and scalar_loss:
+                batch_loss = loss.detach().reshape(())
+                if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
+                    batch_loss = batch_loss * trainer.accumulate_grad_batches  # Lightning hands out loss / k
+            fold_batch(run, preds.detach(), targets.detach(), batch_loss)
+            self._folded = True
+        if isinstance(loss, torch.Tensor) and scalar_loss:
             self._step_losses.append(loss.detach().reshape(()))
         # One loss per optimizer step: with gradient accumulation Lightning hands out loss / k per batch.
         if self._step_losses and (run.step != self._logged_at or not run.optimizers):
@@ -185,19 +277,30 @@ class TrainmedicCallback(pl.Callback):
         run = self.run
         if run is None or run.closed:
             return
+        # the epoch's running metrics (already stored by the epoch's validation, the first evaluation after
+        # the batches, when there was one), plus the train_* metrics the module logged
+        folded, self._folded = self._folded, False
+        run.end_epoch()
         extra = _prefixed(trainer.callback_metrics, "train")
-        col = self._train
-        if col.loss is not None:
-            extra["loss"] = col.loss
-        if col.targets:
-            targets, outputs = torch.cat(col.targets), torch.cat(col.outputs)
-            evaluate_with_extras(run, "train", targets, outputs, extra.get("loss"), extra)
-        else:
-            log_epoch(run, "train", extra)
-        col.reset()
+        if folded:
+            extra.pop("loss", None)  # the running loss of the folded batches is already there
+            counter = run._epoch_counter[RUNNING_SPLIT]
+            log_epoch(run, RUNNING_SPLIT, extra, epoch=counter - 1 if counter else None)
+        else:  # no predictions to score (a regression, or neither returned nor found): the logged metrics
+            log_epoch(run, RUNNING_SPLIT, extra)
         self._honour_stop(trainer)
 
     # ---- validation --------------------------------------------------------------------------
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._forward_out = None
+
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -207,9 +310,10 @@ class TrainmedicCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        forward, self._forward_out = self._forward_out, None
         if trainer.sanity_checking or self.run is None:
             return
-        self._val.setdefault(dataloader_idx, _SplitCollector()).add(outputs)
+        self._val.setdefault(dataloader_idx, _SplitCollector()).add(outputs, (forward, _batch_targets(batch)))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run = self.run
