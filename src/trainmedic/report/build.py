@@ -282,8 +282,12 @@ def all_specs(runs: list[RunData]) -> dict[str, dict[str, Any]]:
 def render_page(
     runs: list[RunData], png_path: Path | None, title: str | None, live: dict[str, Any] | None = None
 ) -> str:
-    """The whole HTML document: static figures, their interactive data and script, and the live banner."""
-    sink = FigureSink(png_path, all_specs(runs))
+    """The whole HTML document: static figures, their interactive data and script, and the live banner.
+
+    The live view (``live``) leaves out the static twins of the interactive charts: they cost most of the
+    page's time and the offline file (``trainmedic report``) has them.
+    """
+    sink = FigureSink(png_path, all_specs(runs), static_twins=live is None)
     return _render(runs, sink, title, live)
 
 

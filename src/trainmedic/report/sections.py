@@ -58,8 +58,16 @@ class Section:
 class FigureSink:
     """Turns charts into inline SVG and, when asked, PNG files; remembers every PNG written."""
 
-    def __init__(self, png_dir: Path | None, specs: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        png_dir: Path | None,
+        specs: dict[str, dict[str, Any]] | None = None,
+        static_twins: bool = True,
+    ) -> None:
         self.png_dir = png_dir
+        # False (the live view): a figure with an interactive twin is not drawn by matplotlib at all
+        # (≈0.3-0.7 s each on a busy 2-core machine); the page says where the static file comes from
+        self.static_twins = static_twins
         self.pngs: list[Path] = []
         self.count = 0
         self.specs: dict[str, dict[str, Any]] = dict(specs or {})  # interactive data by figure id
@@ -68,13 +76,20 @@ class FigureSink:
     def emit(self, chart: Chart, prefix: str) -> str:
         """The static figure (inline SVG, the no-script fallback), tagged with its interactive twin if any."""
         self.count += 1
+        fid = f"{prefix}-{chart.key}"
+        spec = self.specs.get(fid)
+        if spec is not None and not self.static_twins and self.png_dir is None:
+            chart.fig.clear()
+            self.used[fid] = spec
+            note = missing(
+                "with scripts off the live view has no figures: `trainmedic report RUN_DIR` writes them"
+            )
+            return figure(f"<noscript>{note}</noscript>", chart.caption, fid)
         svg = plots.to_svg(chart.fig)
         if self.png_dir is not None:
             name = _slug(f"{prefix}-{chart.key}") + ".png"
             self.pngs.append(plots.to_png(chart.fig, self.png_dir / name))
         chart.fig.clear()
-        fid = f"{prefix}-{chart.key}"
-        spec = self.specs.get(fid)
         if spec is None:
             return figure(svg, chart.caption)
         self.used[fid] = spec
