@@ -718,8 +718,14 @@ def autofix(
             the same epoch and the best run's final value — it could not be kept; and end any run (the
             baseline too) that sits at chance with a root cause already diagnosed (see ``_TrialCut``).
             ``None``: never cut.
-        polish: once healthy, while the held-out accuracy still rose in the last epoch (not converged) and
-            the budget allows, try ``train_longer``; kept only if healthy and better, else autofix stops.
+        polish: keep going while there is headroom (see :func:`_headroom`): once the diagnosis is silent
+            (or no remedy is left) and the budget allows, polishing moves — the lr around the kept one,
+            more epochs, a wider model, early stopping at the best epoch, lighter regularization — each
+            kept only when the held-out accuracy beats the best by more than one standard error of the
+            judged split (its ``margin`` in the audit). ``False``: stop as soon as the diagnosis is silent.
+        train_fn may also be a trainer that records its own run (``records_own_run = True`` and
+            ``run_trial(config, run_dir)``, e.g. :class:`~trainmedic.remedies.script.ScriptTrainer` for a
+            training command): autofix then neither opens the run nor cuts trials early.
 
     Exceptions raised by ``train_fn`` in a retrial are recorded (the trial is rolled back); in the baseline
     they propagate. The best model so far is on disk whatever happens.
