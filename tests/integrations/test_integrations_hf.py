@@ -108,12 +108,18 @@ def test_hf_callback_records_loss_gradients_and_confusion_matrix(tmp_path: Path)
         wn = r.layer_stat("weight_norm")
         assert "classifier" in wn.layers and wn.steps.tolist() == list(range(0, 18, 2))
         assert np.isfinite(r.layer_stat("update_ratio").values).all()
-        assert r.epochs("val") == [0, 1, 2] and r.epochs("train") == [0, 1, 2]
+        assert r.epochs("val") == [0, 1, 2] and r.epochs("train_running") == [0, 1, 2]
+        assert r.meta["batch_size"] == 32 and r.confusion_matrix("train_running", epoch=2).sum() == 192
+        assert "train" not in r.splits
         assert r.confusion_matrix("val").sum() == 96
         val_loss = r.eval_series("val", "loss").values
         assert len(val_loss) == 3 and np.isfinite(val_loss).all()
         assert "runtime" not in r.eval_names("val")
         assert r.meta["config"]["framework"] == "transformers"
+        # BERT's GELUActivation modules are measured beside the pooler's Tanh
+        acts = r.layer_stat("act_mean")
+        assert "bert.encoder.layer.0.intermediate.intermediate_act_fn" in acts.layers
+        assert "bert.pooler.activation" in acts.layers and np.isfinite(acts.values).all()
 
     diagnose = getattr(importlib.import_module("trainmedic.checks"), "diagnose", None)
     if diagnose is not None:
@@ -146,3 +152,96 @@ def test_hf_compute_metrics_and_control_stop(tmp_path: Path) -> None:
     if not hasattr(cb.run, "control"):
         pytest.skip("Run.control (remedies) is not available in this tree")
     assert trainer.state.global_step == 3
+
+
+class DigitsMLP(torch.nn.Module):
+    """What a Trainer trains: a module taking keyword inputs and ``labels``, returning loss and logits."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(64, width), torch.nn.ReLU(), torch.nn.Linear(width, classes)
+        )
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.net(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+class Rows(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.X[i], "labels": self.y[i]}
+
+
+def test_hf_parity_overfit_and_collapse_found_healthy_silent(tmp_path: Path) -> None:
+    """The parity fits of parity.py under a Trainer: running training metrics from the model's logits and
+    the batch's labels, validation through compute_metrics."""
+    import parity
+
+    found = {}
+    for name, case in parity.cases().items():
+        torch.manual_seed(0)
+        cb = tm_hf.TrainmedicCallback(tmp_path / name, quiet=True)
+        args = _args(
+            tmp_path / f"hf_{name}",
+            per_device_train_batch_size=case.batch_size,
+            per_device_eval_batch_size=512,
+            num_train_epochs=case.epochs,
+            learning_rate=case.lr,
+            lr_scheduler_type="constant",
+            logging_steps=50,
+            max_grad_norm=0.0,
+        )
+        transformers.Trainer(
+            model=DigitsMLP(case.width, case.classes),
+            args=args,
+            train_dataset=Rows(case.X_train, case.y_train),
+            eval_dataset=Rows(case.X_val, case.y_val),
+            callbacks=[cb],
+            compute_metrics=tm_hf.compute_metrics,
+        ).train()
+        found[name] = parity.problems(tmp_path / name)
+        with tm.open_run(tmp_path / name) as r:
+            assert r.epochs("train_running") == list(range(case.epochs))
+            assert r.confusion_matrix("train_running").sum() == len(case.y_train)
+            assert r.meta["batch_size"] == case.batch_size
+    assert not parity.check(found), parity.summary(found)
+
+
+def test_hf_failure_inside_the_model_closes_the_run_as_failed(tmp_path: Path) -> None:
+    class Breaks(DigitsMLP):
+        calls = 0
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+            Breaks.calls += 1
+            if Breaks.calls == 4:
+                raise RuntimeError("corrupt batch 4")
+            return super().forward(x, labels)
+
+    import parity
+
+    case = parity.cases()["healthy"]
+    cb = tm_hf.TrainmedicCallback(tmp_path / "fail", quiet=True)
+    trainer = transformers.Trainer(
+        model=Breaks(8, 10),
+        args=_args(tmp_path, eval_strategy="no", num_train_epochs=1),
+        train_dataset=Rows(case.X_train, case.y_train),
+        callbacks=[cb],
+    )
+    with pytest.raises(RuntimeError, match="corrupt batch 4"):
+        trainer.train()
+    with tm.open_run(tmp_path / "fail") as r:
+        assert r.meta["status"] == "failed"
+        assert "corrupt batch 4" in r.events("training_exception")[0]["message"]
+    failed = tm.diagnose(tmp_path / "fail").by_code("training_failed")
+    assert failed and "corrupt batch 4" in failed[0].message
+    assert "forward" not in trainer.model.__dict__  # the wrapper is gone once the run is closed

@@ -28,8 +28,9 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
 
 from ..errors import TrainmedicError
 from ..metrics import evaluate_classification
+from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
-from ._store import evaluate_with_extras, log_epoch, numeric
+from ._store import evaluate_with_extras, fold_batch, log_epoch, numeric, record_failure, set_meta
 
 __all__ = ["TrainmedicCallback", "compute_metrics"]
 
@@ -120,6 +121,9 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
         self._model_gives_loss = False
         self._epoch_losses: list[float] = []
         self._handle: Any = None
+        self._folded = False  # this epoch's training batches were scored (logits + labels)
+        self._batch_recorded = False
+        self._unwrap: Any = None
 
     # ---- start and end ------------------------------------------------------------------------
     def on_train_begin(
@@ -144,28 +148,101 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
         self.run = watch(
             model, _unwrap_optimizer(optimizer) if optimizer is not None else None, self.run_dir, **options
         )
-        self._handle = model.register_forward_hook(self._loss_hook)
+        self._handle = model.register_forward_hook(self._loss_hook, with_kwargs=True)
+        self._batch_recorded = False
+        self._wrap_forward(model)
         _active = self
+
+    def _wrap_forward(self, model: Any) -> None:
+        """An exception inside the model's forward (the Trainer has no exception hook) closes the run as
+        ``failed``; the instance attribute is put back exactly as it was at the end of ``train()``."""
+        had = "forward" in model.__dict__
+        previous = model.__dict__.get("forward")
+        inner = model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return inner(*args, **kwargs)
+            except Exception as e:
+                if self.run is not None and model.training:
+                    record_failure(self.run, e)
+                    self._detach()
+                raise
+
+        model.forward = forward
+
+        def undo() -> None:
+            if model.__dict__.get("forward") is forward:
+                if had:
+                    model.forward = previous
+                else:
+                    del model.forward
+
+        self._unwrap = undo
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         global _active
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._detach()
         if _active is self:
             _active = None
         if self.run is not None:
             self.run.close()
 
+    def _detach(self) -> None:
+        """Remove the loss hook and the forward wrapper (the model is as it was before ``train()``)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if self._unwrap is not None:
+            self._unwrap()
+            self._unwrap = None
+
     # ---- training ----------------------------------------------------------------------------
-    def _loss_hook(self, module: Any, args: Any, output: Any) -> None:
+    def _loss_hook(self, module: Any, args: Any, kwargs: Mapping[str, Any], output: Any) -> None:
         if not module.training or not torch.is_grad_enabled():
             return
         loss = getattr(output, "loss", None)
-        if loss is None and isinstance(output, Mapping):
-            loss = output.get("loss")
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            self._micro_losses.append(loss.detach().reshape(()))
+        logits = getattr(output, "logits", None)
+        if isinstance(output, Mapping):
+            loss, logits = output.get("loss", loss), output.get("logits", logits)
+        batch_loss = (
+            loss.detach().reshape(()) if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+        )
+        if batch_loss is not None:
+            self._micro_losses.append(batch_loss)
+        labels = kwargs.get("labels")
+        run = self.run
+        if run is None or run.closed:
+            return
+        if not self._batch_recorded:
+            self._record_batch(run, kwargs, args)
+        if (
+            isinstance(logits, torch.Tensor)
+            and isinstance(labels, torch.Tensor)
+            and logits.is_floating_point()
+            and logits.dim() == 2
+            and labels.dim() == 1
+            and len(labels) == len(logits)
+            and not labels.is_floating_point()
+        ):
+            # sequence classification: the running training metrics, as run.log(outputs=, targets=)
+            fold_batch(run, logits.detach(), labels.detach(), batch_loss)
+            self._folded = True
+
+    def _record_batch(self, run: Run, kwargs: Mapping[str, Any], args: Any) -> None:
+        """The first training micro-batch's size (the Trainer calls the model with keywords only)."""
+        self._batch_recorded = True
+        first = next(
+            (v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.dim() >= 1), None
+        )
+        if first is not None:
+            run._batch_size = int(first.shape[0])
+            set_meta(
+                run,
+                batch_size=int(first.shape[0]),
+                batch_size_source="first training batch",
+                **{"input_shape/model": list(first.shape), "input_dtype/model": str(first.dtype)},
+            )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         run = self.run
@@ -192,8 +269,12 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         run = self.run
-        if run is not None and not run.closed and self._epoch_losses:
-            log_epoch(run, "train", {"loss": float(np.mean(self._epoch_losses))})
+        if run is not None and not run.closed:
+            if self._folded:
+                run.end_epoch()  # stored already when this epoch's evaluation came first
+            elif self._epoch_losses:  # no logits/labels to score: the epoch's mean training loss
+                log_epoch(run, RUNNING_SPLIT, {"loss": float(np.mean(self._epoch_losses))})
+        self._folded = False
         self._epoch_losses.clear()
 
     # ---- evaluation --------------------------------------------------------------------------
