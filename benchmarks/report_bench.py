@@ -1,9 +1,11 @@
 """Time ``tm.report`` on a long run: 100k steps, 50 layers, written straight through ``RunWriter``.
 
-    python benchmarks/report_bench.py [--steps 100000] [--layers 50] [--repeats 3]
+    python benchmarks/report_bench.py [--steps 100000] [--layers 50] [--repeats 3] [--browser]
 
 Prints the time to write the run, the time to render the report (best and median of the repeats, wall and
-CPU), the report's size and its number of figures. Figures are for BENCHMARKS.md, section "## Report".
+CPU), the report's size, its number of figures and interactive charts; with ``--browser`` also the time
+headless Chromium takes to load the page and mount every interactive chart. Figures are for BENCHMARKS.md,
+section "## Report".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainmedic.findings import Diagnosis, Finding, RemedySuggestion, Severity
+from trainmedic.probes.quantiles import QUANTILE_STATS
 from trainmedic.report import report
 from trainmedic.store import RunWriter
 
@@ -82,6 +85,7 @@ def write_run(
         ("act_dead", acts),
         ("act_zero", acts),
         ("act_saturated", acts),
+        *((q, layers) for q in QUANTILE_STATS),
     ):
         w.set_layer_set(stat, names)
     depth = np.linspace(1.0, 0.01, n_layers)  # vanishing toward the input
@@ -97,6 +101,11 @@ def write_run(
         w.add_layer_values("act_dead", step, np.clip(np.linspace(0, 0.6, na) * k / (steps / every), 0, 1))
         w.add_layer_values("act_zero", step, np.full(na, 0.5))
         w.add_layer_values("act_saturated", step, np.full(na, np.nan))
+        spread = 0.05 * (1 + k / (steps / every))
+        for q, z in zip(QUANTILE_STATS, (-2.3, -0.67, 0.0, 0.67, 2.3, -2.3, -0.67, 0.0, 0.67, 2.3)):
+            scale = spread if q.startswith("weight") else 1e-3 * g
+            w.add_layer_values(q, step, z * scale * np.ones(n_layers))
+        w.add_scalar("wall_time", step, 0.004 * step * (1 + 0.01 * rng.standard_normal()))
         if k % 2000 == 1999:
             w.flush()
     w.flush()
@@ -134,6 +143,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--layers", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--browser", action="store_true", help="also time headless Chromium loading the page")
     args = ap.parse_args()
     diag = Diagnosis(
         "bench-100k",
@@ -168,7 +178,36 @@ def main() -> None:
             f"report: best {min(walls):.2f} s, median {statistics.median(walls):.2f} s wall "
             f"(CPU best {min(cpus):.2f} s) over {args.repeats} runs"
         )
-        print(f"report size: {len(text.encode()) / 1e6:.2f} MB, {text.count('<svg')} inline SVG figures")
+        print(
+            f"report size: {len(text.encode()) / 1e6:.2f} MB, {text.count('<svg')} inline SVG figures, "
+            f"{text.count('data-tm=')} interactive charts"
+        )
+        if args.browser:
+            browser_times(out)
+
+
+def browser_times(page: Path, repeats: int = 3) -> None:
+    """Load the page in headless Chromium (tests/report/cdp.py) until every interactive chart is mounted."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "report"))
+    from cdp import Browser  # type: ignore[import-not-found]
+
+    b = Browser()
+    try:
+        loads, mounted = [], []
+        for _ in range(repeats):
+            loads.append(b.navigate(page.as_uri()))
+            t0 = time.perf_counter()
+            n = b.eval("document.querySelectorAll('.tm-ichart').length")
+            mounted.append(time.perf_counter() - t0)
+        problems = b.console_problems()
+    finally:
+        b.close()
+    print(
+        f"chromium: load event best {min(loads):.2f} s, median {statistics.median(loads):.2f} s "
+        f"({n} interactive charts mounted before it; console problems: {len(problems)})"
+    )
 
 
 if __name__ == "__main__":
