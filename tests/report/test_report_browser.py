@@ -221,3 +221,33 @@ def test_the_browser_checks_can_fail(browser: Browser, tmp_path: Path) -> None:
     browser.drain(0.5)
     assert "http://127.0.0.1:9/x.png" in _foreign(browser.requests(), page.as_uri())
     assert any("control error" in line for line in browser.console_problems())
+
+
+def test_runs_side_by_side_overlay_with_a_legend_aligned_by_step_or_epoch(
+    browser: Browser, healthy_run: Path, imbalanced_run: Path, tmp_path: Path
+) -> None:
+    page = report([healthy_run, imbalanced_run], tmp_path / "compare.html")
+    b = browser
+    b.navigate(page.as_uri())
+    b.drain(0.5)
+    assert b.console_problems() == [] and _foreign(b.requests(), page.as_uri()) == []
+    cid = "compare-loss"
+    legend = b.eval(
+        f"[...document.querySelectorAll('figure[data-tm=\"{cid}\"] .u-legend .u-label')].map(e => e.textContent)"
+    )
+    assert legend[1:] == ["healthy", "imbalanced <script>alert(1)</script>"]  # one entry per run, as text
+    assert b.eval("document.querySelectorAll('.u-legend script').length") == 0
+    x_by_step = b.eval(
+        f"(c => [c.plot.scales.x.min, c.plot.scales.x.max])(window.trainmedic.charts['{cid}'])"
+    )
+    b.eval(
+        f"(() => {{ const s = document.querySelector('figure[data-tm=\"{cid}\"] .tm-align'); s.value = 'epoch';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    x_by_epoch = b.eval(
+        f"(c => [c.plot.scales.x.min, c.plot.scales.x.max])(window.trainmedic.charts['{cid}'])"
+    )
+    # healthy: 6 epochs of 20 steps, imbalanced: 4 epochs of 2 steps; by epoch both end at their epoch count
+    assert x_by_step[1] > 100 and 5.5 <= x_by_epoch[1] <= 6.6, (x_by_step, x_by_epoch)
+    axis = b.eval(f"window.trainmedic.charts['{cid}'].plot.axes[0].label")
+    assert axis.startswith("epoch")
