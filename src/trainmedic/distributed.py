@@ -37,6 +37,7 @@ from .store.writer import RunWriter
 
 SYNC_EVERY = 50  # steps of the first optimizer between syncs
 DEFAULT_TIMEOUT = 120.0  # seconds a sync waits for the other ranks
+HANDSHAKE_SECS = 10.0  # at most this long tm.watch waits for the other ranks' tm.watch (or dist_timeout)
 SUMMARY_FIELDS = (
     "steps",  # optimizer steps of the first optimizer so far
     "loss_n",  # finite losses logged since the last sync
@@ -154,11 +155,40 @@ class RankSync:
         self.failed_at: float | None = None
 
     # ---- set-up ------------------------------------------------------------------------------------
+    _watches = 0  # tm.watch calls of this process under torch.distributed: the handshake's key
+
     def open(self) -> bool:
-        """Create the group (every rank must call ``tm.watch``); False when that failed or timed out."""
-        d = torch.distributed
+        """Create trainmedic's group, after a handshake that every rank called ``tm.watch``: a run watched on
+        rank 0 alone (``if rank == 0: tm.watch(...)``) must not wait in a collective the others never join,
+        nor issue one on the user's group. False (and ``failed`` says why) when the group is not there."""
+        n = RankSync._watches
+        RankSync._watches += 1
+        wait = min(self.timeout, HANDSHAKE_SECS)
+        store = _default_store()
+        if store is not None:
+            key = f"trainmedic/watch/{n}"
+            try:
+                store.add(key, 1)
+                if self.rank == 0:
+                    deadline = time.monotonic() + wait
+                    while store.add(key, 0) < self.world and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    ok = store.add(key, 0) >= self.world
+                    store.set(f"{key}/ok", "1" if ok else "0")
+                else:
+                    store.wait([f"{key}/ok"], timedelta(seconds=wait + 5))
+                    ok = store.get(f"{key}/ok") == b"1"
+            except Exception as e:  # no answer from rank 0 within the wait: it does not watch this run
+                self.failed = f"rank {self.rank}: no handshake with rank 0 ({type(e).__name__}: {e})"
+                return False
+            if not ok:
+                self.failed = (
+                    f"tm.watch was not called on all {self.world} ranks within {wait:g} s: rank {self.rank} records "
+                    "alone (no cross-rank checks; under FSDP no gradient norms). Call tm.watch on every rank"
+                )
+                return False
         try:
-            self.group = d.new_group(backend="gloo", timeout=timedelta(seconds=self.timeout))
+            self.group = torch.distributed.new_group(backend="gloo", timeout=timedelta(seconds=self.timeout))
         except Exception as e:
             self.failed = f"could not create trainmedic's process group ({type(e).__name__}: {e})"
             return False
@@ -307,6 +337,8 @@ class RankSync:
 
     # ---- collectives with a timeout ----------------------------------------------------------------
     def _gather(self, vec: np.ndarray) -> np.ndarray | None:
+        if self.group is None or self.failed is not None:  # never the user's group
+            return None
         t = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64))
         out = [torch.empty_like(t) for _ in range(self.world)]
         try:
@@ -317,6 +349,8 @@ class RankSync:
         return torch.stack(out).numpy()
 
     def _all_reduce(self, t: torch.Tensor) -> None:
+        if self.group is None or self.failed is not None:
+            raise RuntimeError(self.failed or "no trainmedic process group")
         try:
             self._wait(torch.distributed.all_reduce(t, group=self.group, async_op=True))
         except Exception as e:
@@ -349,6 +383,16 @@ class RankSync:
                 "(a rank died, hung, or did not call tm.watch / close)"
             )
         self.failed_at = time.time()
+
+
+def _default_store() -> Any:
+    """The default process group's key-value store (no collective), or None where torch hides it."""
+    try:
+        from torch.distributed import distributed_c10d
+
+        return distributed_c10d._get_default_store()
+    except Exception:
+        return None
 
 
 def _fingerprint(weights: list[torch.Tensor]) -> np.ndarray:

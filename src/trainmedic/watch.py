@@ -440,10 +440,8 @@ class Run:
             from .report.console import LiveConsole
 
             self._console = LiveConsole(total_steps)
-        if self._dist is not None and not self._dist.open():
-            warnings.warn(
-                f"trainmedic: {self._dist.failed}; ranks record without syncing", RuntimeWarning, stacklevel=3
-            )
+        if self._dist is not None:
+            self._dist.open()  # False: this rank records without syncing (said once below, and recorded)
         if self.enabled:
             try:
                 self._open_writer(overwrite, resume, every, config)
@@ -462,6 +460,7 @@ class Run:
         if self._dist is not None:  # a resumed run: every rank counts from rank 0's stored step
             self._step = self._dist.agree_step(self._step)
             self._dist.steps_at_watch = self._step
+            self._sync_failed()
         self._finalizer = weakref.finalize(self, Run._atexit_close, weakref.ref(self))
         atexit.register(self._finalizer)
 

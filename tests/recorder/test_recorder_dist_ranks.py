@@ -18,6 +18,7 @@ from _recorder_helpers import digits
 from torch import nn
 
 import trainmedic as tm
+from trainmedic.watch import UnrecordedRun
 
 RANK_CODES = {"rank_nonfinite", "rank_divergence", "rank_desync", "uneven_rank_data"}
 SCENARIOS = ("healthy", "nan", "diverge", "desync", "uneven", "fsdp-diverge")
@@ -150,7 +151,12 @@ def _late_worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
     net = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     X, y = digits(64)
-    run = tm.watch(net, opt, run_dir=run_dir, quiet=True, overwrite=True, dist_timeout=3.0)
+    t0 = time.monotonic()
+    if mode == "rank0only" and rank == 1:  # the common `if rank == 0: run = tm.watch(...)`
+        run = UnrecordedRun(None, RuntimeError("not watched"))
+    else:
+        run = tm.watch(net, opt, run_dir=run_dir, quiet=True, overwrite=True, dist_timeout=3.0)
+    (Path(out) / f"watch{rank}.txt").write_text(f"{time.monotonic() - t0:.3f}")
     try:
         for step in range(20):
             if mode == "dead" and rank == 1 and step == 12:
@@ -209,3 +215,19 @@ def test_a_dead_rank_leaves_rank_0s_run_readable(tmp_path: Path) -> None:
     assert r.meta["status"] == "failed"
     assert list(r.scalar("loss").steps) == list(range(12))  # every step before rank 1 died
     tm.diagnose(tmp_path / "run")  # and it is diagnosed
+
+
+@pytest.mark.ddp
+def test_watching_rank_0_alone_neither_hangs_nor_breaks_training(tmp_path: Path) -> None:
+    codes = _launch("rank0only", tmp_path)
+    assert codes == [0, 0]
+    assert float((tmp_path / "watch0.txt").read_text()) < 30  # the handshake's wait (3 s here), then on
+    r = tm.open_run(tmp_path / "run")
+    assert r.meta["status"] == "closed"
+    assert list(r.scalar("loss").steps) == list(range(20))
+    assert (
+        len(r.scalar("grad_norm")) == 20
+    )  # DDP's gradients are all-reduced: rank 0's norm is the global one
+    (ev,) = r.events("rank_sync_failed")
+    assert "not called on all 2 ranks" in ev["message"]
+    assert not r.records("rank_sync")
