@@ -68,3 +68,55 @@ def test_trainmedic_serve_binds_localhost_and_serves_the_live_page(tmp_path: Pat
 def test_serve_refuses_a_missing_run_directory(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     code, out = run_cli(["serve", str(tmp_path / "nope"), "--port", "0"])
     assert code == 2 and "does not exist" in out and "Traceback" not in out
+
+
+def test_running_training_metrics_share_the_axes_with_validation(tmp_path: Path) -> None:
+    """No clean training pass: the running metrics of run.log(outputs=, targets=) are the training curve."""
+    import torch
+    from torch import nn
+
+    import trainmedic as tm
+    from trainmedic.report import report
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    run = tm.watch(model, opt, run_dir=tmp_path / "run", quiet=True)
+    x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    xv, yv = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    for _ in range(3):
+        for i in range(0, 256, 32):
+            opt.zero_grad()
+            out = model(x[i : i + 32])
+            loss = nn.functional.cross_entropy(out, y[i : i + 32])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss, outputs=out, targets=y[i : i + 32])
+        with torch.no_grad():
+            run.evaluate("val", yv, model(xv), loss=nn.functional.cross_entropy(model(xv), yv))
+    run.close()
+    html = report(tmp_path / "run", tmp_path / "r.html").read_text(encoding="utf-8")
+    charts = json.loads(re.search(r'id="tm-data">(.*?)</script>', html, re.S)[1])["charts"]
+
+    def labels(key: str) -> list[str]:
+        return [s["label"] for k, v in charts.items() if k.endswith(key) for s in v["series"]]
+
+    assert labels("-loss-epochs") == ["train (running) loss", "val loss"]
+    assert labels("-loss-steps") == [
+        "loss per step",
+        "train (running) loss (epoch end)",
+        "val loss (epoch end)",
+    ]
+    assert labels("-metrics-epochs") == [
+        "train (running) accuracy",
+        "train (running) macro F1",
+        "val accuracy",
+        "val macro F1",
+    ]
+    # the running loss is the sample-weighted mean of the logged batch losses of each epoch
+    with tm.open_run(tmp_path / "run") as r:
+        per_step = r.scalar("loss").values
+        running = r.eval_series("train_running", "loss").values
+    ys = next(v for k, v in charts.items() if k.endswith("-loss-epochs"))["series"][0]["y"]
+    assert np.allclose(ys, running, rtol=1e-4)
+    assert np.allclose(running, per_step.reshape(3, 8).mean(axis=1), rtol=1e-4)

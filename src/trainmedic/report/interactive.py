@@ -250,6 +250,12 @@ def _split_colour(split: str, order: list[str]) -> str:
     return colour(split, order)
 
 
+def split_name(split: str) -> str:
+    from .sections import split_name as name
+
+    return name(split)
+
+
 # ---- one run -------------------------------------------------------------------------------------------------
 def step_times(rd: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """(steps, seconds per step, samples per second or None) from the recorded ``wall_time``."""
@@ -283,7 +289,7 @@ def run_specs(rd: RunData) -> dict[str, dict[str, Any]]:
             steps_of = r.eval_steps(sp)
             if len(ev) and steps_of:
                 xs = [steps_of.get(int(e), np.nan) for e in ev.steps]
-                label = f"{sp} loss (epoch end)"
+                label = f"{split_name(sp)} loss (epoch end)"
                 lines.append(
                     series(label, xs, ev.values, colour=_split_colour(sp, splits), points=True, width=1.6)
                 )
@@ -303,7 +309,9 @@ def run_specs(rd: RunData) -> dict[str, dict[str, Any]]:
             "epoch",
             "loss",
             [
-                series(f"{sp} loss", s.steps, s.values, colour=_split_colour(sp, splits), points=True)
+                series(
+                    f"{split_name(sp)} loss", s.steps, s.values, colour=_split_colour(sp, splits), points=True
+                )
                 for sp, s in epoch_loss
             ],
             markers=emarks,
@@ -322,7 +330,7 @@ def run_specs(rd: RunData) -> dict[str, dict[str, Any]]:
                 if len(s):
                     metric_lines.append(
                         series(
-                            f"{sp} {label}",
+                            f"{split_name(sp)} {label}",
                             s.steps,
                             s.values,
                             colour=_split_colour(sp, splits),

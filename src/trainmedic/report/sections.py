@@ -304,8 +304,13 @@ def summary_section(rd: RunData) -> str:
 
 
 # ---- training curves -------------------------------------------------------------------------------------
+def split_name(split: str) -> str:
+    """How a split is named on a chart: the running training metrics are the training split, as it trained."""
+    return "train (running)" if split == "train_running" else split
+
+
 def _split_colour(split: str, order: list[str]) -> str:
-    fixed = {"train": PALETTE[0], "val": PALETTE[1], "test": PALETTE[2]}
+    fixed = {"train": PALETTE[0], "val": PALETTE[1], "test": PALETTE[2], "train_running": PALETTE[5]}
     if split in fixed:
         return fixed[split]
     return PALETTE[(3 + order.index(split)) % len(PALETTE)] if split in order else PALETTE[6]
@@ -326,7 +331,11 @@ def curves_section(rd: RunData, sink: FigureSink) -> str:
                 xs = np.array([steps_of.get(int(e), np.nan) for e in ev.steps], dtype=np.float64)
                 lines.append(
                     Line(
-                        f"{sp} loss (epoch end)", xs, ev.values, colour=_split_colour(sp, splits), marker="o"
+                        f"{split_name(sp)} loss (epoch end)",
+                        xs,
+                        ev.values,
+                        colour=_split_colour(sp, splits),
+                        marker="o",
                     )
                 )
         finite = loss.values[np.isfinite(loss.values)]
@@ -349,7 +358,9 @@ def curves_section(rd: RunData, sink: FigureSink) -> str:
         chart = plots.line_chart(
             "loss-epochs",
             [
-                Line(f"{sp} loss", s.steps, s.values, colour=_split_colour(sp, splits), marker="o")
+                Line(
+                    f"{split_name(sp)} loss", s.steps, s.values, colour=_split_colour(sp, splits), marker="o"
+                )
                 for sp, s in epoch_loss
             ],
             title="Loss per epoch by split",
@@ -374,7 +385,7 @@ def curves_section(rd: RunData, sink: FigureSink) -> str:
                 if len(s):
                     metric_lines.append(
                         Line(
-                            f"{sp} {label}",
+                            f"{split_name(sp)} {label}",
                             s.steps,
                             s.values,
                             colour=_split_colour(sp, splits),
