@@ -48,8 +48,8 @@ class Thresholds:
     gan_d_loss_fraction: float = 0.1  # discriminator_overpowering: D loss below this share of its start
     mode_collapse_drop: float = 0.8  # mode_collapse when generator-output diversity falls by this share
     rank_loss_ratio: float = 1.5  # rank_divergence: a rank's mean loss at least this many times the others'
-    rank_param_tolerance: float = 1e-5  # rank_desync: replicas' parameters differ by more than this (relative)
-    rank_uneven_batches: float = 1.0  # uneven_rank_data: ranks' sample counts more than this many batches apart
+    rank_param_tolerance: float = 1e-5  # rank_desync: replicas' parameters differ more than this (relative)
+    rank_uneven_batches: float = 1.0  # uneven_rank_data: ranks' samples more than this many batches apart
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -416,7 +416,7 @@ def import_hf_trainer_state(
             elif key.startswith("test_"):
                 name = f"test/{key[len('test_') :]}"
             else:
-                name = HF_NAMES.get(key, key)
+                name = HF_NAMES.get(str(key), str(key))
             imp.add(name, st, None, float(value))
     batch = state.get("train_batch_size")
     if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
