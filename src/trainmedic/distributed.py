@@ -38,6 +38,8 @@ from .store.writer import RunWriter
 SYNC_EVERY = 50  # steps of the first optimizer between syncs
 DEFAULT_TIMEOUT = 120.0  # seconds a sync waits for the other ranks
 HANDSHAKE_SECS = 10.0  # at most this long tm.watch waits for the other ranks' tm.watch (or dist_timeout)
+MAX_DIMS = 8  # dimensions of a tensor gather_tensor takes
+_WIRE_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 SUMMARY_FIELDS = (
     "steps",  # optimizer steps of the first optimizer so far
     "loss_n",  # finite losses logged since the last sync
@@ -356,6 +358,45 @@ class RankSync:
         except Exception as e:
             self._fail("all_reduce", e)
             raise RuntimeError(self.failed) from None
+
+    def gather_tensor(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Every rank's ``t`` concatenated along dim 0 (their lengths may differ) with two tensor collectives,
+        no pickling; None after a failure. Ranks whose tensors differ in dtype or trailing shape raise
+        ``ValueError`` on every rank alike (the caller scores its own shard then)."""
+        x = t.detach().cpu()
+        if x.dim() == 0:
+            x = x.reshape(1)
+        dtype = x.dtype
+        if dtype == torch.bool:
+            x = x.to(torch.uint8)
+        elif dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        x = x.contiguous()
+        head = np.zeros(2 + MAX_DIMS)  # dtype code (-1: not sent as a tensor), dims, shape
+        fits = x.dim() <= MAX_DIMS and x.dtype in _WIRE_DTYPES
+        head[0] = _WIRE_DTYPES.index(x.dtype) if fits else -1
+        head[1] = x.dim()
+        if fits:
+            head[2 : 2 + x.dim()] = x.shape
+        table = self._gather(head)
+        if table is None:
+            return None
+        if (table[:, 0] < 0).any() or not (
+            table[:, [0, 1, *range(3, 2 + MAX_DIMS)]] == table[0, [0, 1, *range(3, 2 + MAX_DIMS)]]
+        ).all():
+            raise ValueError("the ranks' tensors differ in dtype or trailing shape")
+        lengths = table[:, 2].astype(int)
+        rows = int(lengths.max())
+        padded = torch.zeros((rows, *x.shape[1:]), dtype=x.dtype)
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        try:
+            self._wait(torch.distributed.all_gather(parts, padded, group=self.group, async_op=True))
+        except Exception as e:
+            self._fail("all_gather", e)
+            return None
+        out = torch.cat([p[:n] for p, n in zip(parts, lengths)])
+        return out.to(dtype) if dtype in (torch.bool, torch.float16, torch.bfloat16) else out
 
     def gather_object(self, obj: Any) -> list[Any] | None:
         """``all_gather_object`` on trainmedic's group (``run.evaluate``'s shards); None after a failure."""

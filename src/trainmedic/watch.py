@@ -1638,7 +1638,16 @@ class Run:
         d = self._dist
         if d is None:
             return _gather(x)
-        parts = d.gather_object(x)
+        if isinstance(x, torch.Tensor):  # the common case: tensor collectives, nothing pickled
+            try:
+                t = d.gather_tensor(x)
+            except ValueError:  # the ranks disagree on dtype/shape: every rank scores its own shard
+                return x
+            if t is None:
+                self._sync_failed()
+                return x
+            return t
+        parts = d.gather_object(x)  # detection's lists of dicts
         if parts is None:
             self._sync_failed()
             return x
