@@ -185,7 +185,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     def import_cmd(
-        file: Path = typer.Argument(..., help="A CSV of scalars or a TensorBoard event file/directory."),
+        file: Path = typer.Argument(
+            ...,
+            help="A CSV of scalars, a TensorBoard event file/directory, or an HF trainer_state.json (or its directory).",
+        ),
         run_dir: Path = typer.Argument(..., help="The run directory to create."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in RUN_DIR."),
     ) -> None:
