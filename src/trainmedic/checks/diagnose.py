@@ -272,10 +272,11 @@ def diagnose(
             else:
                 ran.add(code)
         findings = _merge_live(findings, reader, ran)
-        findings = apply_symptoms_and_causes(findings)
+        # the data audit's causes are judged by this run's outcome too, when a held-out split shows it
+        findings.extend(_audit_findings(reader))
+        findings = apply_symptoms_and_causes(findings, outcomes_judged=ctx.heldout_split is not None)
         findings.extend(_training_failed_findings(reader))
         findings.extend(_internal_error_findings(reader))
-        findings.extend(_audit_findings(reader))
         diag = Diagnosis(run=reader.name, findings=findings, skipped=skipped, signals=_signals(ctx))
         diag.no_data = not ran or not reader.has_evidence()  # no evidence is never "healthy"
         diag.sort()

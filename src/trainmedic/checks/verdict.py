@@ -53,6 +53,30 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
     "insufficient_data": ("overfitting",),
 }
 
+# Data-audit causes (found before or beside training) -> the symptoms of the run they can explain. In a run's
+# diagnosis, with a held-out split to show the outcome, they are warnings only beside one of them: labels that
+# a checking model disputes, or inputs a nearest-neighbour vote cannot read, did no harm to a model that
+# learned the task anyway. Leakage is not here: its harm is an evaluation that looks better than it is.
+AUDIT_EXPLAINS: dict[str, tuple[str, ...]] = {
+    "label_noise": (
+        "overfitting",
+        "underfitting",
+        "train_test_mismatch",
+        "low_accuracy",
+        "low_precision",
+        "low_recall",
+    ),
+    "low_data_quality": (
+        "underfitting",
+        "inefficient_learning",
+        "low_accuracy",
+        "low_precision",
+        "low_recall",
+    ),
+    "data_imbalance": ("low_recall", "low_precision", "low_accuracy"),
+    "insufficient_data": ("overfitting", "underfitting", "low_accuracy"),
+}
+
 # exploding_gradient is both: a symptom when the loss suffered lastingly, a cause of a non-finite run.
 
 
@@ -60,10 +84,16 @@ def _short(msg: str, n: int = 140) -> str:
     return msg if len(msg) <= n else msg[: n - 1].rstrip() + "…"
 
 
-def apply_symptoms_and_causes(findings: list[Finding]) -> list[Finding]:
-    """Name the symptom in every symptom finding; demote causes without a present symptom to ``info``."""
+def apply_symptoms_and_causes(findings: list[Finding], outcomes_judged: bool = False) -> list[Finding]:
+    """Name the symptom in every symptom finding; demote causes without a present symptom to ``info``.
+
+    ``outcomes_judged``: the run has a held-out evaluation, so the data audit's causes are judged by harm too.
+    """
     present = {f.code: f for f in findings if f.is_problem and f.code in SYMPTOMS and f.source != "audit"}
     for f in findings:
+        if f.source == "audit" and outcomes_judged and f.is_problem and f.code in AUDIT_EXPLAINS:
+            _judge_audit_cause(f, present)
+            continue
         if f.code in SYMPTOMS and f.is_problem:
             f.evidence.setdefault("symptom", SYMPTOMS[f.code])
             if not f.message.startswith(SYMPTOMS[f.code]):
@@ -95,4 +125,19 @@ def apply_symptoms_and_causes(findings: list[Finding]) -> list[Finding]:
     return findings
 
 
-__all__ = ["EXPLAINS", "SYMPTOMS", "apply_symptoms_and_causes"]
+def _judge_audit_cause(f: Finding, present: dict[str, Finding]) -> None:
+    explained = [c for c in AUDIT_EXPLAINS[f.code] if c in present]
+    f.evidence["explains"] = explained
+    if explained:
+        sym = present[explained[0]]
+        f.message = f"explains {SYMPTOMS[sym.code]} ({sym.code}) — because the data audit found: {f.message}"
+        return
+    f.evidence["demoted_from"] = f.severity.value
+    f.severity = Severity.INFO
+    f.message = (
+        f"{f.message}; no harm seen in this run (none of {', '.join(AUDIT_EXPLAINS[f.code])} on its held-out "
+        "split), so this is a note, not a problem"
+    )
+
+
+__all__ = ["AUDIT_EXPLAINS", "EXPLAINS", "SYMPTOMS", "apply_symptoms_and_causes"]

@@ -20,7 +20,7 @@ from ..findings import Diagnosis, Finding, RemedySuggestion, Severity, SkippedCh
 from ..settings import Thresholds
 from ._inputs import SplitData, as_split
 from .duplicates import Pooled, exact_groups, near_duplicate_pairs
-from .labels import as_probabilities, cross_val_probabilities, find_label_issues
+from .labels import as_probabilities, checking_model, find_label_issues
 from .learning_curve import LearningCurve, learning_curve
 from .stats import SplitStats, benjamini_hochberg, ks_tests, scan_split, summary_features
 from .thresholds import AuditThresholds, load_audit_thresholds
@@ -439,15 +439,41 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
             scope = np.sort(rng.choice(ctx.pooled.n, size=limit, replace=False))
         with ctx.progress.task("label check (cross-validated model)", 1) as tick:
             x = ctx.pooled.rows(scope)
-            probs = cross_val_probabilities(x, y_all[scope], k, seed=ctx.seed)
+            probs, judge, acc = checking_model(x, y_all[scope], k, seed=ctx.seed)
             if tick:
                 tick(1)
         method = (
-            f"confident learning on 5-fold cross-validated logistic regression over {len(scope)} of "
-            f"{ctx.pooled.n} samples"
+            f"confident learning on a 5-fold cross-validated {judge} (accuracy {acc:.1%}) over {len(scope)} "
+            f"of {ctx.pooled.n} samples"
         )
+        p = np.bincount(y_all[scope], minlength=k) / len(scope)
+        chance = float(np.sum(p**2))  # agreement of a guess drawn from the class shares
+        kappa = (acc - chance) / (1 - chance) if chance < 1 else 0.0
+        ctx.signals["label_model"] = {"model": judge, "accuracy": acc, "chance": chance, "kappa": kappa}
+        if kappa < th.label_check_min_kappa:
+            # judge against the judge: a model that cannot predict the labels from these inputs calls
+            # disagreement what is only its own blindness (a rule it cannot express), so nothing is judged
+            ctx.skipped.append(
+                SkippedCheck(
+                    "label_noise",
+                    f"the checking {judge} predicts the labels no better than kappa {kappa:.2f} "
+                    f"(< {th.label_check_min_kappa}); labels cannot be judged from these inputs by it",
+                )
+            )
+            out.append(
+                _finding(
+                    "label_noise",
+                    Severity.INFO,
+                    f"labels not judged: the best checking model ({judge}) reaches {acc:.1%} against chance "
+                    f"{chance:.1%} (kappa {kappa:.2f} < {th.label_check_min_kappa}), so its disagreements say "
+                    "nothing about the labels",
+                    ctx.splits[0].name,
+                    {"method": method, "kappa": kappa, "accuracy": acc, "chance": chance},
+                )
+            )
+            return out
     labels = y_all[scope]
-    issues = find_label_issues(probs, labels)
+    issues = find_label_issues(probs, labels, th.label_suspect_max_probability)
     suspects_pooled = scope[issues.suspects]
     which = ctx.pooled.split_of(suspects_pooled)
     local = ctx.pooled.local(suspects_pooled)
@@ -459,6 +485,7 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
         idx = local[which == s]
         ev = {
             "estimated_noise_rate": rate,
+            "label_suspect_max_probability": th.label_suspect_max_probability,
             "suspected": int(len(idx)),
             "suspected_share": len(idx) / in_scope,
             "suspected_indices": idx[:MAX_LISTED].tolist(),
@@ -475,8 +502,10 @@ def check_labels(ctx: _Context, outputs: Any, label_check: LabelCheck) -> list[F
                 _finding(
                     "label_noise",
                     sev,
-                    f"{len(idx)} of {in_scope} {sp.name} labels ({share:.1%} >= {bound:.0%}) look wrong "
-                    f"(estimated noise rate over all checked samples {rate:.1%})",
+                    f"{len(idx)} of {in_scope} {sp.name} labels ({share:.1%} >= {bound:.0%}) are contradicted by "
+                    f"their inputs (given label at most {th.label_suspect_max_probability:.0%} likely out of sample; "
+                    f"estimated noise rate over all checked samples {rate:.1%}): wrong labels, or classes that "
+                    "overlap this much",
                     sp.name,
                     ev,
                     [("fix_labels", f"review the {len(idx)} suspected samples, most suspicious first")],
@@ -533,7 +562,13 @@ def check_duplicates(
         for earlier in range(later):
             ex = sorted(leaked_exact.get((earlier, later), set()))
             nr = sorted(leaked_near.get((earlier, later), set()) - set(ex))
-            total = len(ex) + len(nr)
+            # judge against the data's own closeness: a held-out point has a near neighbour in `earlier` about
+            # as often as `earlier`'s own points have one among themselves, when both come from one source
+            own = len(within_near[earlier]) / max(ctx.splits[earlier].n, 1)
+            expected = own * n_held
+            chance_near = len(nr) <= expected + 2.0 * math.sqrt(expected) + 1.0
+            near_counted = [] if chance_near else nr
+            total = len(ex) + len(near_counted)
             share = total / n_held
             ev = {
                 "other_split": names[earlier],
@@ -543,6 +578,8 @@ def check_duplicates(
                 "exact_indices": ctx.pooled.local(np.array(ex, dtype=np.int64))[:MAX_LISTED].tolist(),
                 "near_indices": ctx.pooled.local(np.array(nr, dtype=np.int64))[:MAX_LISTED].tolist(),
                 "near_duplicate_radius": radius,
+                "near_duplicates_expected_by_closeness": expected,
+                "near_duplicates_counted": len(near_counted),
                 "leakage_error_fraction": th.leakage_error_fraction,
                 "hash": "blake2b-64 of rows rounded to 6 decimals; near: random-projection LSH",
             }
@@ -555,7 +592,12 @@ def check_duplicates(
                         "data_leakage",
                         sev,
                         f"{total} of {n_held} {names[later]} samples ({share:.1%} {cmp} {th.leakage_error_fraction:.0%}) "
-                        f"also occur in {names[earlier]}: {len(ex)} exact, {len(nr)} near duplicates",
+                        f"also occur in {names[earlier]}: {len(ex)} exact, {len(near_counted)} near duplicates"
+                        + (
+                            f" ({len(nr)} near pairs, as many as {names[earlier]}'s own closeness explains, not counted)"
+                            if nr and chance_near
+                            else ""
+                        ),
                         names[later],
                         ev,
                         [("deduplicate_splits", f"drop the {total} shared samples from {names[later]}")],
@@ -563,9 +605,18 @@ def check_duplicates(
                     )
                 )
             else:
+                note = (
+                    f"; {len(nr)} near pairs, about the {expected:.1f} that {names[earlier]}'s own closeness predicts"
+                    if nr
+                    else ""
+                )
                 out.append(
                     _finding(
-                        "data_leakage", Severity.INFO, f"no sample shared between {pair}", names[later], ev
+                        "data_leakage",
+                        Severity.INFO,
+                        f"no sample shared between {pair}{note}",
+                        names[later],
+                        ev,
                     )
                 )
     for s, sp in enumerate(ctx.splits):
@@ -736,6 +787,13 @@ def _neighbours(ctx: _Context, limit: int = 3000) -> tuple[float, tuple[float, f
     dist, idx = NearestNeighbors(n_neighbors=6).fit(z).kneighbors(z)
     pos = dist[:, 1:][dist[:, 1:] > 1e-9]
     median = float(np.median(pos)) if pos.size else 0.0
+    # the data's intrinsic dimension (TwoNN: the ratio of the 2nd to the 1st neighbour distance), which
+    # decides how often random neighbours come close by chance
+    r1, r2 = dist[:, 1], dist[:, 2]
+    ok = (r1 > 1e-9) & (r2 > r1)
+    ctx.signals["intrinsic_dimension"] = (
+        float(ok.sum() / np.sum(np.log(r2[ok] / r1[ok]))) if ok.sum() >= 10 else float(z.shape[1])
+    )
     agree = float(np.mean(y[idx[:, 1:]] == y[:, None]))
     p = np.bincount(y) / len(y)
     chance = float(np.sum(p**2))
@@ -851,7 +909,13 @@ def audit(
         }
         ctx.signals["thresholds"] = th.to_dict()
         radius, signal = _neighbours(ctx)
-        radius *= th.near_duplicate_radius
+        # judge against chance: in d dimensions a share 1 - 2^(-f^d) of the points has a neighbour within f
+        # times the median neighbour distance by chance alone (2-D data: 3% at f = 0.2), so in few dimensions
+        # the factor shrinks until that share is `near_duplicate_chance`
+        dim = max(1.0, float(ctx.signals.get("intrinsic_dimension", 1.0)))
+        factor = min(th.near_duplicate_radius, (th.near_duplicate_chance / math.log(2)) ** (1.0 / dim))
+        ctx.signals["near_duplicate_factor"] = factor
+        radius *= factor
         near = None
         if near_duplicates and radius > 0:
             with bar.task("near-duplicates (LSH)", 3 * pooled.n) as tick:

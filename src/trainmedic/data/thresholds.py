@@ -34,7 +34,14 @@ class AuditThresholds:
         0.1  # label distributions differ when total-variation distance >= this (and significant)
     )
     label_noise_rate: float = 0.03  # label_noise (warning) when a split's share of suspected labels >= this
-    label_noise_error_rate: float = 0.20  # ... and error when >= this
+    label_noise_error_rate: float = 0.15  # ... and error when >= this (suspects are the confident ones: a lower bound)
+    label_check_min_kappa: float = (
+        0.5  # labels are judged only when the checking model beats chance by this kappa
+    )
+    label_suspect_max_probability: float = (
+        0.1  # a suspect's given label has at most this out-of-sample probability (overlap sits above it)
+    )
+    near_duplicate_chance: float = 0.001  # the near-duplicate radius shrinks in few dimensions so random neighbours fall inside by this share
     label_check_max_samples: int = (
         10_000  # label_check="auto" fits the cross-validated model on at most this many
     )
