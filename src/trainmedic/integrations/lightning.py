@@ -2,18 +2,15 @@
 
 At ``on_fit_start`` (optimizers exist by then) the callback calls ``tm.watch(pl_module, trainer.optimizers)``,
 so gradients, weights, updates, hyperparameters and activations come from the same optimizer and module
-hooks as in a plain loop. The training loss comes from ``training_step``'s return value; validation metrics
-and the confusion matrix from ``validation_step``'s return value when it carries predictions::
+hooks as in a plain loop. The training loss comes from ``training_step``'s return value.
 
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        return {"loss": loss, "outputs": logits, "targets": y}
-
-Without ``outputs``/``targets`` the callback still stores what ``self.log("val_…")`` put into
-``trainer.callback_metrics`` (``val_loss`` → split ``val``, metric ``loss``). ``training_step`` may return
-the same dict to get per-epoch training metrics (computed on the training batches as they were seen).
+Training and validation batches are scored like ``run.log(outputs=, targets=)`` / ``run.evaluate`` in a plain
+loop: from the predictions a step returns (``{"loss": …, "outputs": logits, "targets": y}``), else from the
+module's own forward output (a forward hook keeps a reference to the last one) against the batch's labels
+(``(x, y)`` batches or dicts with ``labels``/``targets``/``y``). Training batches become split
+``train_running`` (running metrics of the batches as they were trained on, never a clean ``train`` pass);
+validation batches split ``val`` with its confusion matrix. What ``self.log("val_…")`` / ``"train_…"`` put
+into ``trainer.callback_metrics`` is stored beside them (``val_loss`` → split ``val``, metric ``loss``).
 """
 
 from __future__ import annotations
