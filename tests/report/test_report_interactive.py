@@ -22,6 +22,13 @@ def test_encode_cannot_close_its_script_element() -> None:
     assert json.loads(text) == hostile  # and it decodes to exactly the user's string
 
 
+def test_a_stray_nan_becomes_a_gap_not_a_broken_page() -> None:
+    assert json.loads(encode({"hline": [float("nan"), "t"], "band": (1e-4, float("inf"))})) == {
+        "hline": [None, "t"],
+        "band": [0.0001, None],
+    }
+
+
 def test_numbers_are_short_and_gaps_are_null() -> None:
     assert nums([120.0, 0.123456789, np.nan, np.inf, -2.5e-7]) == [120, 0.12346, None, None, -2.5e-07]
     assert json.dumps(nums(np.arange(3, dtype=np.float64))) == "[0, 1, 2]"

@@ -62,7 +62,10 @@ def script_hash(script: str) -> str:
 
 def encode(data: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: no ``<``, ``>``, ``&`` or line separators."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    try:
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except ValueError:  # a NaN/Inf that slipped past nums() (a threshold, a band): a gap, not a broken page
+        text = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     return (
         text.replace("&", "\\u0026")
         .replace("<", "\\u003c")
@@ -70,6 +73,17 @@ def encode(data: Any) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
+
+
+def _finite(data: Any) -> Any:
+    """``data`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 # ---- numbers -------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ reach it through DNS rebinding); nothing but those two addresses is served.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from ..errors import RunDirError, TrainmedicError
 from ..store import schema
 from ..store.reader import RunReader
 from .html import esc
+from .interactive import encode
 
 LIVE_URL = "/api/live"
 
@@ -144,7 +144,7 @@ class LiveReport:
         finally:
             for r in readers:
                 r.close()
-        body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        body = encode(doc).encode("utf-8")  # NaN-free, and safe even if a browser sniffed it as HTML
         with self._lock:
             self._live = (version, body)
         return body
