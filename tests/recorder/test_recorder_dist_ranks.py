@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ import trainmedic as tm
 from trainmedic.watch import UnrecordedRun
 
 RANK_CODES = {"rank_nonfinite", "rank_divergence", "rank_desync", "uneven_rank_data"}
-SCENARIOS = ("healthy", "nan", "diverge", "desync", "uneven", "fsdp-diverge")
+SCENARIOS = ("healthy", "nan", "diverge", "desync", "uneven", "fsdp-diverge", "fsdp-allranks")
 
 
 def _free_port() -> int:
@@ -65,7 +66,10 @@ def _run(scenario: str, rank: int, run_dir: str, steps: int = 60, dist_timeout: 
     lr = 0.2 if scenario == "desync" and rank == 1 else 0.1  # a rank-dependent learning rate: replicas drift
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     batch = 32 if scenario == "uneven" and rank == 1 else 16
-    with tm.watch(net, opt, run_dir=run_dir, quiet=True, overwrite=True, dist_timeout=dist_timeout) as run:
+    every_rank = scenario.endswith("allranks")
+    with tm.watch(
+        net, opt, run_dir=run_dir, quiet=True, overwrite=True, dist_timeout=dist_timeout, all_ranks=every_rank
+    ) as run:
         for step in range(steps):
             i = (step * 32 + rank * 16) % (384 - 32)
             xb, yb = X[i : i + batch].clone(), y[i : i + batch]
@@ -141,6 +145,17 @@ def test_uneven_data_per_rank_is_found(runs: Path) -> None:
     f = problems["uneven_rank_data"]
     assert f.evidence["samples"] == [16 * 60, 32 * 60] and f.evidence["batch_max"] == 32
     assert not {"rank_nonfinite", "rank_desync"} & set(problems)
+
+
+@pytest.mark.ddp
+def test_all_ranks_writes_every_rank_with_the_global_norms(runs: Path) -> None:
+    r0, r1 = tm.open_run(runs / "fsdp-allranks" / "rank0"), tm.open_run(runs / "fsdp-allranks" / "rank1")
+    assert (r0.meta["rank"], r1.meta["rank"]) == (0, 1)
+    g0, g1 = r0.scalar("grad_norm"), r1.scalar("grad_norm")
+    assert list(g0.steps) == list(g1.steps) == list(range(60))
+    np.testing.assert_array_equal(g0.values, g1.values)  # the reduced global norm, on both ranks
+    assert not np.array_equal(r0.scalar("loss").values, r1.scalar("loss").values)  # each its own batches
+    np.testing.assert_array_equal(r0.layer_stat("weight_norm").values, r1.layer_stat("weight_norm").values)
 
 
 # ---- never hang ------------------------------------------------------------------------------------
