@@ -215,3 +215,47 @@ def test_the_live_page_updates_itself_in_chromium(tmp_path: Path) -> None:
                 assert b.eval("window.__pwned === undefined") is True
             finally:
                 b.close()
+
+
+def test_live_findings_appear_as_they_fire_and_the_writer_keeps_committing(tmp_path: Path) -> None:
+    """A writer that stays open (as a training run does): each commit is seen, a live finding as it lands."""
+    import numpy as np
+
+    from trainmedic.findings import Finding, Severity
+    from trainmedic.store import RunWriter
+
+    w = RunWriter(tmp_path / "run", mode="overwrite")
+    w.set_meta(name="open", status="running", steps=10)
+    w.add_scalars("loss", np.arange(10), np.linspace(2, 1, 10))
+    w.flush()
+    live = LiveReport([tmp_path / "run"], interval_s=0.5)
+    doc = json.loads(live.live())
+    assert doc["runs"][0] == {"label": "open", "steps": 10, "status": "running"} and doc["findings"] == []
+    assert json.loads(live.live())["version"] == doc["version"]  # nothing new: the cached document
+    # the reader holds nothing between requests: the writer commits at once, many times
+    t0 = time.perf_counter()
+    for k in range(10, 60):
+        w.add_scalar("loss", k, 1.0)
+        w.set_meta(steps=k + 1)
+        w.flush()
+        if k % 10 == 0:
+            live.live()
+    assert time.perf_counter() - t0 < 30  # generous: no 10 s busy-timeout was ever hit
+    f = Finding("nonfinite", Severity.ERROR, f"loss became NaN at step 55 {EVIL}", step=55, source="live")
+    f.title = f"Non-finite loss {EVIL}"
+    w.add_event("live_finding", f.message, step=55, code=f.code, severity="error", data=f.to_dict())
+    w.flush()
+    doc = json.loads(live.live())
+    assert doc["runs"][0]["steps"] == 60
+    assert doc["findings"] == [
+        {
+            "run": "open",
+            "code": "nonfinite",
+            "severity": "error",
+            "title": f"Non-finite loss {EVIL}",
+            "step": 55,
+        }
+    ]
+    page = live.page().decode()
+    assert "Non-finite loss &lt;script&gt;" in page and EVIL not in page.split('id="tm-data"')[0]
+    w.close()
