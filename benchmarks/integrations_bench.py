@@ -1,14 +1,20 @@
 """Overhead of each framework callback: the same fit with and without ``TrainmedicCallback``.
 
-Run: ``python benchmarks/integrations_bench.py [--repeats 3]``. Prints, per framework that is installed, the
-best-of-N wall time of the bare fit, of the fit with the callback, their ratio and the import time of the
-framework. Small MLP on sklearn digits (1,437 rows, batch 64, 5 epochs = 115 steps), or a tiny BERT for HF.
+Run: ``python benchmarks/integrations_bench.py [--repeats 3] [--only lightning,keras,hf]``. Prints, per
+framework that is installed, the best-of-N and median wall time of the bare fit and of the fit with the
+callback (bare and watched alternate in one process), their ratios and the import time of the framework.
+Small MLP on sklearn digits (1,437 rows, batch 64, 5 epochs = 115 steps), or a tiny BERT for HF. Keras runs
+on the torch backend in this process and, when tensorflow is installed, on the TensorFlow backend in a
+child process (Keras picks its backend once per process): ``KERAS_BACKEND=tensorflow ... --only keras``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,17 +36,20 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return (X / 16.0).astype(np.float32), y.astype(np.int64)
 
 
-def _best(fn: Callable[[bool], None], repeats: int) -> tuple[float, float]:
+def _best(fn: Callable[[bool], None], repeats: int) -> tuple[float, float, float, float]:
+    """Best and median of bare and watched fits, alternating (after one warm-up fit of each)."""
+    fn(False)
+    fn(True)
     bare, watched = [], []
     for _ in range(repeats):
         for flag, out in ((False, bare), (True, watched)):
             t = time.perf_counter()
             fn(flag)
             out.append(time.perf_counter() - t)
-    return min(bare), min(watched)
+    return min(bare), min(watched), statistics.median(bare), statistics.median(watched)
 
 
-def bench_lightning(repeats: int) -> tuple[float, float, float]:
+def bench_lightning(repeats: int) -> tuple[float, ...]:
     t = time.perf_counter()
     import lightning.pytorch as pl
 
@@ -72,7 +81,7 @@ def bench_lightning(repeats: int) -> tuple[float, float, float]:
     return (imp, *_best(fit, repeats))
 
 
-def bench_keras(repeats: int) -> tuple[float, float, float]:
+def bench_keras(repeats: int) -> tuple[float, ...]:
     t = time.perf_counter()
     import keras
 
@@ -89,6 +98,7 @@ def bench_keras(repeats: int) -> tuple[float, float, float]:
         model.compile(
             optimizer=keras.optimizers.SGD(0.1),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
         )
         cbs = [TrainmedicCallback(tempfile.mkdtemp(), quiet=True)] if watched else []
         model.fit(X, y, epochs=EPOCHS, batch_size=BATCH, verbose=0, callbacks=cbs)
@@ -96,7 +106,7 @@ def bench_keras(repeats: int) -> tuple[float, float, float]:
     return (imp, *_best(fit, repeats))
 
 
-def bench_hf(repeats: int) -> tuple[float, float, float]:
+def bench_hf(repeats: int) -> tuple[float, ...]:
     t = time.perf_counter()
     import transformers
 
@@ -133,17 +143,36 @@ def bench_hf(repeats: int) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="lightning,keras,hf")
+    parser.add_argument("--no-header", action="store_true")
     a = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, 1 torch thread, best of {a.repeats}")
-    print(f"{'framework':<12} {'import s':>9} {'bare s':>8} {'watched s':>10} {'ratio':>6}")
-    for name, fn in (("lightning", bench_lightning), ("keras", bench_keras), ("hf", bench_hf)):
+    if not a.no_header:
+        print(
+            f"python {sys.version.split()[0]}, torch {torch.__version__}, 1 torch thread, {a.repeats} pairs"
+        )
+        print(f"{'framework':<18} {'import s':>9} {'bare s':>8} {'watched s':>10} {'best':>6} {'median':>7}")
+    benches = {"lightning": bench_lightning, "keras": bench_keras, "hf": bench_hf}
+    for name in a.only.split(","):
         try:
-            imp, bare, watched = fn(a.repeats)
+            imp, bare, watched, bare_med, watched_med = benches[name](a.repeats)
         except ImportError as e:
-            print(f"{name:<12} skipped ({e})")
+            print(f"{name:<18} skipped ({e})")
             continue
-        print(f"{name:<12} {imp:9.2f} {bare:8.2f} {watched:10.2f} {watched / bare:6.2f}")
+        label = f"keras-{os.environ['KERAS_BACKEND']}" if name == "keras" else name
+        print(
+            f"{label:<18} {imp:9.2f} {bare:8.2f} {watched:10.2f} {watched / bare:6.2f} "
+            f"{watched_med / bare_med:7.2f}",
+            flush=True,
+        )
+        if name == "keras" and os.environ["KERAS_BACKEND"] != "tensorflow":
+            if importlib.util.find_spec("tensorflow") is None:
+                print(f"{'keras-tensorflow':<18} skipped (tensorflow not installed)")
+                continue
+            env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+            cmd = [sys.executable, __file__, "--only", "keras", "--no-header", "--repeats", str(a.repeats)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            print(out.stdout.strip() or out.stderr[-500:], flush=True)
 
 
 if __name__ == "__main__":
