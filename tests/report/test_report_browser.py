@@ -251,3 +251,18 @@ def test_runs_side_by_side_overlay_with_a_legend_aligned_by_step_or_epoch(
     assert x_by_step[1] > 100 and 5.5 <= x_by_epoch[1] <= 6.6, (x_by_step, x_by_epoch)
     axis = b.eval(f"window.trainmedic.charts['{cid}'].plot.axes[0].label")
     assert axis.startswith("epoch")
+
+
+def test_the_log_toggle_switches_the_axis(browser: Browser, page: Path) -> None:
+    b = browser
+    b.navigate(page.as_uri())
+    cid = _chart(b, "-grad-norm")
+    distr = f"window.trainmedic.charts[{json.dumps(cid)}].plot.scales.y.distr"
+    assert b.eval(distr) == 3  # gradient norms start on a log axis
+    b.eval(
+        f"(() => {{ const c = document.querySelector('figure[data-tm=\"{cid}\"] .tm-log'); c.checked = false;"
+        " c.dispatchEvent(new Event('change')); })()"
+    )
+    assert b.eval(distr) == 1
+    label = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.axes[1].label")
+    assert "(log)" not in label
