@@ -321,9 +321,10 @@ class RankSync:
     def _reduce(self, norms: list[Any], rows: list[Any]) -> tuple[list[Any], list[Any]]:
         """``sqrt(sum over ranks of squared local norms / replication)`` of every buffered value, in one
         ``all_reduce``."""
-        parts = [(v.detach().double() ** 2 * self.inv_rep[pi]).reshape(-1) for pi, _, _, v in norms]
-        parts += [(r.detach().double() ** 2 * self.inv_rep[pi]).reshape(-1) for pi, _, r in rows]
-        flat = torch.cat([p.cpu() for p in parts]).contiguous()
+        # on the host (trainmedic's group is gloo): one device->host copy per buffered step, at a sync only
+        parts = [(v.detach().cpu().double() ** 2 * self.inv_rep[pi]).reshape(-1) for pi, _, _, v in norms]
+        parts += [(r.detach().cpu().double() ** 2 * self.inv_rep[pi]).reshape(-1) for pi, _, r in rows]
+        flat = torch.cat(parts).contiguous()
         self._all_reduce(flat)
         flat = flat.sqrt_().float()
         out_norms, out_rows, pos = [], [], 0
