@@ -266,3 +266,42 @@ def test_the_log_toggle_switches_the_axis(browser: Browser, page: Path) -> None:
     assert b.eval(distr) == 1
     label = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.axes[1].label")
     assert "(log)" not in label
+
+
+def test_hostile_layer_names_stay_text_in_every_interactive_part(browser: Browser, tmp_path: Path) -> None:
+    """Layer names reach the heatmap read-out, the quantile layer menu and the ratio legend: all as text."""
+    from trainmedic.probes.quantiles import QUANTILE_STATS
+    from trainmedic.store import RunWriter
+
+    layers = [EVIL, "fc2", "<b>fc3</b>"]
+    w = RunWriter(tmp_path / "run", mode="overwrite")
+    w.set_meta(name=f"layers {EVIL}", status="closed", steps=40, batch_size=8)
+    steps = np.arange(40)
+    w.add_scalars("loss", steps, 2.0 * np.exp(-steps / 10))
+    for stat in ("grad_norm", "update_ratio", *QUANTILE_STATS):
+        w.set_layer_set(stat, layers)
+    for k in range(0, 40, 5):
+        w.add_layer_values("grad_norm", k, np.array([0.1, 1.0, 2.0]) * (1 + k))
+        w.add_layer_values("update_ratio", k, np.array([1e-3, 2e-3, 5e-4]))
+        for i, q in enumerate(QUANTILE_STATS):
+            w.add_layer_values(q, k, np.full(3, float(i % 5 - 2) * (1 + k / 40)))
+        w.add_scalar("wall_time", k, 0.01 * k)
+    w.close()
+    page = report(tmp_path / "run", tmp_path / "r.html", diagnosis=Diagnosis("x"))
+    b = browser
+    b.navigate(page.as_uri())
+    b.drain(0.5)
+    assert b.console_problems() == [] and b.eval("window.__pwned === undefined") is True
+    assert b.eval("document.querySelectorAll('img[src=x], b').length") == 0  # no element from a name
+    options = b.eval("[...document.querySelectorAll('.tm-layer option')].map(o => o.textContent)")
+    assert options == layers
+    ratio = _chart(b, "-update-ratio-steps")
+    legend = b.eval(
+        f"[...document.querySelectorAll('figure[data-tm=\"{ratio}\"] .u-legend .u-label')].map(e => e.textContent)"
+    )
+    assert legend[1:] == layers
+    heat = _chart(b, "-grad-heatmap")
+    box = _box(b, f'figure[data-tm="{heat}"] canvas.tm-heat')
+    b.mouse("mouseMoved", box["x"] + box["width"] * 0.6, box["y"] + 8)
+    text = b.eval(f"document.querySelector('figure[data-tm=\"{heat}\"] .tm-readout').textContent")
+    assert text.startswith(f"layer {EVIL} · step "), text
