@@ -56,7 +56,9 @@ def _wrap(scenario: str, model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
-def _run(scenario: str, rank: int, run_dir: str, steps: int = 60, dist_timeout: float = 120.0) -> None:
+def _run(
+    scenario: str, rank: int, run_dir: str, steps: int = 60, dist_timeout: float = 120.0, resume: bool = False
+) -> None:
     X, y = digits(512)
     X, y = X[:384], y[:384].clone()
     if scenario.endswith("diverge") and rank == 1:  # rank 1's shard is mislabeled
@@ -68,7 +70,14 @@ def _run(scenario: str, rank: int, run_dir: str, steps: int = 60, dist_timeout: 
     batch = 32 if scenario == "uneven" and rank == 1 else 16
     every_rank = scenario.endswith("allranks")
     with tm.watch(
-        net, opt, run_dir=run_dir, quiet=True, overwrite=True, dist_timeout=dist_timeout, all_ranks=every_rank
+        net,
+        opt,
+        run_dir=run_dir,
+        quiet=True,
+        overwrite=not resume,
+        resume=resume,
+        dist_timeout=dist_timeout,
+        all_ranks=every_rank,
     ) as run:
         for step in range(steps):
             i = (step * 32 + rank * 16) % (384 - 32)
@@ -89,6 +98,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         _run(scenario, rank, str(Path(out) / scenario))
         gc.collect()
         dist.barrier()
+    # a resumed run: only rank 0 can read the stored step count; every rank takes it
+    _run("healthy", rank, str(Path(out) / "healthy-resumed"), steps=60)
+    dist.barrier()
+    _run("healthy", rank, str(Path(out) / "healthy-resumed"), steps=20, resume=True)
+    gc.collect()
+    dist.barrier()
     _teardown()
 
 
@@ -156,6 +171,16 @@ def test_all_ranks_writes_every_rank_with_the_global_norms(runs: Path) -> None:
     np.testing.assert_array_equal(g0.values, g1.values)  # the reduced global norm, on both ranks
     assert not np.array_equal(r0.scalar("loss").values, r1.scalar("loss").values)  # each its own batches
     np.testing.assert_array_equal(r0.layer_stat("weight_norm").values, r1.layer_stat("weight_norm").values)
+
+
+@pytest.mark.ddp
+def test_a_resumed_distributed_run_continues_the_step_count_on_every_rank(runs: Path) -> None:
+    r = tm.open_run(runs / "healthy-resumed")
+    assert list(r.scalar("loss").steps) == list(range(80))
+    syncs = r.records("rank_sync")
+    assert [s["step"] for s in syncs] == [50, 60, 80]  # the second watch syncs at its close (step 80)
+    assert syncs[-1]["data"]["steps"] == [80, 80]  # rank 1 counted from rank 0's stored 60
+    assert syncs[-1]["data"]["loss_n"] == [20, 20]
 
 
 # ---- never hang ------------------------------------------------------------------------------------
