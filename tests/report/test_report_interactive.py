@@ -127,3 +127,14 @@ def test_running_training_metrics_share_the_axes_with_validation(tmp_path: Path)
     ys = next(v for k, v in charts.items() if k.endswith("-loss-epochs"))["series"][0]["y"]
     assert np.allclose(ys, running, rtol=1e-4)
     assert np.allclose(running, per_step.reshape(3, 8).mean(axis=1), rtol=1e-4)
+
+
+def test_static_report_has_no_script_at_all(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    run = write_tiny_run(tmp_path / "run", "tiny")
+    code, out = run_cli(["report", str(run), "-o", str(tmp_path / "s.html"), "--static"])
+    assert code == 0, out
+    html = (tmp_path / "s.html").read_text(encoding="utf-8")
+    assert "<script" not in html.lower() and "script-src 'none'" in html and "data-tm=" not in html
+    assert html.count("<svg") >= 2 and "no scripts" in html
+    code, out = run_cli(["report", str(run), "-o", str(tmp_path / "i.html")])
+    assert code == 0 and "data-tm=" in (tmp_path / "i.html").read_text(encoding="utf-8")

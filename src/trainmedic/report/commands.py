@@ -20,11 +20,16 @@ def register(app: typer.Typer) -> None:
             None, "--png", help="Also write every figure as a PNG into this directory."
         ),
         title: str | None = typer.Option(None, "--title", help="Page title (default: the run names)."),
+        static: bool = typer.Option(
+            False, "--static", help="No script at all: the static figures only (no zoom, hover or smoothing)."
+        ),
     ) -> None:
         """Write one offline HTML report (interactive charts, no network) for one run or several side by side."""
         from .build import report
 
-        path = report([str(d) for d in run_dirs], output=output, png_dir=png, title=title)
+        path = report(
+            [str(d) for d in run_dirs], output=output, png_dir=png, title=title, interactive=not static
+        )
         size = path.stat().st_size
         typer.echo(f"wrote {path} ({size / 1024:.0f} KiB)" + (f"; figures as PNG in {png}" if png else ""))
 
