@@ -171,10 +171,57 @@ def failing_fit(out: Path) -> dict[str, Any]:
     return {"error": error, "status": status, "events": events, "codes": codes}
 
 
+def custom_step_fit(out: Path) -> dict[str, Any]:
+    """TensorFlow: a ``train_step`` that computes its own loss (no ``compute_loss``) and applies gradients
+    through the optimizer, with a ModelCheckpoint saving the model (its config: wrapped activations) each
+    epoch. The loss falls back to Keras' running mean; gradients still come from the optimizer's apply."""
+    import tensorflow as tf
+
+    X_tr, y_tr, X_va, y_va = parity.digits_split()
+
+    class Custom(keras.Model):  # type: ignore[misc]
+        def train_step(self, data: Any) -> Any:
+            x, y = data
+            with tf.GradientTape() as tape:
+                logits = self(x, training=True)
+                loss = tf.reduce_mean(
+                    tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+                )
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            self.loss_tracker.update_state(loss)
+            return {"loss": self.loss_tracker.result()}
+
+        @property
+        def metrics(self) -> list[Any]:
+            return [self.loss_tracker]
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(inputs)
+    model = Custom(inputs, keras.layers.Dense(10, name="out")(hidden))
+    model.loss_tracker = keras.metrics.Mean(name="loss")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    saver = keras.callbacks.ModelCheckpoint(str(out / "custom.keras"))
+    cb = TrainmedicCallback(out / "custom", quiet=True, overwrite=True)
+    model.fit(X_tr, y_tr, epochs=2, batch_size=BATCH, callbacks=[cb, saver], verbose=0)
+    reloaded = keras.models.load_model(out / "custom.keras", custom_objects={"Custom": Custom})
+    with tm.open_run(out / "custom") as r:
+        return {
+            "status": r.meta["status"],
+            "loss": r.scalar("loss").values.tolist(),
+            "grad_norm_steps": r.scalar("grad_norm").steps.tolist(),
+            "codes": sorted(f.code for f in tm.diagnose(out / "custom").problems),
+            "reloaded_activation": reloaded.get_layer("hidden").get_config()["activation"],
+        }
+
+
 def main(out: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"backend": keras.backend.backend()}
     result["oracle"] = oracle_fit(out)
     result["failing"] = failing_fit(out)
+    if keras.backend.backend() == "tensorflow":
+        result["custom"] = custom_step_fit(out)
     result["parity"] = {name: sorted(fit_case(case, out / name)) for name, case in parity.cases().items()}
     return result
 

@@ -225,3 +225,9 @@ def test_keras_tensorflow_backend_in_a_subprocess(tmp_path: Path) -> None:
     assert d["backend"] == "tensorflow"
     assert any("TensorFlow backend" in n for n in d["oracle"]["notes"])
     _assert_fits(d)
+    # a custom train_step without compute_loss: no unwritten ring rows read as NaN losses, gradients still
+    # from the optimizer's apply; a ModelCheckpoint saves (and reloads) the model with its wrapped activations
+    c = d["custom"]
+    assert c["status"] == "closed" and len(c["loss"]) == 46 and np.isfinite(c["loss"]).all()
+    assert c["loss"][-1] < c["loss"][0] and c["grad_norm_steps"] == list(range(46))
+    assert "nonfinite" not in c["codes"] and c["reloaded_activation"] == "relu"

@@ -130,6 +130,10 @@ class TFGraphProbe:
         self._act_layers = list(act_layers)
         self._restore: list[Callable[[], None]] = []
         self.base = 0  # slot value of the host's first step in this fit
+        # set while the train step is traced: a custom train_step that skips compute_loss or the optimizer's
+        # apply leaves its rows unwritten, and the host must not read them as values
+        self.traced_loss = False
+        self.traced_grads = False
 
     # ---- wrapping (before the train function is traced) ---------------------------------------
     def install(self) -> None:
@@ -145,6 +149,7 @@ class TFGraphProbe:
                 given.update({k: v for k, v in kwargs.items() if k in names})
                 training = bool(kwargs.get("training", True))
                 self._fold(loss, given.get("y"), given.get("y_pred"), training)
+                self.traced_loss = self.traced_loss or training
             return loss
 
         model.compute_loss = compute_loss
@@ -159,6 +164,7 @@ class TFGraphProbe:
                     trainable_variables if trainable_variables is not None else opt._trainable_variables
                 )
                 self._write_grads(list(grads), list(variables))
+                self.traced_grads = True
             return original_apply(grads, trainable_variables)
 
         opt.apply = apply

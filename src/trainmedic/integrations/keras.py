@@ -101,7 +101,8 @@ NOT_RECORDED = {
     "tensorflow": "Keras (TensorFlow backend): gradients are the ones passed to optimizer.apply (before "
     "optimizer-side clipping); the per-step loss and gradient norms are read from the graph every 32 steps, so "
     "live NaN/explosion alarms come up to 31 steps late; activations only on layers with a built-in activation "
-    "function; steps_per_execution > 1 records one row per execution.",
+    "function; with steps_per_execution > 1 the graph probes are off (loss from Keras' running mean, no gradient "
+    "norms).",
     "jax": "Keras (JAX backend): the train step is a pure function, so no gradient norms and no activation "
     "statistics; the per-step loss is recovered from Keras' running mean; training metrics are Keras' own.",
 }
@@ -265,6 +266,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._restore: list[Callable[[], Any]] = []
         self._tf: Any = None  # TFGraphProbe on the TensorFlow backend
         self._unread: list[int] = []  # TF: steps whose ring-buffer rows are not read yet
+        self._logs_loss: dict[int, float] = {}  # TF, custom train_step without compute_loss: loss from logs
         self._tf_base_step = 0
 
     # ---- start -------------------------------------------------------------------------------
@@ -315,7 +317,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
                     self._handles.append(lay.register_forward_hook(self._act_hook(i, kind, unit_dim)))
             self._handles.append(model.register_forward_pre_hook(self._input_hook))
             self._wrap_compute_loss()
-        elif self.backend == "tensorflow":
+        elif self.backend == "tensorflow" and int(getattr(model, "steps_per_execution", 1) or 1) == 1:
             from ._keras_tf import TFGraphProbe
 
             self._tf = TFGraphProbe(model, weights, act_layers if measured else [], self.activation_rows)
@@ -491,6 +493,10 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         step, capture = self._step, self._before is not None
         self._step += 1
         if self._tf is not None:
+            if not self._tf.traced_loss:  # a custom train_step that never calls compute_loss
+                loss = self._undo_running_mean(numeric(logs))
+                if loss is not None:
+                    self._logs_loss[step] = loss
             run._guard("gradients", lambda: self._tf_batch_end(step, capture))
         else:
             self._host_batch_end(run, step, capture, numeric(logs))
@@ -499,12 +505,9 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _host_batch_end(self, run: Run, step: int, capture: bool, logs: dict[str, float]) -> None:
         values: dict[str, float] = {}
-        if "loss" in logs:
-            # Keras reports the running mean of the epoch, weighted by batch size: undo it (the fallback).
-            n = self._batch_n or 1
-            seen = self._seen + n
-            values["loss"] = (logs["loss"] * seen - self._mean_prev * self._seen) / n
-            self._mean_prev, self._seen = logs["loss"], seen
+        loss = self._undo_running_mean(logs)
+        if loss is not None:
+            values["loss"] = loss
         if self._batch_loss is not None and self._batch_loss.numel() == 1:
             values["loss"] = float(self._batch_loss)
             self._batch_loss = None
@@ -523,6 +526,17 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._folded = True
         if values or batch:
             run.log(step=step, **values, **batch)
+
+    def _undo_running_mean(self, logs: Mapping[str, float]) -> float | None:
+        """The batch's loss from Keras' running epoch mean (weighted by batch size): the fallback when the
+        batch's own loss is not seen (exact for equal batch sizes; unknown sizes count as equal)."""
+        if "loss" not in logs:
+            return None
+        n = self._batch_n or 1
+        seen = self._seen + n
+        value = (logs["loss"] * seen - self._mean_prev * self._seen) / n
+        self._mean_prev, self._seen = logs["loss"], seen
+        return float(value)
 
     def _changed_hyperparameters(self, capture: bool) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -561,15 +575,21 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if k >= done or k < done - RING:  # not applied (no optimizer step), or overwritten
                 continue
             row = (probe.base + k) % RING
-            values = {"loss": float(losses[row])}
+            values: dict[str, float] = {}
+            if probe.traced_loss:
+                values["loss"] = float(losses[row])
+            elif s in self._logs_loss:  # a train_step without compute_loss: undone from Keras' running mean
+                values["loss"] = self._logs_loss[s]
             g = grads[row]
             have = ~(g < 0)  # -1: the variable had no gradient; NaN/Inf stay (a non-finite gradient)
-            if have.any():
+            if probe.traced_grads and have.any():
                 values["grad_norm"] = float(np.sqrt(np.sum(g[have].astype(np.float64) ** 2)))
-            if s % self.every == 0:
+            if probe.traced_grads and s % self.every == 0:
                 log_layers(run, "grad_norm", s, _per_layer(g, ids, len(self._layers)))
-            run.log(step=s, **values)
+            if values:
+                run.log(step=s, **values)
         self._unread.clear()
+        self._logs_loss.clear()
         last = self._step - 1
         hp = self._changed_hyperparameters(capture_step is not None)
         if hp:
