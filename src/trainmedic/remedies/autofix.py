@@ -1344,10 +1344,12 @@ def _headroom(
     * training accuracy is more than :data:`TRAIN_HEADROOM` below 1.0 (and no label-noise finding says the
       data allows less);
     * another trial of this autofix reached a better held-out value at some epoch than the kept model;
-    * the kept trial moved the lr and that helped: one more step the same way comes first.
+    * the kept trial moved the lr and that helped: one more step the same way comes first;
+    * the inputs are fed unstandardized (``normalize_inputs`` off).
 
-    With none of these, while the budget lasts, the lr is tried around the kept one (÷ then ×
-    :data:`POLISH_LR_FACTOR`): kept only when it beats the noise, like every polishing move.
+    With none of these, while the budget lasts: the lr around the kept one (÷ then ×
+    :data:`POLISH_LR_FACTOR`), a wider model, more epochs, batch normalization — each kept only when it
+    beats the noise, like every polishing move.
     """
     out: list[tuple[str, str]] = []
     lr_move = (last_change or {}).get("lr")
@@ -1380,6 +1382,8 @@ def _headroom(
                     "raise_learning_rate",
                 )
             )
+    if cfg.get("normalize_inputs") is False:
+        out.append(("the inputs are fed unstandardized (normalize_inputs is off)", "normalize_inputs"))
     if best.value is None or not accuracy_like:
         return out
     noise = best.view.noise()
@@ -1417,8 +1421,9 @@ def _headroom(
                 f"the noise {noise:.4f}"
             )
             out += [(why, "lower_learning_rate"), (why, "raise_learning_rate"), (why, "train_longer")]
-    why = "budget left: the lr around the kept one, a wider model, more epochs"
-    out += [(why, m) for m in ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer")]
+    why = "budget left: the lr around the kept one, a wider model, more epochs, batch normalization"
+    moves = ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer", "batch_norm")
+    out += [(why, m) for m in moves]
     return out
 
 
