@@ -384,7 +384,7 @@ class OptimizerProbe:
         self._qhost = [
             (pi, np.asarray(offsets[pi], dtype=np.intp), slot[pi][0], slot[pi][-1] + 1) for pi in used
         ]
-        self._qbuf = np.empty((2, len(layers) * k), dtype=np.float64)
+        self._qbuf = np.empty((2, len(layers) * k), dtype=np.float32)
         self._qkth = np.array([min(k - 1, round(q * (k - 1))) for q in QUANTILES], dtype=np.intp)
         self._qlids = np.asarray(layers, dtype=np.intp)
         order_src = [s for pi in used for s in slot[pi]]  # destination slot of each gathered element
@@ -403,7 +403,7 @@ class OptimizerProbe:
     def _host_quantiles(
         self, views: list[np.ndarray], layers: torch.Tensor, pos: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`param_quantiles` for CPU parameters with NumPy (a take per param, one partition per row)."""
+        """:meth:`param_quantiles` for CPU parameters with NumPy (a take per param, one sort per row)."""
         buf, k = self._qbuf, QUANTILE_SAMPLE
         kth, lids = self._qkth, self._qlids
         out = np.full((2, len(QUANTILES), self.n_layers), np.nan)
@@ -411,18 +411,20 @@ class OptimizerProbe:
             dst = buf[row]
             for pi, off, a, b in self._qhost:
                 if row == 0:
-                    dst[a:b] = views[pi][off]
+                    dst[a:b] = views[pi].take(off)
                     continue
                 g = self.params[pi].grad
                 if g is None or g.is_sparse or g.dtype not in (torch.float32, torch.float64):
                     dst[a:b] = np.nan
+                elif g.is_contiguous():  # NumPy's reshape and take: a fraction of torch's per-call cost
+                    dst[a:b] = g.numpy().reshape(-1).take(off)
                 else:
                     dst[a:b] = g.detach().reshape(-1).numpy()[off]
             grid = dst.reshape(-1, k)
             bad = np.isnan(grid).any(axis=1)
             if bad.any():
                 grid[bad] = 0.0
-            grid.partition(kth, axis=1)  # in place: the buffer is refilled at the next capture
+            grid.sort(axis=1)  # in place (refilled at the next capture); NumPy's SIMD sort beats partition
             part = grid[:, kth]
             part[bad] = np.nan
             out[row][:, lids] = part.T
