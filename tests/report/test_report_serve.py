@@ -208,6 +208,19 @@ def test_the_live_page_updates_itself_in_chromium(tmp_path: Path) -> None:
                 cid = b.eval("Object.keys(window.trainmedic.charts).find(k => k.endsWith('-loss-steps'))")
                 n_points = b.eval(f"window.trainmedic.charts[{json.dumps(cid)}].plot.data[0].length")
                 assert n_points > 20
+                # a zoom survives the live redraws (the chart is rebuilt with new data every update)
+                scale = f"(c => [c.plot.scales.x.min, c.plot.scales.x.max])(window.trainmedic.charts[{json.dumps(cid)}])"
+                box = b.eval(
+                    f"(() => {{ const e = document.querySelector('figure[data-tm=\"{cid}\"] .u-over');"
+                    " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+                    " return {x: r.left, y: r.top, width: r.width}; })()"
+                )
+                b.drag(box["x"] + 5, box["y"] + 20, box["x"] + box["width"] * 0.3, box["y"] + 20)
+                zoomed = b.eval(scale)
+                version = b.eval("document.getElementById('tm-live-status').dataset.version")
+                _wait(lambda: b.eval("document.getElementById('tm-live-status').dataset.version") != version)
+                after = b.eval(scale)
+                assert after == pytest.approx(zoomed, rel=1e-6), (zoomed, after)
                 b.drain(0.5)
                 assert b.console_problems() == []
                 foreign = [u for u in b.requests() if not u.startswith((server.url, "data:"))]

@@ -129,10 +129,15 @@
         setCursor: [function (u) { markerTip(c, u); }],
         setScale: [function (u, key) {
           if (key === "x") c.root.setAttribute("data-zoom", fmt(u.scales.x.min) + "…" + fmt(u.scales.x.max));
+        }],
+        setSelect: [function (u) {  // a drag: remember the range, so a live redraw keeps the user's zoom
+          if (u.select.width > 2) st.zoom = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
         }]
       }
     };
     c.plot = new uPlot(opts, cols, c.plotEl);
+    c.plot.over.addEventListener("dblclick", function () { st.zoom = null; });
+    if (st.zoom) c.plot.setScale("x", { min: st.zoom[0], max: st.zoom[1] });
   }
 
   function markerTip(c, u) {
@@ -174,11 +179,11 @@
       var l3 = el("label", null, " align by "), sel = el("select", "tm-align");
       ["step", "epoch"].forEach(function (k) { var o = el("option", null, k); o.value = k; sel.appendChild(o); });
       sel.value = st.epoch ? "epoch" : "step";
-      sel.addEventListener("change", function () { st.epoch = sel.value === "epoch"; buildLines(c); });
+      sel.addEventListener("change", function () { st.epoch = sel.value === "epoch"; st.zoom = null; buildLines(c); });
       l3.appendChild(sel); bar.appendChild(l3);
     }
     var reset = el("button", "tm-reset", "reset zoom"); reset.type = "button";
-    reset.addEventListener("click", function () { buildLines(c); });
+    reset.addEventListener("click", function () { st.zoom = null; buildLines(c); });
     bar.appendChild(reset);
     bar.appendChild(el("span", "tm-hint", "drag to zoom · double-click to reset · hover for values"));
     return bar;
@@ -275,7 +280,7 @@
     root.setAttribute("data-kind", spec.kind);
     root.appendChild(el("div", "tm-title", spec.title));
     if (spec.kind === "lines") {
-      c.state = { smooth: spec.smooth_default || 0, log: !!spec.log, epoch: false };
+      c.state = { smooth: spec.smooth_default || 0, log: !!spec.log, epoch: false, zoom: null };
       root.appendChild(lineControls(c));
       c.plotEl = el("div", "tm-plot"); root.appendChild(c.plotEl);
       c.tip = el("div", "tm-tip"); root.appendChild(c.tip);
