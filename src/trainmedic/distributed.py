@@ -70,7 +70,10 @@ def _dtensor_type() -> type | None:
 
 
 def is_sharded(t: Any) -> bool:
-    """True for a ``DTensor`` (FSDP2 parameters and gradients)."""
+    """True for a ``DTensor`` (FSDP2 parameters and gradients) or an FSDP1 ``FlatParameter`` (each rank holds
+    a disjoint chunk of the flattened parameters)."""
+    if getattr(t, "_is_flat_param", False):
+        return True
     cls = _dtensor_type()
     return cls is not None and isinstance(t, cls)
 
@@ -84,6 +87,8 @@ def local(t: torch.Tensor) -> torch.Tensor:
 def replication(t: Any, world: int) -> float:
     """How many ranks hold a copy of each element of ``t``'s local shard: the sum over ranks of squared shard
     norms divided by it is the squared norm of the whole tensor. Plain tensors are replicated on every rank."""
+    if getattr(t, "_is_flat_param", False):  # FSDP1: disjoint chunks, zero padding
+        return 1.0
     if not is_sharded(t):
         return float(world)
     shards = 1
