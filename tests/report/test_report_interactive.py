@@ -138,3 +138,21 @@ def test_static_report_has_no_script_at_all(tmp_path: Path, run_cli) -> None:  #
     assert html.count("<svg") >= 2 and "no scripts" in html
     code, out = run_cli(["report", str(run), "-o", str(tmp_path / "i.html")])
     assert code == 0 and "data-tm=" in (tmp_path / "i.html").read_text(encoding="utf-8")
+
+
+def test_serve_overlays_several_runs(tmp_path: Path) -> None:
+    from trainmedic.report.serve import LiveReport
+
+    a = write_tiny_run(tmp_path / "a", "before", slope=1.0)
+    b = write_tiny_run(tmp_path / "b", "after", slope=3.0)
+    live = LiveReport([a, b])
+    doc = json.loads(live.live())
+    assert [r["label"] for r in doc["runs"]] == ["before", "after"]
+    overlay = doc["charts"]["compare-loss"]
+    assert [s["label"] for s in overlay["series"]] == ["before", "after"]
+    assert all("xe" in s for s in overlay["series"])  # each run placed on an epoch axis by its own epochs
+    # the tiny runs evaluate after steps 10, 20 and 30 (epochs 0-2); their last loss, step 29, is 2.8 epochs in
+    xe = overlay["series"][0]["xe"]
+    assert xe[0] == 0 and xe[-1] == 2.8
+    page = live.page().decode()
+    assert 'id="compare"' in page and 'data-tm="compare-loss"' in page
