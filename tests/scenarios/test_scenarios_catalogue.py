@@ -68,7 +68,7 @@ def assert_names_its_symptom(f: Finding) -> None:
 def test_catalogue_covers_every_training_code_and_architecture() -> None:
     audit_side = {
         "internal_error",
-    "training_failed",
+        "training_failed",
         "mode_collapse",
         "discriminator_overpowering",
         "label_noise",

@@ -34,7 +34,9 @@ class AuditThresholds:
         0.1  # label distributions differ when total-variation distance >= this (and significant)
     )
     label_noise_rate: float = 0.03  # label_noise (warning) when a split's share of suspected labels >= this
-    label_noise_error_rate: float = 0.15  # ... and error when >= this (suspects are the confident ones: a lower bound)
+    label_noise_error_rate: float = (
+        0.15  # ... and error when >= this (suspects are the confident ones: a lower bound)
+    )
     label_check_min_kappa: float = (
         0.5  # labels are judged only when the checking model beats chance by this kappa
     )
