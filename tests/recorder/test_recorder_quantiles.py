@@ -88,3 +88,21 @@ def test_a_layer_without_gradient_has_nan_gradient_quantiles(tmp_path: Path) -> 
     assert g.layers == ["0", "2"]
     assert np.isnan(g.values[:, 0]).all() and np.isfinite(g.values[:, 1]).all()
     assert np.isfinite(w.values).all()
+
+
+def test_the_torch_path_gives_the_numpy_paths_quantiles() -> None:
+    """Accelerators take the torch path (gathers and one sort on the device); on the CPU both must agree."""
+    from trainmedic.probes.layers import LayerIndex
+    from trainmedic.probes.optimizer import OptimizerProbe
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.Linear(40, 5), nn.LayerNorm(5))
+    model[2].requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.randn(8, 30)).sum().backward()
+    probe = OptimizerProbe("optimizer", opt, LayerIndex.build({"model": model}))
+    host, device = probe.param_quantiles(True), probe.param_quantiles(False)
+    assert host is not None and device is not None and host.shape == device.shape == (2, len(QUANTILES), 3)
+    assert torch.allclose(host.float(), device.float(), equal_nan=True)
+    assert torch.isnan(host[:, :, 1]).all()  # the frozen layer is not this optimizer's: no row at all
+    assert torch.isfinite(host[:, :, [0, 2]]).all()
