@@ -305,3 +305,39 @@ def test_hostile_layer_names_stay_text_in_every_interactive_part(browser: Browse
     b.mouse("mouseMoved", box["x"] + box["width"] * 0.6, box["y"] + 8)
     text = b.eval(f"document.querySelector('figure[data-tm=\"{heat}\"] .tm-readout').textContent")
     assert text.startswith(f"layer {EVIL} · step "), text
+
+
+def test_the_csp_refuses_any_other_inline_script(browser: Browser, tmp_path: Path) -> None:
+    """Were an escape ever missed, the injected script would not run: the policy allows only the report's own."""
+    from trainmedic.report.html import page as build_page
+
+    html = build_page(
+        "t",
+        "s",
+        [],
+        '<p>body</p><script>window.__pwned = 1</script><img src="http://127.0.0.1:9/x.png">',
+        "f",
+        data={"charts": {}},
+        live={"url": "/api/live", "interval_ms": 60000},
+    )
+    path = tmp_path / "csp.html"
+    path.write_text(html, encoding="utf-8")
+    b = browser
+    b.navigate(path.as_uri())
+    b.drain(0.5)
+    assert b.eval("window.__pwned === undefined") is True
+    assert b.eval("typeof uPlot") == "function"  # the allowed script did run
+    assert any("Content Security Policy" in line for line in b.console_problems()), b.console_problems()
+    # img-src allows data: only: Chromium announces the image request and blocks it for the policy
+    ids = [
+        e["params"]["requestId"]
+        for e in b.events
+        if e["method"] == "Network.requestWillBeSent"
+        and e["params"]["request"]["url"] == "http://127.0.0.1:9/x.png"
+    ]
+    blocked = {
+        e["params"]["requestId"]
+        for e in b.events
+        if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason") == "csp"
+    }
+    assert ids and set(ids) <= blocked, (ids, blocked)
