@@ -341,3 +341,17 @@ def test_the_csp_refuses_any_other_inline_script(browser: Browser, tmp_path: Pat
         if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason") == "csp"
     }
     assert ids and set(ids) <= blocked, (ids, blocked)
+
+
+def test_hovering_one_step_chart_shows_the_step_on_the_others(browser: Browser, page: Path) -> None:
+    b = browser
+    b.navigate(page.as_uri())
+    loss, grad = _chart(b, "-loss-steps"), _chart(b, "-grad-norm")
+    box = _box(b, f'figure[data-tm="{loss}"] .u-over')
+    b.mouse("mouseMoved", box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+    idx = f"window.trainmedic.charts[{json.dumps(grad)}].plot.cursor.idx"
+    assert b.eval(idx) is not None  # the gradient-norm chart's cursor followed
+    value = b.eval(
+        f"document.querySelectorAll('figure[data-tm=\"{grad}\"] .u-legend .u-value')[1].textContent"
+    )
+    assert value not in ("", "–", "--"), value

@@ -440,6 +440,9 @@ def run_specs(rd: RunData) -> dict[str, dict[str, Any]]:
     q = quantile_spec(rd)
     if q is not None:
         out[key + "quantiles"] = q
+    for spec in out.values():  # hovering one step chart shows the same step on the others (W&B-style)
+        if spec["kind"] == "lines" and spec["xlabel"] == "step":
+            spec["sync"] = rd.slug + "-steps"
     dead = r.layer_stat("act_dead")
     if len(dead.steps) and np.isfinite(dead.values).any():
         out[key + "act-dead-heatmap"] = heatmap_spec(

@@ -122,7 +122,8 @@
       axes: [{ label: st.epoch ? (spec.xlabel_epoch || "epoch") : spec.xlabel, size: 40 },
         { label: spec.ylabel + (logOn ? " (log)" : ""), size: 64,
           values: function (u, vals) { return vals.map(fmt); } }],
-      cursor: { drag: { x: true, y: false, setScale: true } },
+      cursor: spec.sync ? { drag: { x: true, y: false, setScale: true }, sync: { key: spec.sync } }
+        : { drag: { x: true, y: false, setScale: true } },
       legend: { live: true },
       hooks: {
         draw: [function (u) { drawOverlays(u, spec, st); }],
