@@ -231,3 +231,32 @@ def test_keras_tensorflow_backend_in_a_subprocess(tmp_path: Path) -> None:
     assert c["status"] == "closed" and len(c["loss"]) == 46 and np.isfinite(c["loss"]).all()
     assert c["loss"][-1] < c["loss"][0] and c["grad_norm_steps"] == list(range(46))
     assert "nonfinite" not in c["codes"] and c["reloaded_activation"] == "relu"
+
+
+def test_keras_callback_failing_inside_never_breaks_training(
+    digits: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside the callback's own per-batch code is recorded and warned about once; the fit finishes
+    with the weights of an unwatched fit."""
+    X_tr, y_tr, _, _ = digits
+
+    def fit(callbacks: list[Any]) -> np.ndarray:
+        model = _model()
+        model.fit(
+            X_tr[:320], y_tr[:320], epochs=1, batch_size=BATCH, shuffle=False, verbose=0, callbacks=callbacks
+        )
+        return np.concatenate([np.asarray(w).ravel() for w in model.get_weights()])
+
+    bare = fit([])
+
+    def broken(self: Any, *args: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(TrainmedicCallback, "_host_batch_end", broken)
+    with pytest.warns(RuntimeWarning, match="injected") as caught:
+        watched = fit([TrainmedicCallback(tmp_path / "run", quiet=True)])
+    assert sum("injected" in str(w.message) for w in caught) == 1
+    np.testing.assert_array_equal(bare, watched)
+    with tm.open_run(tmp_path / "run") as r:
+        assert r.meta["status"] == "closed"
+        assert any("injected" in e["message"] for e in r.events("internal_error"))

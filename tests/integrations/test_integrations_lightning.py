@@ -289,3 +289,36 @@ def test_lightning_parity_overfit_and_collapse_found_healthy_silent(tmp_path: Pa
             assert r.confusion_matrix("train_running").sum() == len(case.y_train)
             assert r.confusion_matrix("val").sum() == len(case.y_val)
     assert not parity.check(found), parity.summary(found)
+
+
+def test_lightning_callback_failing_inside_never_breaks_training(
+    digits: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside the callback's own code (here: reading the batch's labels) is recorded and warned about
+    once; the fit finishes with the weights of an unwatched fit."""
+    import trainmedic.integrations.lightning as tm_pl
+
+    def fit(callbacks: list[Any]) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = PlainModule(16, 10, 1e-2)
+        train, val = _loaders(digits)
+        pl.Trainer(
+            accelerator="cpu", devices=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, max_epochs=1, num_sanity_val_steps=0,
+        ).fit(model, train, val)  # fmt: skip
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    bare = fit([])
+
+    def broken(batch: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(tm_pl, "_batch_targets", broken)
+    with pytest.warns(RuntimeWarning, match="injected") as caught:
+        watched = fit([TrainmedicCallback(tmp_path / "run", quiet=True)])
+    warned = [str(w.message) for w in caught if "injected" in str(w.message)]
+    assert warned and len(warned) == len(set(warned))  # once per part (training batches, validation batches)
+    assert torch.equal(bare, watched)
+    with tm.open_run(tmp_path / "run") as r:
+        assert r.meta["status"] == "closed" and len(r.scalar("loss")) == 10
+        assert any("injected" in e["message"] for e in r.events("internal_error"))

@@ -8,13 +8,16 @@ run's private writer is here, in one place, so it can move to public ``Run`` met
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 
+from ..errors import TrainmedicError
 from ..watch import Run
 
 
@@ -151,3 +154,36 @@ def fold_batch(run: Run, outputs: Any, targets: Any, loss: Any) -> None:
     (the callbacks log one loss per optimizer step themselves, e.g. over gradient-accumulation batches)."""
     if not run.closed:
         run._guard("running metrics", lambda: run._fold_batch(outputs, targets, loss))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def fail_open(probe: str) -> Callable[[_F], _F]:
+    """The fail-open boundary of a framework callback's hook (as ``Run``'s ``_boundary``): the user's own
+    mistakes (``TrainmedicError``) and requested stops (``TrainingProblemError``, a subclass) pass; any other
+    failure inside trainmedic is recorded in the run (``internal_error``), warned about once, and the hook
+    returns None, so the framework trains on exactly as without the callback."""
+
+    def deco(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except TrainmedicError:
+                raise
+            except Exception as e:  # never break the user's training
+                run = getattr(self, "run", None)
+                if isinstance(run, Run):
+                    run._internal_error(probe, e)
+                else:
+                    warnings.warn(
+                        f"trainmedic: the {probe!r} callback failed ({type(e).__name__}: {e}); training continues",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                return None
+
+        return cast(_F, hook)
+
+    return deco

@@ -12,6 +12,7 @@ active callback, which stores the full metrics and confusion matrix at ``on_eval
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,7 @@ from ..errors import TrainmedicError
 from ..metrics import evaluate_classification
 from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
-from ._store import evaluate_with_extras, fold_batch, log_epoch, numeric, record_failure, set_meta
+from ._store import evaluate_with_extras, fail_open, fold_batch, log_epoch, numeric, record_failure, set_meta
 
 __all__ = ["TrainmedicCallback", "compute_metrics"]
 
@@ -126,6 +127,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
         self._unwrap: Any = None
 
     # ---- start and end ------------------------------------------------------------------------
+    @fail_open("hf callback")
     def on_train_begin(
         self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any
     ) -> None:
@@ -165,8 +167,9 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
                 return inner(*args, **kwargs)
             except Exception as e:
                 if self.run is not None and model.training:
-                    record_failure(self.run, e)
-                    self._detach()
+                    with contextlib.suppress(Exception):  # the user's exception is what propagates
+                        record_failure(self.run, e)
+                        self._detach()
                 raise
 
         model.forward = forward
@@ -180,6 +183,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
 
         self._unwrap = undo
 
+    @fail_open("hf callback")
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         global _active
         self._detach()
@@ -244,6 +248,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
                 **{"input_shape/model": list(first.shape), "input_dtype/model": str(first.dtype)},
             )
 
+    @fail_open("hf callback")
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         run = self.run
         if run is None or run.closed:
@@ -256,6 +261,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
             self._epoch_losses.append(float(loss))
         return self._honour_stop(control)
 
+    @fail_open("hf callback")
     def on_log(
         self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
@@ -267,6 +273,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
             run.log(step=max(state.global_step - 1, 0), loss=values["loss"])
             self._epoch_losses.append(values["loss"])
 
+    @fail_open("hf callback")
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         run = self.run
         if run is not None and not run.closed:
@@ -278,6 +285,7 @@ class TrainmedicCallback(transformers.TrainerCallback):  # type: ignore[misc]
         self._epoch_losses.clear()
 
     # ---- evaluation --------------------------------------------------------------------------
+    @fail_open("hf callback")
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> Any:

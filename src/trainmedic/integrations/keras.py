@@ -30,6 +30,7 @@ Importing this module sets ``KERAS_BACKEND=torch`` when Keras is not imported ye
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -58,6 +59,7 @@ from ._store import (
     declare_layers,
     evaluate_confusion,
     evaluate_with_extras,
+    fail_open,
     fold_running,
     log_epoch,
     log_layers,
@@ -270,6 +272,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._tf_base_step = 0
 
     # ---- start -------------------------------------------------------------------------------
+    @fail_open("keras callback")
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         options = dict(self.watch_options)
         if self.run is not None:  # a second fit continues the run
@@ -371,10 +374,11 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 return original(*args, **kwargs)
             except BaseException as e:
                 if not isinstance(e, StopIteration) and self.run is not None:
-                    if self._tf is not None:
-                        self.run._guard("gradients", self._tf_read)  # the steps before the failure
-                    record_failure(self.run, e, step=self._step)
-                    self._detach()
+                    with contextlib.suppress(Exception):  # the user's exception is what propagates
+                        if self._tf is not None:
+                            self.run._guard("gradients", self._tf_read)  # the steps before the failure
+                        record_failure(self.run, e, step=self._step)
+                        self._detach()
                 raise
 
         train_function._trainmedic = True  # type: ignore[attr-defined]
@@ -460,15 +464,18 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         return hook
 
     # ---- per batch ---------------------------------------------------------------------------
+    @fail_open("keras callback")
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._mean_prev, self._seen = 0.0, 0
 
+    @fail_open("keras callback")
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """fit's validation pass starts: count its batches afresh."""
         self._val_batches.clear()
         if self._tf is not None and self.run is not None:
             self.run._guard("running metrics", lambda: self._tf.reset("val"))
 
+    @fail_open("keras callback")
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         run = self.run
         if run is None or run.closed:
@@ -486,6 +493,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return [p.detach().clone() for p in self._params]
         return [_to_numpy(v) for v in self._vars]
 
+    @fail_open("keras callback")
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         run = self.run
         if run is None or run.closed:
@@ -731,6 +739,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         }
 
     # ---- per epoch and end -------------------------------------------------------------------
+    @fail_open("keras callback")
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         run = self.run
         if run is None or run.closed:
@@ -782,6 +791,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             log_epoch(run, "val", val)
         self._honour_stop()
 
+    @fail_open("keras callback")
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._tf is not None and self.run is not None and not self.run.closed:
             self.run._guard("gradients", self._tf_read)

@@ -31,7 +31,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
 from ..errors import TrainmedicError
 from ..running import RUNNING_SPLIT
 from ..watch import Run, watch
-from ._store import evaluate_with_extras, fold_batch, log_epoch, numeric, set_meta
+from ._store import evaluate_with_extras, fail_open, fold_batch, log_epoch, numeric, set_meta
 
 __all__ = ["TrainmedicCallback"]
 
@@ -175,6 +175,7 @@ class TrainmedicCallback(pl.Callback):
         self._folded = False
 
     # ---- start and end ------------------------------------------------------------------------
+    @fail_open("lightning callback")
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         options = dict(self.watch_options)
         if self.run is not None:  # a second fit continues the run
@@ -206,11 +207,13 @@ class TrainmedicCallback(pl.Callback):
             self._handle.remove()
             self._handle = None
 
+    @fail_open("lightning callback")
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
         if self.run is not None:
             self.run.close()
 
+    @fail_open("lightning callback")
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -219,6 +222,7 @@ class TrainmedicCallback(pl.Callback):
             self.run.__exit__(type(exception), exception, exception.__traceback__)
 
     # ---- training ----------------------------------------------------------------------------
+    @fail_open("lightning callback")
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -232,6 +236,7 @@ class TrainmedicCallback(pl.Callback):
             run._batch_size = n
             set_meta(run, batch_size=n, batch_size_source="first training batch")
 
+    @fail_open("lightning callback")
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -239,25 +244,10 @@ class TrainmedicCallback(pl.Callback):
         forward, self._forward_out = self._forward_out, None
         if run is None or run.closed or outputs is None:
             return
-        loss = outputs if isinstance(outputs, torch.Tensor) else None
-        preds: Any = None
-        targets: Any = None
-        if isinstance(outputs, Mapping):
-            loss = outputs.get("loss")
-            preds, targets = _first(outputs, OUTPUT_KEYS), _first(outputs, TARGET_KEYS)
-        if not isinstance(preds, torch.Tensor) or not isinstance(targets, torch.Tensor):
-            # not returned: the module's own training forward and the batch's labels
-            preds, targets = forward, _batch_targets(batch)
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         scalar_loss = isinstance(loss, torch.Tensor) and loss.numel() == 1
-        if _scores_for(preds, targets):
-            # the running training metrics of the batches, as run.log(outputs=, targets=) in a plain loop
-            batch_loss = None
-            if isinstance(loss, torch.Tensor) and scalar_loss:
-                batch_loss = loss.detach().reshape(())
-                if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
-                    batch_loss = batch_loss * trainer.accumulate_grad_batches  # Lightning hands out loss / k
-            fold_batch(run, preds.detach(), targets.detach(), batch_loss)
-            self._folded = True
+        # scoring the batch is independent of the loss: a failure there never costs the step's loss
+        run._guard("running metrics", lambda: self._score_batch(trainer, pl_module, outputs, batch, forward))
         if isinstance(loss, torch.Tensor) and scalar_loss:
             self._step_losses.append(loss.detach().reshape(()))
         # One loss per optimizer step: with gradient accumulation Lightning hands out loss / k per batch.
@@ -270,6 +260,33 @@ class TrainmedicCallback(pl.Callback):
         if trainer.world_size == 1:
             self._honour_stop(trainer)
 
+    def _score_batch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, forward: Any
+    ) -> None:
+        """The running training metrics of one batch, as run.log(outputs=, targets=) in a plain loop."""
+        assert self.run is not None
+        loss, preds, targets = outputs if isinstance(outputs, torch.Tensor) else None, None, None
+        if isinstance(outputs, Mapping):
+            loss, preds, targets = (
+                outputs.get("loss"),
+                _first(outputs, OUTPUT_KEYS),
+                _first(outputs, TARGET_KEYS),
+            )
+        if not isinstance(preds, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            # not returned: the module's own training forward and the batch's labels
+            preds, targets = forward, _batch_targets(batch)
+        if not _scores_for(preds, targets):
+            return
+        assert isinstance(preds, torch.Tensor) and isinstance(targets, torch.Tensor)
+        batch_loss = None
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            batch_loss = loss.detach().reshape(())
+            if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
+                batch_loss = batch_loss * trainer.accumulate_grad_batches  # Lightning hands out loss / k
+        fold_batch(self.run, preds.detach(), targets.detach(), batch_loss)
+        self._folded = True
+
+    @fail_open("lightning callback")
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run = self.run
         if run is None or run.closed:
@@ -288,6 +305,7 @@ class TrainmedicCallback(pl.Callback):
         self._honour_stop(trainer)
 
     # ---- validation --------------------------------------------------------------------------
+    @fail_open("lightning callback")
     def on_validation_batch_start(
         self,
         trainer: pl.Trainer,
@@ -298,6 +316,7 @@ class TrainmedicCallback(pl.Callback):
     ) -> None:
         self._forward_out = None
 
+    @fail_open("lightning callback")
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -312,6 +331,7 @@ class TrainmedicCallback(pl.Callback):
             return
         self._val.setdefault(dataloader_idx, _SplitCollector()).add(outputs, (forward, _batch_targets(batch)))
 
+    @fail_open("lightning callback")
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run = self.run
         if trainer.sanity_checking or run is None or run.closed:
