@@ -222,6 +222,7 @@ def main(out: Path) -> dict[str, Any]:
     result["failing"] = failing_fit(out)
     if keras.backend.backend() == "tensorflow":
         result["custom"] = custom_step_fit(out)
+    result["report_bytes"] = tm.report(out / "oracle", out / "oracle.html").stat().st_size
     result["parity"] = {name: sorted(fit_case(case, out / name)) for name, case in parity.cases().items()}
     return result
 

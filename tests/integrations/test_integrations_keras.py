@@ -188,6 +188,7 @@ def _assert_fits(d: dict[str, Any]) -> None:
     f = d["failing"]
     assert "99" in f["error"] and f["status"] == "failed"
     assert f["events"] and "training_failed" in f["codes"]
+    assert d["report_bytes"] > 10_000  # the HTML report of a Keras run, as of a PyTorch one
     # parity: overfitting and the majority-class collapse found, the healthy fit silent
     assert not parity.check({k: set(v) for k, v in d["parity"].items()}), parity.summary(d["parity"])
 

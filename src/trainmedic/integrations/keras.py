@@ -174,9 +174,10 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def _targets_and_outputs(y: Any, y_pred: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _targets_and_outputs(y: Any, y_pred: Any, first: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``compute_loss``'s ``y``/``y_pred`` (torch backend) as class indices and scores, or None when they are
-    not a single-output classification (regression targets, several outputs)."""
+    not a single-output classification (regression targets, several outputs). Whether float targets are
+    whole class indices is looked at on the ``first`` batch only (a host sync)."""
     if (
         not isinstance(y, torch.Tensor)
         or not isinstance(y_pred, torch.Tensor)
@@ -189,7 +190,7 @@ def _targets_and_outputs(y: Any, y_pred: Any) -> tuple[torch.Tensor, torch.Tenso
     if t.dim() == 2 and t.shape[1] > 1:  # one-hot (CategoricalCrossentropy)
         t = t.argmax(dim=1)
     t = t.reshape(-1)
-    if t.is_floating_point() and not bool((t == t.round()).all()):
+    if first and t.is_floating_point() and not bool((t == t.round()).all()):
         return None  # regression targets
     return t.long(), o
 
@@ -416,7 +417,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if training:
                 self._batch_loss = loss.detach()
             if self._classification is not False and (training or kwargs.get("training") is False):
-                pair = _targets_and_outputs(given.get("y"), given.get("y_pred"))
+                pair = _targets_and_outputs(given.get("y"), given.get("y_pred"), self._classification is None)
                 self._classification = pair is not None
                 if training:
                     self._batch_pred = pair
