@@ -141,6 +141,7 @@ def oracle_fit(out: Path) -> dict[str, Any]:
             "val_samples": int(r.confusion_matrix("val").sum()),
             "train_samples": int(r.confusion_matrix("train_running").sum()),
             "notes": r.meta.get("notes", []),
+            "tf_reads": cb.tf_reads,
         }
 
 

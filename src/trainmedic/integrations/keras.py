@@ -268,6 +268,9 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._folded = False  # this epoch's running metrics came from the batches (not Keras' logs)
         self._restore: list[Callable[[], Any]] = []
         self._tf: Any = None  # TFGraphProbe on the TensorFlow backend
+        self.tf_reads = (
+            0  # TensorFlow: host reads of the graph's ring buffer (at the cadence, never per step)
+        )
         self._unread: list[int] = []  # TF: steps whose ring-buffer rows are not read yet
         self._logs_loss: dict[int, float] = {}  # TF, custom train_step without compute_loss: loss from logs
         self._tf_base_step = 0
@@ -570,6 +573,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
         run, probe = self.run, self._tf
         if run is None or probe is None or not self._unread:
             return
+        self.tf_reads += 1
         losses, grads, slot = probe.read()
         done = slot - probe.base  # optimizer steps the graph has taken in this fit
         if not self._input_recorded:
