@@ -1422,8 +1422,8 @@ def _headroom(
             )
             out += [(why, "lower_learning_rate"), (why, "raise_learning_rate"), (why, "train_longer")]
     why = "budget left: the lr around the kept one, a wider model, more epochs, batch normalization"
-    moves = ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer", "batch_norm")
-    out += [(why, m) for m in moves]
+    fallback = ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer", "batch_norm")
+    out += [(why, m) for m in fallback]
     return out
 
 
