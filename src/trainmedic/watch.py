@@ -14,7 +14,6 @@ import contextlib
 import functools
 import math
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -23,75 +22,29 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .cadence import QUANTILE_GAP, Cadence, FixedCadence, LogCadence
+from .cadence import Cadence, FixedCadence, LogCadence
 from .distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
-from .distributed import SUMMARY_FIELDS, SYNC_EVERY, NullWriter, RankSync, replication
+from .distributed import NullWriter, RankSync
 from .errors import TrainmedicError, describe_shape
 from .findings import Finding, Severity
 from .live import LiveMonitor, TrainingProblemError
 from .probes.activations import ACT_STATS, ActivationProbe
 from .probes.layers import LayerIndex, is_compiled, unwrap
-from .probes.optimizer import QUANTILE_STATS, OptimizerProbe
+from .probes.optimizer import OptimizerProbe
 from .probes.summary import model_summary
-from .running import RUNNING_SPLIT, RunningMetrics
+from .recorder import evaluation, flushing, hooks, sync
+from .recorder.common import LAYER_NORM_STATS, MAX_PROBE_FAILURES, _boundary, _dist_rank, _name_all, _version
+from .recorder.meter import _OverheadMeter
+from .running import RunningMetrics
 from .settings import Thresholds, load_thresholds
 from .store.reader import RunReader
 from .store.writer import RunWriter
-
-LAYER_NORM_STATS = ("grad_norm", "weight_norm", "update_norm")
-MAX_PROBE_FAILURES = 20
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _boundary(probe: str, default: Callable[[Any], Any] = lambda run: None) -> Callable[[_F], _F]:
-    """The fail-open boundary of a public ``Run`` method (see ``Run._fence``): the user's own mistakes
-    (``TrainmedicError``) and requested stops (``TrainingProblemError``) pass; any other failure is recorded,
-    warned about once, and the call returns ``default(run)``."""
-
-    def deco(fn: _F) -> _F:
-        @functools.wraps(fn)
-        def method(self: Run, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except (TrainingProblemError, TrainmedicError):
-                raise
-            except Exception as e:  # never break the user's training
-                self._internal_error(probe, e)
-                return default(self)
-
-        return cast(_F, method)
-
-    return deco
-
-
-CLOCK_SECS = 0.02  # the flush clock is read at least this often (quiet steps skip it)
-HP_REFRESH = 100  # steps between hyperparameter records when nothing changed (changes are written at once)
-
-
-def _name_all(objs: Any, kind: str) -> dict[str, Any]:
-    if objs is None:
-        return {}
-    if isinstance(objs, Mapping):
-        return {str(k): v for k, v in objs.items()}
-    if isinstance(objs, (list, tuple)):
-        out: dict[str, Any] = {}
-        for o in objs:
-            base = type(unwrap(o) if isinstance(o, nn.Module) else o).__name__.lower()
-            name, n = base, 1
-            while name in out:
-                n += 1
-                name = f"{base}{n}"
-            out[name] = o
-        return out
-    return {kind: objs}
 
 
 def default_run_dir(name: str | None = None) -> Path:
@@ -104,192 +57,6 @@ def default_run_dir(name: str | None = None) -> Path:
         n += 1
         p = Path(f"{base}-{n}")
     return p
-
-
-class _OverheadMeter:
-    """Measures the recorder's share of a training step and picks the cheapest cadences that fit the budget.
-
-    Why: on a tiny model (0.5 ms steps) the per-step global gradient norm alone costs ~5% and a capture step
-    ~50-80%, while on a normal model (>= 3 ms steps) they are within a few percent. Measuring windows open
-    ``WARMUP`` steps in and then every ``RECHECK`` steps.
-
-    * The first window (``own`` mode, ``WINDOW`` steps, the hooks' short path off) times trainmedic's own work
-      with ``perf_counter`` around the hooks and ``run.log``: the per-step rest (an over-estimate of a quiet
-      step, which takes a shorter path) and the gradient norm; a capture's cost is its steps' wall time over a
-      plain step's.
-    * Later windows (``wall`` mode) leave the recorder as it runs and time whole step intervals by kind:
-      quiet, gradient norm, capture start (the step before a capture, whose hooks arm the activation probe)
-      and capture. A rare piece of work runs with cold caches and costs up to 2x what it costs every step;
-      differences of wall medians include that, and the training step's own slow-down, which the hooks'
-      own clock cannot see.
-
-    From these it predicts the share for a gradient-norm cadence ``k`` and a capture cadence ``every x m``
-    and keeps the smallest ``k`` (then ``m``) that fits.
-    """
-
-    WARMUP = 5
-    WINDOW = 50
-    RECHECK = 500
-    MAX_K = 50
-    MAX_M = 50
-    MIN_QUIET, MIN_GRAD, MIN_CAPTURE = 30, 4, 3
-    # with the gradient norm on every step, a wall window skips it on every SKIP_EVERY-th step (never a
-    # capture step) to see what a step without it costs: MIN_QUIET_K1 such steps per window
-    SKIP_EVERY, MIN_QUIET_K1 = 8, 5
-
-    def __init__(self, budget: float, every: int) -> None:
-        self.budget = budget
-        self.every = every
-        self.active = False
-        self.mode = "own"  # the first window; "wall" afterwards
-        self.next_check = self.WARMUP
-        self.own = 0.0  # seconds in our hooks during the current interval (own mode)
-        self.grad = 0.0  # of which computing the gradient norm
-        self.grad_done = False
-        self._last: float | None = None
-        self._flushes = -1
-        # own mode: (wall, own, grad, grad_done, capture) per measured step interval
-        self.samples: list[tuple[float, float, float, bool, bool]] = []
-        # wall mode: step interval wall times by kind: quiet, grad norm, capture start, capture
-        self.walls: dict[str, list[float]] = {"q": [], "g": [], "s": [], "c": []}
-        self.ticks: list[tuple[int, float, int]] = []  # (step, perf_counter at its post-step hook, flushes)
-        self._prev_tick: tuple[int, float, int] | None = None
-        self.window_steps = 0
-        self.rest = 0.0  # our own seconds per step without the gradient norm (own mode)
-        self.est_grad: float | None = None  # seconds per gradient norm
-        self.est_capture = 0.0  # extra seconds per capture (its two hooked steps)
-        self.share: float | None = None  # measured share at the cadences in force during the window
-        self.predicted: float | None = None  # predicted share at the chosen cadences
-        self.bare: float | None = None  # seconds per bare training step
-        self.checks = 0
-
-    @property
-    def timing(self) -> bool:
-        """True while the hooks and ``run.log`` must time themselves (own mode)."""
-        return self.active and self.mode == "own"
-
-    def start(self) -> None:
-        self.active = True
-        self.samples = []
-        self.walls = {"q": [], "g": [], "s": [], "c": []}
-        self.ticks = []
-        self._prev_tick = None
-        self.window_steps = 0
-        self._last = None
-        self.own = self.grad = 0.0
-        self.grad_done = False
-
-    def end_step(self, step: int, flushes: int, capture: bool) -> bool:
-        """Own mode: close one step interval (end of a primary post-step hook); True when the window is full."""
-        now = time.perf_counter()
-        if self._last is not None and flushes == self._flushes:
-            self.samples.append((now - self._last, self.own, self.grad, self.grad_done, capture))
-        self._last, self._flushes = now, flushes
-        self.own = self.grad = 0.0
-        self.grad_done = False
-        return len(self.samples) >= self.WINDOW
-
-    def ingest(self, kind_of: Callable[[int], str], k: int, cap_every: int) -> bool:
-        """Wall mode: turn the ``(step, time, flushes)`` ticks so far into step intervals by kind (consecutive
-        steps without a flush between them); True when the window has enough of each kind."""
-        ticks, self.ticks = self.ticks, []
-        prev = self._prev_tick
-        for t in ticks:
-            if prev is not None and t[0] == prev[0] + 1 and t[2] == prev[2]:
-                self.walls[kind_of(t[0])].append(t[1] - prev[1])
-            prev = t
-        self._prev_tick = prev
-        self.window_steps += len(ticks)
-        w = self.walls
-        enough = (
-            len(w["q"]) >= (self.MIN_QUIET if k > 1 else self.MIN_QUIET_K1)
-            and (len(w["g"]) >= self.MIN_GRAD or k > self.MAX_K)
-            and len(w["c"]) >= self.MIN_CAPTURE
-        )
-        return enough or self.window_steps >= max(4 * self.WINDOW, (self.MIN_CAPTURE + 1) * cap_every + 10)
-
-    def choose(self, k_now: int, cap_now: int) -> tuple[int, int] | None:
-        """New ``(grad_norm_every, capture_every)`` from the window, or None when it says too little."""
-        self.active = False
-        self.checks += 1
-        if self.mode == "own":
-            bare = self._estimate_own()
-            self.mode = "wall"
-        else:
-            bare = self._estimate_wall()
-        if bare is None:
-            return None
-        grad = self.est_grad or 0.0
-        self.bare = bare = max(bare, 1e-9)
-        rest = self.rest
-
-        def share(k: int, cap_every: int) -> float:
-            return (rest + grad / k + self.est_capture / cap_every) / bare
-
-        self.share = share(k_now, cap_now)
-        chosen = (self.MAX_K, self.every * self.MAX_M)
-        for k in range(1, self.MAX_K + 1):
-            m = next((m for m in range(1, self.MAX_M + 1) if share(k, self.every * m) <= self.budget), None)
-            if m is not None:
-                chosen = (k, self.every * m)
-                break
-        self.predicted = share(*chosen)
-        return chosen
-
-    def _estimate_own(self) -> float | None:
-        samples, self.samples = self.samples, []
-        plain = _without_stalls([s for s in samples if not s[4]], key=lambda s: s[0])
-        if len(plain) < 10:
-            return None
-        med = statistics.median
-        self.rest = med(o - g for _, o, g, *_ in plain)
-        with_grad = [s for s in plain if s[3]]
-        if with_grad:
-            self.est_grad = med(g for _, _, g, *_ in with_grad)
-            typical = med(s[0] for s in plain)
-            caps = [s[0] for s in samples if s[4] and s[0] <= STALL * typical]
-            if len(caps) >= 3:  # else keep the previous estimate: one capture step is too noisy
-                self.est_capture = max(0.0, med(caps) - med(s[0] for s in with_grad))
-        return med(w - o for w, o, *_ in plain)
-
-    def _estimate_wall(self) -> float | None:
-        med = statistics.median
-        q = _without_stalls(self.walls["q"], key=float)
-        g = _without_stalls(self.walls["g"], key=float)
-        if len(q) < self.MIN_QUIET_K1 or len(q) + len(g) < 10:
-            return None
-        quiet = med(q)
-        # a stall (data loading, evaluation, other work between steps) is no step: judged against a quiet step,
-        # since the few capture samples cannot judge themselves
-        w = {kind: [x for x in v if x <= STALL * quiet] for kind, v in self.walls.items()}
-        grad_step = med(w["g"]) if len(w["g"]) >= 3 else None
-        if grad_step is not None:
-            self.est_grad = max(0.0, grad_step - quiet)
-        if len(w["c"]) >= self.MIN_CAPTURE:
-            # a capture step computes the gradient norm anyway; the step before it does when k == 1
-            k1 = len(q) < len(w["g"]) and grad_step is not None
-            ref = grad_step if grad_step is not None else quiet + (self.est_grad or 0.0)
-            start = max(0.0, med(w["s"]) - (ref if k1 else quiet)) if w["s"] else 0.0
-            self.est_capture = max(0.0, med(w["c"]) - ref) + start
-        return quiet - self.rest
-
-
-STALL = 8  # a step interval this many times a quiet step's is a stall, not a step
-
-
-def _without_stalls(items: list[Any], key: Callable[[Any], float]) -> list[Any]:
-    """Drop step intervals over 4x the median: a stall (data loading, another job, the user's own work
-    between steps) is no step."""
-    if not items:
-        return items
-    cut = 4 * statistics.median(key(x) for x in items)
-    return [x for x in items if key(x) <= cut]
-
-
-def _dist_rank() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class Run:
@@ -607,35 +374,8 @@ class Run:
 
         Removing it keeps later forward passes on PyTorch's hook-free fast path.
         """
+        return hooks.make_input_hook(self, model_name)
 
-        def hook(module: nn.Module, args: Any) -> None:
-            handle = self._input_handles.pop(model_name, None)
-            if handle is None:
-                return
-            handle.remove()
-
-            def record() -> None:
-                t = next((a for a in args if isinstance(a, torch.Tensor)), None)
-                if t is None or self._writer is None:
-                    return
-                autocast = _autocast_dtype(t.device.type)
-                if autocast is not None:
-                    self._amp["autocast"] = autocast
-                    self._writer.set_meta(amp=dict(self._amp))
-                self._writer.set_meta(
-                    **{f"input_shape/{model_name}": list(t.shape), f"input_dtype/{model_name}": str(t.dtype)}
-                )
-                if self._batch_size is None and t.dim() >= 1 and model_name == next(iter(self.models)):
-                    self._batch_size = int(t.shape[0])
-                    self._writer.set_meta(
-                        batch_size=self._batch_size, batch_size_source="first forward input"
-                    )
-
-            self._guard("input", record)
-
-        return hook
-
-    # ---- the fail-open boundary ----------------------------------------------------------------
     def _fence(self, probe: str, hook: Callable[..., Any]) -> Callable[..., Any]:
         """A hook behind the fail-open boundary. Every call from the user's code into trainmedic passes through
         one: the hooks (optimizer pre/post step, forward pre-hooks, activation hooks) through this, the public
@@ -785,198 +525,10 @@ class Run:
     def _make_pre_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., Any]:
         # The per-step path creates no closures and catches exceptions inline: same fail-open semantics as
         # _guard (record, warn once, disable after MAX_PROBE_FAILURES), a few µs less per step.
-        disabled = self._disabled
-        cadence = self._cadence
-        pi = len(self._probes) - 1
-        dsync = self._dist if probe.sharded else None  # FSDP2: local shard norms, reduced at the next sync
-
-        def before_update(step: int) -> None:
-            meter = self._meter
-            t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
-            if "gradients" not in disabled:
-                try:
-                    capture = cadence.capture(step)
-                    if capture or (cadence.grad(step) and not self._skips_grad(step)):
-                        res = probe.grad_param_norms()
-                        if res is not None:
-                            if dsync is not None:
-                                dsync.add_norms(pi, probe.grad_signal, step, res)
-                            elif self._host_check:
-                                gn = probe.global_norm_host_cached()
-                                if gn is not None:
-                                    self._add_host_scalar(probe.grad_signal, step, gn)
-                            else:  # the per-parameter norms stay on the device; combined at the flush
-                                self._pending_norms.append((probe.grad_signal, step, res[1]))
-                        if t0:
-                            assert meter is not None
-                            meter.grad += time.perf_counter() - t0
-                            meter.grad_done = True
-                    else:
-                        probe._grad_cache = None
-                    # hyperparameters: written when they change, and refreshed every HP_REFRESH steps
-                    changed = probe.changed_hyperparameters(force=step % HP_REFRESH == 0)
-                    if changed and self._writer is not None:
-                        for key, v in changed:
-                            self._writer.add_scalar(key, step, v)
-                    if capture:
-                        probe.snapshot_weights(self._host_check)
-                except TrainingProblemError:
-                    raise
-                except Exception as e:  # never break the user's training
-                    self._internal_error("gradients", e)
-            probe.quiet_pre = cadence.next_work(step)  # the next step with work
-            if self.treatment is not None and "treatment" not in disabled:
-                try:
-                    self.treatment.before_step(self, probe, step)
-                except TrainingProblemError:
-                    raise
-                except Exception as e:
-                    self._internal_error("treatment", e)
-            if t0:
-                assert meter is not None
-                meter.own += time.perf_counter() - t0
-
-        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
-            step = probe.steps
-            if step < probe.quiet_pre and self._quiet and not kwargs and len(args) < 2:
-                # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for. A
-                # scheduler sets a new lr object; other changes are caught at the next step with work
-                # (at most gradient-norm cadence steps later) or the HP_REFRESH record.
-                for g, lr in zip(opt.param_groups, probe.lr_objects):
-                    if g["lr"] is not lr:
-                        break
-                else:
-                    return None
-                if "gradients" not in disabled:
-                    try:
-                        changed = probe.changed_hyperparameters(False)
-                        if changed and self._writer is not None:
-                            for key, v in changed:
-                                self._writer.add_scalar(key, step, v)
-                    except Exception as e:  # never break the user's training
-                        self._internal_error("gradients", e)
-                return None
-            if self.closed:
-                return None
-            if not self._amp_checked:
-                self._guard("amp", self._detect_grad_scaler)
-            # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
-            # when the closure first returns, so a step's gradients are its own, not the previous step's.
-            # args[0] is the optimizer itself, args[1] a positional closure
-            if not kwargs and len(args) < 2:  # the common case: opt.step()
-                before_update(step)
-                return None
-            closure = kwargs.get("closure") if kwargs else None
-            in_args = closure is None and len(args) > 1 and callable(args[1])
-            closure = args[1] if in_args else closure
-            if not callable(closure):
-                before_update(step)
-                return None
-            done = False
-
-            def measured_closure() -> Any:
-                nonlocal done
-                result = closure()
-                if not done:
-                    done = True
-                    before_update(step)
-                return result
-
-            if in_args:
-                return (args[0], measured_closure, *args[2:]), kwargs
-            return args, {**kwargs, "closure": measured_closure}
-
-        return hook
+        return hooks.make_pre_hook(self, probe, primary)
 
     def _make_post_hook(self, probe: OptimizerProbe, primary: bool) -> Callable[..., None]:
-        pi = len(self._probes) - 1
-        disabled = self._disabled
-        cadence = self._cadence
-        dsync = self._dist if probe.sharded else None
-
-        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-            step = probe.steps
-            if step < probe.quiet_post and self._quiet:
-                # a quiet step: only counted. The flush clock, the overhead meter and pending problems are
-                # looked at on the steps with work, and at least every ``_clock_every`` steps (~20 ms of steps).
-                probe.steps = step + 1
-                if primary:
-                    self._step = step + 1
-                    self._stepped_since_log = True
-                    if self._ticking:  # a wall-mode measuring window: one clock read per step
-                        self._meter.ticks.append((step, time.perf_counter(), self._flushes))  # type: ignore[union-attr]
-                return
-            if self.closed:
-                return
-            meter = self._meter
-            t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
-            # the next capture step: its post hook and the one before have work
-            nxt = cadence.next_capture(step)
-            nxt = nxt - 1 if nxt - 1 > step else nxt
-            if primary:  # ... and the next look at the clock, the flush and the meter
-                nxt = min(nxt, step + self._clock_every, self._last_flush_step + self.flush_steps - 1)
-                if self._dist is not None:  # the step that completes the next sync's step count
-                    nxt = min(nxt, self._dist.next_due(step + 1) - 1)
-                if meter is not None:
-                    if meter.timing:  # own mode: every step on this path
-                        nxt = step + 1
-                    elif not meter.active:  # the step that opens the next window
-                        nxt = min(nxt, max(step + 1, meter.next_check - 1))
-            probe.quiet_post = nxt
-            capture = cadence.capture(step)
-            if capture and "weights" not in disabled:
-                try:
-                    row = probe.param_stats(self._host_check)
-                    if row is not None:
-                        if dsync is not None:
-                            dsync.add_row(pi, step, row)
-                        else:
-                            self._pending_rows.append((pi, step, row))
-                        if (
-                            step >= probe.next_quantile
-                        ):  # quantiles: the first capture, then >= QUANTILE_GAP apart
-                            probe.next_quantile = step + QUANTILE_GAP
-                            quant = probe.param_quantiles(self._host_check)
-                            if quant is not None:
-                                self._pending_quantiles.append((step, quant))
-                    if primary and self._writer is not None:  # wall time per step and throughput
-                        self._writer.add_scalar("wall_time", step, time.perf_counter() - self._wall0)
-                except TrainingProblemError:
-                    raise
-                except Exception as e:  # never break the user's training
-                    self._internal_error("weights", e)
-            if self.treatment is not None:
-                self._guard("treatment", lambda: self.treatment.after_step(self, probe, step))
-            probe.steps = step + 1
-            if primary:
-                self._step = step + 1
-                self._stepped_since_log = True
-                if self._dist is not None and self._dist.due(self._step):
-                    self._guard("distributed", self._sync)
-                act = self._act_probe
-                if act is not None:
-                    if cadence.capture(self._step):
-                        act.start_capture(self._step)
-                    elif act.capture:
-                        act.stop_capture()
-                self._maybe_flush()
-                if meter is not None:
-                    if t0:
-                        meter.own += time.perf_counter() - t0
-                        if meter.end_step(step, self._flushes, capture):
-                            self._guard("overhead budget", self._rethin)
-                    elif meter.active:
-                        self._tick(step)
-                    elif self._step >= meter.next_check:
-                        meter.start()
-                        self._update_quiet()
-            elif t0:
-                assert meter is not None
-                meter.own += time.perf_counter() - t0
-            if self._pending_problem is not None:
-                self._raise_pending()
-
-        return hook
+        return hooks.make_post_hook(self, probe, primary)
 
     def _detect_grad_scaler(self) -> None:
         """Note whether ``optimizer.step`` was called by a ``GradScaler`` (its gradients are unscaled then).
@@ -1164,199 +716,38 @@ class Run:
         Under ``torch.distributed`` call it on every rank: the shards are gathered before scoring.
         Returns the metrics (``result["scalars"]["accuracy"]`` …).
         """
-        if self.closed:
-            raise TrainmedicError(
-                "`evaluate()` was called after `close()`; start a new run with tm.watch(...)"
-            )
-        if not isinstance(split, str) or not split:
-            raise TrainmedicError(
-                f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}"
-            )
-        targets, outputs = _to_host(targets, "targets"), _to_host(outputs, "outputs")
-        if self.world_size > 1:
-            targets, outputs = self._gather(targets), self._gather(outputs)
-        from .metrics import evaluate_classification, evaluate_detection
-        from .metrics.classification import fast_confusion_matrix, metrics_dict
-
-        detection = isinstance(outputs, list) and (not outputs or isinstance(outputs[0], Mapping))
-        for arg, value in (("targets", targets), ("outputs", outputs)):
-            if not detection and not isinstance(value, torch.Tensor):
-                raise TrainmedicError(
-                    f"`{arg}` must be a tensor, array or list of numbers (class indices, scores or logits); got "
-                    f"{type(value).__name__}"
-                    + (f" of {type(value[0]).__name__}" if isinstance(value, list) and value else "")
-                )
-        if (
-            not detection
-            and isinstance(outputs, torch.Tensor)
-            and outputs.is_floating_point()
-            # one reduction: a finite sum means finite values (an overflowing sum takes the full look)
-            and not math.isfinite(float(outputs.sum()))
-            and not bool(torch.isfinite(outputs).all())
-        ):
-            return self._evaluate_nonfinite(split, outputs, epoch)
-        cm = None if detection else fast_confusion_matrix(targets, outputs, num_classes)
-        if detection:
-            result = evaluate_detection(targets, outputs, iou_threshold=self.thresholds.iou_match)
-        elif cm is not None:  # the common case: one bincount, the rest vectorised NumPy (~0.05 ms)
-            result = metrics_dict(cm)
-        else:
-            result = evaluate_classification(targets, outputs, num_classes=num_classes, threshold=threshold)
-        loss_value = _scalar_value("loss", loss) if loss is not None else None
-        extra = {k: _scalar_value(k, v) for k, v in scalars.items()}
-        if not self.enabled:
-            return result
-        epoch = self._claim_epoch(split, epoch)
-        step = self.step
-        self._guard("running metrics", lambda: self._store_running(epoch))
-        train_mode = self._guard("evaluate", self._train_mode_modules) or []
-
-        def record() -> None:
-            w = self._writer
-            assert w is not None
-            _record_eval_mode(w, split, epoch, step, train_mode)
-            for k, v in result["scalars"].items():
-                w.add_eval(split, epoch, step, k, v)
-            if loss_value is not None:
-                w.add_eval(split, epoch, step, "loss", loss_value)
-            for k, v in extra.items():
-                w.add_eval(split, epoch, step, k, v)
-            data = dict(result)
-            if class_names is not None:
-                data["class_names"] = [str(c) for c in class_names]
-            w.add_record(
-                "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
-            )
-            if not detection:
-                counts = result["per_class"]["support"]
-                w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
-            w.set_meta(steps=self.step, epochs=self.epoch + 1 if self.epoch is not None else 0)
-            # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
-            # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
-            if self._console is not None:
-                shown = dict(result["scalars"])
-                if loss_value is not None:
-                    shown["loss"] = loss_value
-                self._console.on_evaluate(split, epoch, shown)
-
-        self._guard("evaluate", record)
-        if self.treatment is not None:
-            self._guard(
-                "treatment", lambda: self.treatment.after_evaluate(self, split, epoch, result, loss_value)
-            )
-        self._raise_pending()
-        return result
+        return evaluation.evaluate(
+            self,
+            split,
+            targets,
+            outputs,
+            loss,
+            epoch=epoch,
+            num_classes=num_classes,
+            class_names=class_names,
+            threshold=threshold,
+            **scalars,
+        )
 
     def _train_mode_modules(self) -> list[str]:
         """Names of the watched models' dropout and batch-norm modules that are in training mode now."""
-        mods = self._mode_sensitive
-        if mods is None:
-            kinds = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
-            mods = self._mode_sensitive = [
-                (f"{mname}/{n}" if len(self.models) > 1 else n, m)
-                for mname, model in self.models.items()
-                for n, m in model.named_modules()
-                if isinstance(m, kinds)
-            ]
-        return [n for n, m in mods if m.training]
+        return evaluation.train_mode_modules(self)
 
     def _claim_epoch(self, split: str, epoch: int | None) -> int:
         """The epoch of this evaluation of ``split``: the one given, else one past the last."""
-        if epoch is None:
-            epoch = self._epoch_counter[split]
-        self._epoch_counter[split] = max(self._epoch_counter[split], epoch + 1)
-        self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
-        return epoch
+        return evaluation.claim_epoch(self, split, epoch)
 
     def _evaluate_nonfinite(self, split: str, outputs: torch.Tensor, epoch: int | None) -> dict[str, Any]:
         """A diverged model's outputs hold NaN/Inf: nothing can be scored, so record that instead of raising."""
-        share = float((~torch.isfinite(outputs)).float().mean())
-        result: dict[str, Any] = {
-            "task": "classification",
-            "nonfinite": True,
-            "nonfinite_share": share,
-            "scalars": {},
-        }
-        if not self.enabled:
-            return result
-        epoch = self._claim_epoch(split, epoch)
-        step = self.step
-        self._guard("running metrics", lambda: self._store_running(epoch))
-        train_mode = self._guard("evaluate", self._train_mode_modules) or []
-
-        def record() -> None:
-            w = self._writer
-            assert w is not None
-            _record_eval_mode(w, split, epoch, step, train_mode)
-            w.add_eval(split, epoch, step, "nonfinite_outputs", share)
-            w.add_event(
-                "nonfinite_outputs",
-                f"{share:.2%} of the {split} output values are NaN/Inf at epoch {epoch}; metrics not computed",
-                step=step,
-                epoch=epoch,
-                code="nonfinite",
-                severity="error",
-                data={"split": split, "share": share},
-            )
-            if self._monitor is not None and "nonfinite" not in self._monitor.fired:
-                self._monitor.fired.add("nonfinite")
-                self._emit(
-                    Finding(
-                        code="nonfinite",
-                        severity=Severity.ERROR,
-                        message=f"the model's {split} outputs are NaN/Inf ({share:.2%} of the values) at epoch {epoch}",
-                        evidence={"signal": f"{split} outputs", "share": share, "first_step": step},
-                        step=step,
-                        epoch=epoch,
-                        split=split,
-                        source="live",
-                    )
-                )
-            self.flush()
-
-        self._guard("evaluate", record)
-        self._raise_pending()
-        return result
+        return evaluation.evaluate_nonfinite(self, split, outputs, epoch)
 
     def _fold_batch(self, outputs: Any, targets: Any, loss: Any) -> None:
         """``log(outputs=, targets=)``: fold the batch into the epoch's running confusion matrix (no host sync)."""
-        if self.closed:
-            raise TrainmedicError("`log()` was called after `close()`; start a new run with tm.watch(...)")
-        if outputs is None or targets is None:
-            raise TrainmedicError(
-                "`log(outputs=..., targets=...)` needs both: the batch's scores and its class indices"
-            )
-        if not self.enabled or "running metrics" in self._disabled:
-            return
-        if self._running is None:
-            self._running = RunningMetrics()
-        try:
-            self._running.fold(outputs, targets, loss)
-        except TrainmedicError:
-            raise
-        except Exception as e:  # never break the user's training
-            self._internal_error("running metrics", e)
+        evaluation.fold_batch(self, outputs, targets, loss)
 
     def _store_running(self, epoch: int | None = None) -> None:
         """Epoch boundary: store the running metrics folded since the last one as split ``train_running``."""
-        running = self._running
-        w = self._writer
-        if running is None or w is None:
-            return
-        ep = running.take()
-        if ep is None:
-            return
-        from .metrics.classification import metrics_dict
-
-        epoch = self._claim_epoch(RUNNING_SPLIT, epoch)
-        step = self.step
-        data = metrics_dict(ep.confusion_matrix) if ep.confusion_matrix.sum() > 0 else {"scalars": {}}
-        for k, v in data["scalars"].items():
-            w.add_eval(RUNNING_SPLIT, epoch, step, k, v)
-        if ep.loss is not None:
-            w.add_eval(RUNNING_SPLIT, epoch, step, "loss", ep.loss)
-        data.update(running=True, batches=ep.batches, invalid_targets=ep.invalid_targets)
-        w.add_record("classification", data, epoch=epoch, step=step, split=RUNNING_SPLIT)
+        evaluation.store_running(self, epoch)
 
     @_boundary("running metrics")
     def end_epoch(self, epoch: int | None = None) -> None:
@@ -1431,128 +822,27 @@ class Run:
 
     # ---- flushing ------------------------------------------------------------------------------
     def _maybe_flush(self) -> None:
-        now = time.monotonic()
-        # how many quiet steps may pass between looks at the clock: about CLOCK_SECS of training
-        last_now, last_step = self._clock_last
-        if self.step > last_step and now > last_now:
-            per_step = (now - last_now) / (self.step - last_step)
-            self._clock_every = max(1, min(64, int(CLOCK_SECS / per_step)))
-        self._clock_last = (now, self.step)
-        if (
-            now - self._last_flush_time >= self.flush_secs
-            or self.step - self._last_flush_step >= self.flush_steps
-        ):
-            self.flush()
+        flushing.maybe_flush(self)
 
     @_boundary("flush")
     def flush(self) -> None:
         """Move pending device statistics to the host in one batch and commit them to the run directory."""
-        if self._writer is None or self._writer.closed:
-            return
-        self._last_flush_time = time.monotonic()
-        self._last_flush_step = self.step
-        self._flushes += 1
-        self._log_sinks.clear()  # the writer starts new buffers
-        self._guard("flush", self._flush_pending)
-        try:
-            self._writer.set_meta(steps=self.step)
-            if self._dist is not None:  # the per-rank loss summary reads the buffer before it empties
-                self._dist.absorb(self._writer)
-            self._writer.flush()
-            if self._dist is not None:
-                self._dist.flushed()
-        except Exception as e:
-            self._internal_error("writer", e)
+        flushing.flush(self)
 
     def _flush_pending(self) -> None:
-        w = self._writer
-        assert w is not None
-        scalars, self._pending_scalars = self._pending_scalars, []
-        rows, self._pending_rows = self._pending_rows, []
-        norms, self._pending_norms = self._pending_norms, []
-        if norms:
-            scalars = scalars + _global_norms(norms)
-        if scalars:
-            vals = _batch_to_host([t.reshape(()) for _, _, t in scalars])
-            for (name, step, _), v in zip(scalars, vals):
-                w.add_scalar(name, step, float(v))
-                if self._monitor is not None:
-                    self._observe(name, step, float(v))
-        if rows:
-            self._flush_layer_rows(rows)
-        if self._act_probe is not None and self._index is not None:
-            acts = self._guard("activations", self._act_probe.drain)
-            if acts:
-                self._flush_activations(acts)
+        flushing.flush_pending(self)
 
     def _flush_layer_rows(self, rows: list[tuple[int, int, torch.Tensor]]) -> None:
         """Per-parameter norm rows of all captured steps → per-layer statistics, one host copy per optimizer."""
-        w = self._writer
-        assert w is not None
-        by_probe: dict[int, list[tuple[int, torch.Tensor]]] = defaultdict(list)
-        for pi, step, row in rows:
-            by_probe[pi].append((step, row))
-        merged: dict[int, np.ndarray] = {}  # step -> (3, layers) squared norms, summed over optimizers
-        for pi, items in by_probe.items():
-            layer_vals = self._probes[pi].layer_rows(torch.stack([r for _, r in items])).cpu().numpy()
-            for (step, _), v in zip(items, layer_vals):
-                sq = v.astype(np.float64) ** 2
-                merged[step] = merged[step] + sq if step in merged else sq
-        steps = sorted(merged)
-        arr = np.sqrt(np.stack([merged[s] for s in steps]))  # (T, 3, layers)
-        grad, weight, update = arr[:, 0], arr[:, 1], arr[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(weight > 0, update / weight, np.nan)
-        if "update_ratio" not in w._known_layer_sets:
-            w.set_layer_set("update_ratio", self._index.layers if self._index else [])
-        for stat, values in (
-            ("grad_norm", grad),
-            ("weight_norm", weight),
-            ("update_norm", update),
-            ("update_ratio", ratio),
-        ):
-            w.add_layer_rows(stat, steps, values)
-        quants, self._pending_quantiles = self._pending_quantiles, []
-        if quants:
-            self._flush_quantiles(quants)
+        flushing.flush_layer_rows(self, rows)
 
     def _flush_quantiles(self, quants: list[tuple[int, torch.Tensor]]) -> None:
         """Weight and gradient quantiles per layer (``weight_q01`` … ``grad_q99``), one host copy."""
-        w = self._writer
-        assert w is not None
-        host = torch.stack([q for _, q in quants]).cpu().numpy()  # (rows, 2, Q, layers)
-        by_step: dict[int, np.ndarray] = {}
-        for (step, _), v in zip(quants, host):  # several optimizers: each fills its own layers
-            prev = by_step.get(step)
-            by_step[step] = v if prev is None else np.where(np.isnan(prev), v, prev)
-        steps = sorted(by_step)
-        table = np.stack([by_step[s] for s in steps]).reshape(len(steps), -1, host.shape[-1])
-        for si, stat in enumerate(QUANTILE_STATS):
-            if stat not in w._known_layer_sets:
-                w.set_layer_set(stat, self._index.layers if self._index else [])
-            w.add_layer_rows(stat, steps, table[:, si])
+        flushing.flush_quantiles(self, quants)
 
     def _flush_activations(self, acts: list[tuple[int, list[int], torch.Tensor]]) -> None:
-        w = self._writer
-        assert w is not None and self._index is not None
-        n_act = len(self._index.activations)
-        host = _batch_to_host([torch.cat([t for _, _, t in acts])]) if acts else []
-        stats = host[0] if host else np.zeros((0, len(ACT_STATS)), dtype=np.float32)
-        by_step: dict[int, np.ndarray] = {}
-        k = 0
-        for i, steps, _ in acts:
-            for step in steps:
-                arr = by_step.get(step)
-                if arr is None:
-                    arr = by_step[step] = np.full((len(ACT_STATS), n_act), np.nan, dtype=np.float32)
-                arr[:, i] = stats[k]
-                k += 1
-        order = sorted(by_step)
-        table = np.stack([by_step[s] for s in order])  # (T, stats, activations)
-        for si, stat in enumerate(ACT_STATS):
-            w.add_layer_rows(stat, order, table[:, si])
+        flushing.flush_activations(self, acts)
 
-    # ---- closing -------------------------------------------------------------------------------
     @_boundary("close")
     def close(self, status: str = "closed") -> None:
         """Remove every hook and write what is pending. Safe to call twice."""
@@ -1610,126 +900,28 @@ class Run:
     # ---- across ranks (trainmedic/distributed.py) ----------------------------------------------
     def _setup_sync(self) -> None:
         """Which probes are sharded (FSDP2), each parameter's replication, the per-rank sample counter."""
-        d = self._dist
-        assert d is not None
-        for i, probe in enumerate(self._probes):
-            d.probe_sizes[i] = len(probe.params)
-            d.inv_rep[i] = torch.tensor(
-                [1.0 / replication(p, self.world_size) for p in probe.params], dtype=torch.float64
-            )
-        d.sharded = any(p.sharded for p in self._probes)
-        first = next(iter(self.models.values()))
-        d.attach_input_counter(unwrap(first), lambda hook: self._fence("distributed", hook))
-        if self._writer is not None:
-            self._writer.set_meta(
-                distributed={
-                    "world_size": self.world_size,
-                    "backend": str(torch.distributed.get_backend()),
-                    "sharded": d.sharded,
-                    "sync_every": SYNC_EVERY,
-                    "timeout_s": d.timeout,
-                    "syncing": d.failed is None,
-                }
-            )
+        sync.setup_sync(self)
 
     def _gather(self, x: Any) -> Any:
         """Every rank's shard of an evaluation, on trainmedic's group (timeouts); this rank's alone after a
         failed sync."""
-        d = self._dist
-        if d is None:
-            return _gather(x)
-        if isinstance(x, torch.Tensor):  # the common case: tensor collectives, nothing pickled
-            try:
-                t = d.gather_tensor(x)
-            except ValueError:  # the ranks disagree on dtype/shape: every rank scores its own shard
-                return x
-            if t is None:
-                self._sync_failed()
-                return x
-            return t
-        parts = d.gather_object(x)  # detection's lists of dicts
-        if parts is None:
-            self._sync_failed()
-            return x
-        return _join(parts, x)
+        return sync.gather(self, x)
 
     def _sync(self, final: bool = False) -> None:
         """A sync of every rank (at fixed step counts and at close): the ranks' summaries, the DDP parameter
         fingerprints, the FSDP2 shard norms reduced into global ones (then flushed like any other)."""
-        d = self._dist
-        w = self._writer
-        if d is None or w is None or d.failed is not None:
-            return
-        self._guard("flush", self._flush_pending)  # device values (losses) into the writer's buffers
-        d.absorb(w)
-        primary = self._probes[0] if self._probes else None
-        weights = [] if primary is None or d.sharded else [p.detach() for p in primary.params]
-        try:
-            table, fp, norms, rows = d.sync(self.step, weights, fingerprint=not d.sharded)
-        except Exception as e:  # the ranks buffered different payloads: this interval's norms are dropped
-            self._internal_error("distributed", e)
-            return
-        if table is None:
-            self._sync_failed()
-            return
-        self._pending_norms.extend(norms)
-        self._pending_rows.extend(rows)
-        self._guard("distributed", lambda: self._record_sync(table, fp, weights, final))
+        sync.sync(self, final)
 
     def _record_sync(
         self, table: np.ndarray, fp: np.ndarray | None, weights: list[torch.Tensor], final: bool
     ) -> None:
         """The ``rank_sync`` record of one sync: what the cross-rank checks judge."""
-        w = self._writer
-        assert w is not None
-        col = {name: table[:, i] for i, name in enumerate(SUMMARY_FIELDS)}
-        n = col["loss_n"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.where(n > 0, col["loss_sum"] / n, np.nan)
-            var = np.where(n > 1, (col["loss_sumsq"] - n * mean**2) / (n - 1), np.nan)
-        data: dict[str, Any] = {
-            "world_size": self.world_size,
-            "final": final,
-            "sharded": bool(self._dist is not None and self._dist.sharded),
-            **{
-                k: [int(v) for v in col[k]]
-                for k in ("steps", "loss_n", "loss_nonfinite", "first_nonfinite_step")
-            },
-            **{k: [int(v) for v in col[k]] for k in ("samples", "samples_total", "batch_max")},
-            "loss_mean": _finite_or_none(mean),
-            "loss_std": _finite_or_none(np.sqrt(np.maximum(var, 0.0))),
-        }
-        if fp is not None and fp.shape[-1] == len(weights) and self._index is not None:
-            ref = fp[0]
-            scale = np.maximum(ref[0], 1e-12)
-            diff = np.maximum(np.abs(fp[:, 0] - ref[0]), np.abs(fp[:, 1] - ref[1])) / scale  # (world, P)
-            worst = diff.argmax(axis=1)
-            primary = self._probes[0]
-            names = [self._index.layers[self._index.param_layer[id(p)]] for p in primary.params]
-            data["param_diff"] = _finite_or_none(diff.max(axis=1))  # None: non-finite weights
-            data["param_diff_layer"] = [names[int(i)] for i in worst]
-        w.add_record("rank_sync", data, step=self.step)
+        sync.record_sync(self, table, fp, weights, final)
 
     def _sync_failed(self) -> None:
         """Say once that this rank stopped syncing, and put it on disk at once (the job may be dying)."""
-        d = self._dist
-        if d is None or getattr(d, "reported", False) or d.failed is None:
-            return
-        d.reported = True
-        warnings.warn(f"trainmedic: {d.failed}", RuntimeWarning, stacklevel=4)
-        if self._writer is not None:
-            self._writer.add_event(
-                "rank_sync_failed",
-                d.failed,
-                step=self.step,
-                code=None,
-                severity="warning",
-                data={"rank": self.rank, "world_size": self.world_size, "syncs": d.syncs},
-            )
-            self._writer.set_meta(distributed_failed=d.failed)
-            self._guard("writer", self._writer.flush)
+        sync.sync_failed(self)
 
-    # ---- reading back --------------------------------------------------------------------------
     def reader(self) -> RunReader:
         """A reader over what has been flushed so far."""
         self.flush()
@@ -1773,116 +965,6 @@ class UnrecordedRun:
 
     def __exit__(self, *exc: Any) -> None:
         self.closed = True
-
-
-def _record_eval_mode(w: Any, split: str, epoch: int, step: int, train_mode: list[str]) -> None:
-    """Which dropout / batch-norm modules were still in training mode while ``split`` was scored (a
-    forgotten ``model.eval()``): the diagnosis judges held-out metrics measured that way."""
-    w.add_record(
-        "eval_mode",
-        {"train_mode_modules": len(train_mode), "names": train_mode[:8]},
-        epoch=epoch,
-        step=step,
-        split=split,
-    )
-
-
-def _autocast_dtype(device_type: str) -> str | None:
-    """The autocast dtype active for ``device_type`` (``"torch.bfloat16"``), or None."""
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return str(torch.get_autocast_dtype(device_type))
-    except (TypeError, RuntimeError):
-        return None
-    return None
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def _global_norms(items: list[tuple[str, int, list[torch.Tensor]]]) -> list[tuple[str, int, torch.Tensor]]:
-    """``(signal, step, per-parameter norms)`` of many steps → ``(signal, step, global norm)``, in a few
-    kernels per group of same-sized steps (one stack, one reduction), still on the device."""
-    groups: dict[tuple[torch.device, int], list[int]] = defaultdict(list)
-    for i, (_, _, ns) in enumerate(items):
-        groups[(ns[0].device, len(ns))].append(i)
-    out: list[tuple[str, int, torch.Tensor] | None] = [None] * len(items)
-    for (_, n), idx in groups.items():
-        flat = [t if t.dtype == torch.float32 else t.float() for i in idx for t in items[i][2]]
-        g = torch.linalg.vector_norm(torch.stack(flat).view(len(idx), n), dim=1)
-        for j, i in enumerate(idx):
-            out[i] = (items[i][0], items[i][1], g[j])
-    return [o for o in out if o is not None]
-
-
-def _batch_to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
-    """One device→host copy per device for a list of same-shaped-or-not tensors."""
-    out: list[np.ndarray | None] = [None] * len(tensors)
-    groups: dict[tuple[torch.device, tuple[int, ...]], list[int]] = defaultdict(list)
-    for i, t in enumerate(tensors):
-        groups[(t.device, tuple(t.shape))].append(i)
-    for (_, _), idx in groups.items():
-        stacked = torch.stack([tensors[i].float() for i in idx]).cpu().numpy()
-        for j, i in enumerate(idx):
-            out[i] = stacked[j]
-    return [o for o in out if o is not None] if all(o is not None for o in out) else []
-
-
-def _to_host(x: Any, arg: str = "value") -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu()
-    if isinstance(x, np.ndarray):
-        try:
-            return torch.from_numpy(np.ascontiguousarray(x))
-        except TypeError:
-            raise TrainmedicError(
-                f"`{arg}` must be an array of numbers (class indices, scores or logits); got dtype {x.dtype}"
-            ) from None
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
-        return [{k: _to_host(v) for k, v in d.items()} for d in x]
-    if isinstance(x, (list, tuple)):
-        try:
-            return torch.as_tensor(x)
-        except (TypeError, ValueError):
-            return x
-    return x
-
-
-def _finite_or_none(values: Any) -> list[float | None]:
-    """JSON-friendly floats: None for NaN/Inf (a diverged rank)."""
-    return [float(v) if math.isfinite(float(v)) else None for v in values]
-
-
-def _gather(x: Any) -> Any:
-    parts: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, x)
-    return _join(parts, x)
-
-
-def _join(parts: list[Any], x: Any) -> Any:
-    """Every rank's ``x`` (gathered in rank order) as one tensor or list."""
-    if isinstance(x, torch.Tensor):
-        return torch.cat(parts)
-    if isinstance(x, list):
-        return [item for p in parts for item in p]
-    return x
-
-
-def _scalar_value(name: str, v: Any) -> float:
-    if isinstance(v, torch.Tensor):
-        if v.numel() != 1:
-            raise TrainmedicError(f"`{name}` must be a scalar; got a tensor of shape {describe_shape(v)}")
-        return float(v.detach().cpu())
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TrainmedicError(
-            f"`{name}` must be a number or a one-element tensor; got {type(v).__name__}"
-        ) from None
-    return f if math.isfinite(f) else f
 
 
 def watch(

@@ -31,6 +31,12 @@ from trainmedic.live import LiveMonitor
 
 MODULES = [
     "trainmedic.watch",
+    "trainmedic.recorder.common",
+    "trainmedic.recorder.hooks",
+    "trainmedic.recorder.meter",
+    "trainmedic.recorder.evaluation",
+    "trainmedic.recorder.flushing",
+    "trainmedic.recorder.sync",
     "trainmedic.cadence",
     "trainmedic.live",
     "trainmedic.running",
