@@ -19,7 +19,10 @@ def test_demo_diagnoses_fixes_and_reports(tmp_path) -> None:
     report = out / "report.html"
     assert report.is_file() and report.stat().st_size > 50_000
     html = report.read_text()
-    assert "trial-00" in html and "<script" not in html
+    assert "trial-00" in html
+    # one offline file: inline scripts only (the interactive charts, allowed by the CSP's hashes), nothing fetched
+    assert "<script src" not in html and "Content-Security-Policy" in html
+    assert "http://" not in html.split("</head>")[0] and "https://" not in html.split("</head>")[0]
     log = json.loads((out / "autofix" / "autofix.json").read_text())
     trials = log["trials"]
     assert len(trials) >= 2 and trials[0]["metric_after"] < 0.5  # the faulty baseline really is faulty
