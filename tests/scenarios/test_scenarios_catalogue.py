@@ -69,6 +69,11 @@ def test_catalogue_covers_every_training_code_and_architecture() -> None:
     audit_side = {
         "internal_error",
         "training_failed",
+        # cross-rank checks: provoked by real 2-process gloo runs in tests/recorder/test_recorder_dist_ranks.py
+        "rank_nonfinite",
+        "rank_divergence",
+        "rank_desync",
+        "uneven_rank_data",
         "mode_collapse",
         "discriminator_overpowering",
         "label_noise",

@@ -88,11 +88,13 @@ _ALL = [
     ),
     _s(
         "unstable_sgd_momentum",
-        {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "epochs": 6},
+        {"optimizer": "sgd", "lr": 0.3, "momentum": 0.9, "epochs": 6},
         {"inefficient_learning"},
-        {"overfitting"},
-        note="the last epoch's loss jumps back up on train and val alike (steps too large): unstable, which "
-        "the diagnosis once called overfitting",
+        {"overfitting", "low_accuracy", "low_recall", "low_precision", "gradient_masking", "underfitting"},
+        note="steps too large under heavy momentum: the loss reaches its best in epoch 2, then climbs back and "
+        "stays up on train and val alike (val accuracy 81% -> 14%): unstable, which the diagnosis once called "
+        "overfitting. (At lr 0.2 only the last epoch spiked, and on some machines not at all: one final-epoch "
+        "spike is within what a healthy run shows, so the diagnosis does not judge it.)",
     ),
     _s(
         "insufficient_mlp",
