@@ -1033,30 +1033,10 @@ def watch(
 
     An unknown option is a ``TypeError`` at the call (a typo never silently records nothing).
     """
-    options: dict[str, Any] = dict(
-        name=name,
-        every=every,
-        total_steps=total_steps,
-        overhead_budget=overhead_budget,
-        activations=activations,
-        activation_rows=activation_rows,
-        activation_elements=activation_elements,
-        overwrite=overwrite,
-        resume=resume,
-        flush_secs=flush_secs,
-        flush_steps=flush_steps,
-        live=live,
-        on_problem=on_problem,
-        raise_on=raise_on,
-        thresholds=thresholds,
-        config=config,
-        batch_size=batch_size,
-        all_ranks=all_ranks,
-        quiet=quiet,
-        treat=treat,
-        progress=progress,
-        dist_timeout=dist_timeout,
-    )
+    # every keyword above is a Run option (the signature is the one documented place; Run.__init__ takes the same)
+    options: dict[str, Any] = {
+        k: v for k, v in locals().items() if k not in ("model", "optimizer", "run_dir")
+    }
     if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
         raise TrainmedicError(
             f"`model` must be a torch.nn.Module (or a dict/list of them); got {type(model).__name__}"

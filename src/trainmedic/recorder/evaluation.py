@@ -78,10 +78,7 @@ def evaluate(
     extra = {k: _scalar_value(k, v) for k, v in scalars.items()}
     if not run.enabled:
         return result
-    epoch = run._claim_epoch(split, epoch)
-    step = run.step
-    run._guard("running metrics", lambda: run._store_running(epoch))
-    train_mode = run._guard("evaluate", run._train_mode_modules) or []
+    epoch, step, train_mode = _begin(run, split, epoch)
 
     def record() -> None:
         w = run._writer
@@ -141,6 +138,14 @@ def claim_epoch(run: Run, split: str, epoch: int | None) -> int:
     return epoch
 
 
+def _begin(run: Run, split: str, epoch: int | None) -> tuple[int, int, list[str]]:
+    """What every evaluation record starts from: its epoch, the step, the running metrics stored up to here
+    (an evaluation is an epoch boundary), and which dropout/batch-norm modules are in training mode."""
+    epoch = run._claim_epoch(split, epoch)
+    run._guard("running metrics", lambda: run._store_running(epoch))
+    return epoch, run.step, run._guard("evaluate", run._train_mode_modules) or []
+
+
 def evaluate_nonfinite(run: Run, split: str, outputs: torch.Tensor, epoch: int | None) -> dict[str, Any]:
     """A diverged model's outputs hold NaN/Inf: nothing can be scored, so record that instead of raising."""
     share = float((~torch.isfinite(outputs)).float().mean())
@@ -152,10 +157,7 @@ def evaluate_nonfinite(run: Run, split: str, outputs: torch.Tensor, epoch: int |
     }
     if not run.enabled:
         return result
-    epoch = run._claim_epoch(split, epoch)
-    step = run.step
-    run._guard("running metrics", lambda: run._store_running(epoch))
-    train_mode = run._guard("evaluate", run._train_mode_modules) or []
+    epoch, step, train_mode = _begin(run, split, epoch)
 
     def record() -> None:
         w = run._writer
