@@ -9,7 +9,9 @@ frozen backbones, unused parameters, ``LBFGS`` with a closure, residual stacks, 
 trains normally — its oracle (val accuracy within a few points of a scikit-learn reference, or a loss that
 fell by the stated factor) is checked by the test — so any warning or error on one is a false alarm.
 
-``PROGRAMS`` maps a name to a function ``(run_dir, seed) -> Outcome``.
+``PROGRAMS`` maps a name to a function ``(run_dir, seed) -> Outcome``. Each program is written out as a whole
+loop on purpose, the way its user would write it (the loops look alike line by line and differ in the calls
+that matter): a shared training helper would turn them back into one harness, which is what the zoo already is.
 """
 
 from __future__ import annotations
