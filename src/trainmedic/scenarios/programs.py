@@ -93,18 +93,27 @@ def _watch(model: Any, opt: Any, run_dir: Path, **kw: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- programs
 
 
-@program
-def readme_running_metrics(run_dir: Path, seed: int) -> Outcome:
-    """The README's loop: running training metrics from the batches, val scored per epoch, no train pass."""
+def readme_loop(
+    run_dir: Path,
+    seed: int = 0,
+    data: str = "digits",
+    train_n: int | None = None,
+    width: int = 64,
+    epochs: int = 15,
+    lr: float = 1e-3,
+    batch: int = 32,
+) -> float:
+    """The README's loop: running training metrics from the batches (``run.log(loss=, outputs=, targets=)``),
+    val scored per epoch, no clean training pass. Returns the final val accuracy."""
     torch.manual_seed(seed)
-    d = dataset("digits", seed)
-    model = _mlp(64, 64, 10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    d = dataset(data, seed, train_n=train_n)
+    model = _mlp(d.x_train.shape[1], width, d.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     run = _watch(model, opt, run_dir)
-    for _ in range(15):
-        for idx in _batches(len(d.y_train), 32, g):
+    for _ in range(epochs):
+        for idx in _batches(len(d.y_train), batch, g):
             opt.zero_grad()
             out = model(d.x_train[idx])
             loss = loss_fn(out, d.y_train[idx])
@@ -117,7 +126,13 @@ def readme_running_metrics(run_dir: Path, seed: int) -> Outcome:
             run.evaluate("val", d.y_val, out, loss=loss_fn(out, d.y_val))
         model.train()
     run.close()
-    return _classify("digits", _acc(model, d.x_val, d.y_val))
+    return _acc(model, d.x_val, d.y_val)
+
+
+@program
+def readme_running_metrics(run_dir: Path, seed: int) -> Outcome:
+    """The README's loop on digits (see :func:`readme_loop`)."""
+    return _classify("digits", readme_loop(run_dir, seed))
 
 
 @program
