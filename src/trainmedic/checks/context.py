@@ -34,6 +34,19 @@ def confidence(margin: float, evidence: float = 1.0) -> float:
     return float(base * (0.6 + 0.4 * max(0.0, min(1.0, evidence))))
 
 
+# The top of the usual effective step (lr / (1 - momentum); lr for Adam-like optimizers) per optimizer: a run
+# above it that plateaus low has not reached the data's floor, whatever its curves look like.
+USUAL_STEP_TOP: dict[str, float] = {
+    "sgd": 0.5,
+    "adam": 0.02,
+    "adamw": 0.02,
+    "nadam": 0.02,
+    "radam": 0.02,
+    "rmsprop": 0.02,
+    "adamax": 0.05,
+}
+
+
 class Context:
     """Cached access to one run for the checks."""
 
@@ -187,6 +200,41 @@ class Context:
     def models(self) -> list[dict[str, Any]]:
         m = self.r.meta.get("models")
         return [x for x in m if isinstance(x, dict)] if isinstance(m, list) else []
+
+    @cached_property
+    def step_too_large(self) -> str | None:
+        """The effective step ``lr / (1 - momentum)`` (``lr`` for Adam-like optimizers) of a recorded
+        optimizer, where it is above the top of its optimizer's usual range (:data:`USUAL_STEP_TOP`); None
+        when in range or unknown. The largest learning rate the run used counts (a warm-up starts low)."""
+        opts = self.r.meta.get("optimizers")
+        if not isinstance(opts, list):
+            return None
+        lr_series = self.r.scalar("lr") if self.r.has_scalar("lr") else None
+        run_lr = (
+            float(np.nanmax(lr_series.values))
+            if lr_series is not None and lr_series.values.size and np.isfinite(lr_series.values).any()
+            else None
+        )
+        for o in opts:
+            if not isinstance(o, dict):
+                continue
+            kind = str(o.get("type", "")).lower()
+            top = USUAL_STEP_TOP.get(kind)
+            groups = o.get("param_groups")
+            if top is None or not isinstance(groups, list) or not groups or not isinstance(groups[0], dict):
+                continue
+            g = groups[0]
+            lr = g.get("lr")
+            if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+                continue
+            lr = float(run_lr) if run_lr is not None and len(opts) == 1 else float(lr)
+            m = g.get("momentum") if kind in ("sgd", "rmsprop") else 0.0
+            m = float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) else 0.0
+            step = lr / (1.0 - min(max(m, 0.0), 0.999))
+            if step > top:
+                what = f"lr {lr:g}" + (f" with momentum {m:g} (effective step {step:.3g})" if m else "")
+                return f"{o.get('type')} at {what} is above its usual range (up to {top:g})"
+        return None
 
     @cached_property
     def layer_info(self) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,51 @@ _METRIC_NAME = {"accuracy": "accuracy", "recall_macro": "balanced accuracy"}
 def _last_mean(v: np.ndarray, k: int = 2) -> float:
     v = v[np.isfinite(v)]
     return float(v[-k:].mean()) if v.size else float("nan")
+
+
+def no_transfer(ctx: Context) -> dict[str, Any] | None:
+    """The model learned its training split and the held-out split ends at chance (or below): what was
+    learned does not carry over. Overfitting costs part of the held-out score and leaves it above chance;
+    here the splits differ — preprocessing applied to one split only,
+    another distribution, batch-norm statistics that never update, an augmentation that changes what an
+    input looks like, training labels detached from their inputs. Train-mode running metrics count for the
+    training side (they lag a learning model, never lead it). Judged against the held-out split's noise:
+    chance + max(5 points, 3 standard errors of an accuracy at chance with the split's size)."""
+    tr, ho = ctx.train_split, ctx.heldout_split
+    if tr is None or ho is None or ctx.diverged:
+        return None
+    metric = (
+        "recall_macro"
+        if len(ctx.eval(tr, "recall_macro")) and len(ctx.eval(ho, "recall_macro"))
+        else "accuracy"
+    )
+    a_tr, a_ho = ctx.finite_eval(tr, metric), ctx.finite_eval(ho, metric)
+    counts = ctx.class_counts(ho)
+    if len(a_tr) < 2 or len(a_ho) < 3 or counts is None or len(counts) < 2 or counts.sum() == 0:
+        return None
+    k = int((counts > 0).sum()) if metric == "recall_macro" else len(counts)
+    chance = 1.0 / max(k, 2) if metric == "recall_macro" else float(counts.max() / counts.sum())
+    acc_tr = _last_mean(a_tr)
+    if not acc_tr >= max(ctx.t.underfit_train_accuracy, chance + 0.5 * (1.0 - chance)):
+        return None
+    n = int(counts.sum())
+    margin = max(0.05, 3.0 * math.sqrt(chance * (1.0 - chance) / n))
+    best_ho, last_ho = float(a_ho.max()), _last_mean(a_ho)
+    # the best held-out epoch may sit a little above chance (an early, half-random model); the end may not
+    # overfitting leaves the held-out score above chance; ending at (or below) chance after a better start
+    # means the splits drifted apart as the model fitted the training split's own features
+    if not last_ho <= chance + margin:
+        return None
+    return {
+        "metric": metric,
+        "train": acc_tr,
+        "heldout_last": last_ho,
+        "heldout_best": best_ho,
+        "chance": chance,
+        "margin": margin,
+        "split": ho,
+        "train_split": tr,
+    }
 
 
 def heldout_loss_rise(ctx: Context) -> tuple[bool, float, int | None, float, float]:
@@ -109,6 +155,10 @@ def check_overfitting(ctx: Context) -> Finding | None:
         return None
     if not (gap_hit or rise_hit):
         return None
+    if no_transfer(ctx) is not None:
+        # the held-out split ends at chance: the splits differ (`train_test_mismatch` reports it);
+        # regularization would not help a model whose learning does not carry over at all
+        return None
     overconfident = False
     if rise_hit and not gap_hit and best_epoch is not None:
         # harm, not suspicion: a held-out loss that rises while held-out accuracy holds is the model growing
@@ -199,6 +249,7 @@ def check_overfitting(ctx: Context) -> Finding | None:
     remedies=(
         "train_longer",
         "raise_learning_rate",
+        "lower_learning_rate",
         "larger_model",
         "switch_optimizer",
         "he_init",
@@ -212,7 +263,9 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
-    "epochs), and no hidden layer is narrower than the number of classes. Not raised when held-out accuracy is `mismatch_gap` above training "
+    "epochs), no hidden layer is narrower than the number of classes, and the optimizer's effective step "
+    "(lr / (1 - momentum); lr for Adam-like optimizers) is inside its usual range (SGD up to 0.5, Adam/AdamW/"
+    "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. Not raised when held-out accuracy is `mismatch_gap` above training "
     "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
     why="A model that cannot fit its own training data will not do well anywhere; more regularization "
     "would make it worse.",
@@ -247,6 +300,9 @@ def check_underfitting(ctx: Context) -> Finding | None:
     msg += f"; predictions are {pattern['pattern']}"
     if still_falling:
         msg += "; the loss is still falling"
+    big_step = ctx.step_too_large
+    if big_step is not None:
+        msg += f"; {big_step}, so the plateau is not the data's floor"
     remedies = (
         [
             ("train_longer", "the loss was still falling when training stopped"),
@@ -265,6 +321,8 @@ def check_underfitting(ctx: Context) -> Finding | None:
     ]
     if not still_falling:
         remedies.insert(2, ("train_longer", "give it more epochs once it learns"))
+    if big_step is not None:
+        remedies.insert(0, ("lower_learning_rate", big_step))
     if floor is not None:
         msg += (
             f"; but this looks like the data's noise floor ({floor}), so it is a note: if the data allows "
@@ -296,6 +354,9 @@ def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | No
     number of classes (a bottleneck would be the model's limit, not the data's). None when not a floor."""
     a = acc[np.isfinite(acc)]
     if ctx.learned is not True or len(a) < 6 or not math.isfinite(acc_ho):
+        return None
+    if ctx.step_too_large is not None:
+        # a plateau under a step far too large is the optimizer's limit, not the data's
         return None
     final = float(a[-2:].mean())
     se = ctx.gap_se(final, tr, acc_ho, ctx.heldout_split)
@@ -385,7 +446,14 @@ def _stopped_early(ctx: Context) -> Finding | None:
     "eval mode has a loss at least 2x (+0.1) and 3 mini-batch standard errors above the train-mode loss of "
     "that epoch's batches, in each of the last two epochs (batch-norm statistics never updated, layers that "
     "act differently in eval mode); or the held-out split was scored with dropout/batch-norm modules in "
-    "training mode (a forgotten model.eval()) at the last evaluation and at least half of the others.",
+    "training mode (a forgotten model.eval()) at the last evaluation and at least half of the others; or "
+    "*nothing learned carries over*: the training split (a clean pass or the running train-mode metrics) "
+    "reached max(`underfit_train_accuracy`, halfway from chance to 100%) in balanced accuracy while the "
+    "held-out split ends at chance — within max(5 points, 3 standard errors of an accuracy at chance with the "
+    "held-out size) — over at least 3 evaluations. Overfitting leaves the held-out score above chance; ending "
+    "at chance means the splits differ (preprocessing fitted on one split only, another distribution, frozen "
+    "batch-norm statistics, an augmentation that changes the inputs, labels shuffled apart from their inputs), "
+    "and `overfitting` is then not reported.",
     why="A model should not do clearly better on data it never saw: the splits differ (noisier or "
     "corrupted training labels/inputs, a different distribution, or a bug in the pipeline).",
     evidence="accuracy per split, the gap, class distributions of the splits (total-variation distance)",
@@ -394,6 +462,8 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
     tr, ho = ctx.train_split, ctx.heldout_split
     assert ho is not None
     measured = _scored_in_train_mode(ctx, ho)
+    if measured is None:
+        measured = _no_transfer_finding(ctx)
     if measured is not None or tr is None or tr != "train":
         # running training metrics (train mode, averaged over an epoch of a learning model) lag behind a
         # clean held-out pass: comparing them would be unlike with like, so only a clean pass is judged
@@ -439,6 +509,43 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
         confidence(min(gap_last, gap_mean) / thr - 1.0, min(1.0, n / 3)),
         epoch=int(ctx.eval(ho, "accuracy").steps[-1]),
         split=ho,
+    )
+
+
+def _no_transfer_finding(ctx: Context) -> Finding | None:
+    nt = no_transfer(ctx)
+    if nt is None:
+        return None
+    name = _METRIC_NAME[nt["metric"]]
+    msg = (
+        f"nothing learned carries over: {nt['train_split']} {name} reached {nt['train']:.1%} while {nt['split']} "
+        f"{name} ends at chance ({nt['heldout_last']:.1%} at the end, best {nt['heldout_best']:.1%}; "
+        f"chance {nt['chance']:.1%}, noise margin {nt['margin']:.1%}): the held-out split differs from the "
+        "training split (preprocessing applied to one split only, another distribution, batch-norm statistics "
+        "that never update, an augmentation that changes the inputs, or training labels detached from their "
+        "inputs)"
+    )
+    ev = dict(nt)
+    ev["kind"] = "no_transfer"
+    ev["noise"] = (
+        "held-out score against chance + max(5 points, 3 standard errors at chance and the split's size)"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        ev,
+        [
+            (
+                "normalize_inputs",
+                "put every split through the same preprocessing, fitted on the training split",
+            ),
+            ("batch_norm", "check that batch-norm running statistics update in training (momentum, train())"),
+            ("data_augmentation", "augmentation must not change what an input looks like at test time"),
+            ("fix_labels", "check that training labels stay paired with their inputs when shuffling"),
+        ],
+        confidence((nt["train"] - nt["chance"]) / max(nt["margin"], 1e-9) / 4.0 - 1.0, 1.0),
+        epoch=int(ctx.eval(nt["split"], nt["metric"]).steps[-1]),
+        split=nt["split"],
     )
 
 
@@ -586,6 +693,9 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "window mean) or no learning with window-to-window moves "
     "of at least that size. *Unstable* when the loss suffers that lasting damage without the oscillation "
     "pattern. "
+    "*No updates* (an error): every recorded update of every layer is exactly 0 over at least 3 captures, "
+    "or the watched optimizer took no step while the loss was logged at least 20 times and its last tenth "
+    "sits at 90% of its first or above (a zero update is exact: no noise model needed). "
     "Every converged run stops improving; that alone is not inefficient. A run whose config says it "
     "resumed from a checkpoint (`resume_from`, `resume_from_checkpoint`) starts near its floor: when its held-out "
     "loss ends no higher than it started, a flat or noisy loss counts as a stall only through the update/weight "
@@ -601,6 +711,9 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         return None
     t = ctx.t
     x = ctx.loss.values
+    frozen = _weights_never_moved(ctx)
+    if frozen is not None:
+        return frozen
     if len(x) < 40:
         return None
     m20 = window_means(x, 20)
@@ -738,6 +851,86 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         remedies,
         confidence(margin, min(1.0, len(x) / 200)),
         step=int(ctx.loss.steps[len(x) * 7 // 10]) if stalled else int(ctx.loss.steps[0]),
+    )
+
+
+def _weights_never_moved(ctx: Context) -> Finding | None:
+    """Every recorded update of every layer is exactly zero, over at least three captures spread over the
+    run: the optimizer never changed a weight. Not a question of noise: a zero update is exact."""
+    un = ctx.layer("update_norm")
+    v = un.values
+    if v.size == 0:
+        return _optimizer_never_stepped(ctx)
+    if v.shape[0] < 3:
+        return None
+    finite = v[np.isfinite(v)]
+    if finite.size == 0 or bool((finite != 0).any()):
+        return None
+    gn = ctx.layer("grad_norm").values
+    g = gn[np.isfinite(gn)] if gn.size else gn
+    no_grad = g.size > 0 and not bool((g != 0).any())
+    why = (
+        "and no layer received a gradient (the loss is not connected to the model: a `.detach()`, a "
+        "`torch.no_grad()` around the forward pass, or parameters with requires_grad=False)"
+        if no_grad
+        else "although gradients arrive (`optimizer.step()` is never called, the learning rate is 0, or the "
+        "optimizer holds other parameters than the model)"
+    )
+    msg = (
+        f"the weights never changed: the update of every layer is exactly 0 at all {v.shape[0]} captures "
+        f"(steps {int(un.steps[0])}–{int(un.steps[-1])}), {why}"
+    )
+    return ctx.finding(
+        Severity.ERROR,
+        msg,
+        {
+            "kind": "no_updates",
+            "captures": int(v.shape[0]),
+            "layers": int(v.shape[1]) if v.ndim == 2 else 1,
+            "gradients_zero": no_grad,
+            "noise": "none needed: a zero update is exact",
+        },
+        [
+            (
+                "switch_optimizer",
+                "check that optimizer.step() runs and that the optimizer holds the model's parameters",
+            ),
+            ("raise_learning_rate", "a learning rate of 0 moves nothing"),
+        ],
+        1.0,
+        step=int(un.steps[0]),
+    )
+
+
+def _optimizer_never_stepped(ctx: Context) -> Finding | None:
+    """The run watched an optimizer, logged the loss at least 20 times, and the optimizer took no step, while
+    the loss stayed where it began (harm: an optimizer replaced after ``tm.watch`` would leave the watched
+    one idle too, but then the loss falls)."""
+    opts = ctx.r.meta.get("optimizers")
+    steps = ctx.r.meta.get("steps")
+    if not isinstance(opts, list) or not opts or not isinstance(steps, (int, float)) or int(steps) != 0:
+        return None
+    assert ctx.loss is not None
+    x = ctx.loss.values[np.isfinite(ctx.loss.values)]
+    if x.size < 20:
+        return None
+    m = window_means(x, 10)
+    if not (m[0] > 0 and float(m[-1]) >= 0.9 * float(m[0])):
+        return None
+    return ctx.finding(
+        Severity.ERROR,
+        f"the weights never changed: the loss was logged {x.size} times and the watched optimizer took no "
+        f"step (`optimizer.step()` is never called, or a different optimizer steps); the loss stayed at "
+        f"{float(m[-1]) / float(m[0]):.0%} of its start",
+        {"kind": "no_updates", "optimizer_steps": 0, "losses_logged": int(x.size), "gradients_zero": False},
+        [
+            (
+                "switch_optimizer",
+                "check that optimizer.step() runs on the optimizer that holds the model's parameters",
+            )
+        ],
+        1.0,
+        step=int(ctx.loss.steps[0]),
     )
 
 

@@ -1,0 +1,61 @@
+"""Buggy programs (scenarios/buggy_programs.py): mistakes real training code makes, each in a whole loop.
+The oracle checks first that the bug harmed the run (a bug that trained fine is a wrong program); then one of
+the codes the bug should get must be reported as a warning or error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainmedic.scenarios.buggy_programs import BUGGY, run_buggy
+
+# (name, seed) pairs measured as misses, kept visible instead of silenced: see the module's notes
+KNOWN_MISSES = {("lstm_sgd_no_clipping", 0)}
+
+
+def test_there_are_enough_bugs() -> None:
+    assert len(BUGGY) >= 25
+
+
+def _alarms(diagnosis: object) -> dict[str, object]:
+    return {f.code: f for f in diagnosis.findings if f.severity in ("warning", "error")}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", sorted(BUGGY))
+def test_bug_is_found(name: str, seed: int, tmp_path: Path) -> None:
+    if (name, seed) in KNOWN_MISSES:
+        pytest.xfail("measured miss: the loss swings without lasting damage at a step of 5")
+    harm, diagnosis, found = run_buggy(name, tmp_path / "run", seed=seed)
+    assert harm.harmed, f"the bug did not harm the run (a wrong program, not a miss): {harm}"
+    expected = BUGGY[name][1]
+    assert found, (expected, sorted(_alarms(diagnosis)))
+    assert diagnosis.verdict != "healthy"
+
+
+@pytest.mark.parametrize(
+    "name", ["val_not_standardized", "val_from_other_distribution", "batchnorm_stats_frozen"]
+)
+def test_learning_that_does_not_carry_over_is_a_mismatch_not_overfitting(name: str, tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy(name, tmp_path / "run", seed=0)
+    alarms = _alarms(diagnosis)
+    assert "train_test_mismatch" in alarms
+    assert alarms["train_test_mismatch"].evidence["kind"] == "no_transfer"  # type: ignore[attr-defined]
+    # one verdict: regularising a model whose learning does not reach the held-out split would not help
+    assert "overfitting" not in alarms
+
+
+@pytest.mark.parametrize("name", ["detached_outputs", "forgot_optimizer_step"])
+def test_weights_that_never_move_are_an_error(name: str, tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy(name, tmp_path / "run", seed=1)
+    f = _alarms(diagnosis)["inefficient_learning"]
+    assert f.severity == "error" and f.evidence["kind"] == "no_updates"  # type: ignore[attr-defined]
+    assert f.evidence["gradients_zero"] is (name == "detached_outputs")  # type: ignore[attr-defined]
+
+
+def test_a_plateau_under_a_step_far_too_large_is_not_a_noise_floor(tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy("transformer_lr_too_high", tmp_path / "run", seed=2)
+    f = _alarms(diagnosis)["underfitting"]
+    assert "usual range" in f.message  # type: ignore[attr-defined]
+    assert f.remedies[0].code == "lower_learning_rate"  # type: ignore[attr-defined]
