@@ -259,7 +259,8 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "below `underfit_train_accuracy`; or (*stopped too early*) training ended while the held-out accuracy was "
     "still rising steadily: over the last third of the epochs (at least 2) it gained at least max(3 points, 3 "
     "standard errors of a difference at the split's size), the last epoch alone at least max(1 point, 2 "
-    "standard errors), at least 75% of those epochs improved, and the held-out loss kept falling. A low "
+    "standard errors), at least 75% of those epochs improved, and the held-out loss kept falling (a note "
+    "instead when less than 5 points of error remain: that is all training longer could win). A low "
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
@@ -380,6 +381,10 @@ def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | No
     )
 
 
+# below this remaining error (1 - accuracy), a run stopped while still improving lost little: a note
+STOPPED_EARLY_MIN_HEADROOM = 0.05
+
+
 def _stopped_early(ctx: Context) -> Finding | None:
     """Training stopped while the held-out split was still improving steadily, beyond its noise: the
     model is under-trained (too few updates or epochs), the remedy is to train longer."""
@@ -410,8 +415,13 @@ def _stopped_early(ctx: Context) -> Finding | None:
         f"{k} epochs to {a[-1]:.1%}, +{last_gain:.1%} in the last one; {rising:.0%} of those epochs improved; "
         f"noise levels {need:.1%} and {need_last:.1%} from n={ctx.n_samples(sp)})"
     )
+    # harm: what training longer can still win is at most the remaining error
+    headroom = 1.0 - float(a[-1])
+    minor = headroom < STOPPED_EARLY_MIN_HEADROOM
+    if minor:
+        msg += f"; at most {headroom:.1%} is left to gain, so this is a note: more epochs may add a little"
     return ctx.finding(
-        Severity.WARNING,
+        Severity.INFO if minor else Severity.WARNING,
         msg,
         {
             "kind": "stopped_early",
@@ -691,8 +701,12 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "from its best by max(5 points, 3 standard errors of a difference), or the median of the last three "
     "loss windows is twice the best window or more, by at least 3·sqrt(2) mini-batch standard errors of a "
     "window mean) or no learning with window-to-window moves "
-    "of at least that size. *Unstable* when the loss suffers that lasting damage without the oscillation "
+    "of at least that size. *Unstable* when the loss suffers that lasting damage, ends off its best stretch by that noise, and shows no oscillation "
     "pattern. "
+    "Under an effective step above its optimizer's usual range (see `underfitting`), the first steps' "
+    "blow-up inflates the loss's start, so the oscillation pattern needs no `stall_loss_fraction`: its harm "
+    "is then the held-out accuracy swinging from evaluation to evaluation (at least 5 evaluations, half the "
+    "moves flipping direction, a median move of max(3 points, 2 standard errors of a difference)). "
     "*No updates* (an error): every recorded update of every layer is exactly 0 over at least 3 captures, "
     "or the watched optimizer took no step while the loss was logged at least 20 times and its last tenth "
     "sits at 90% of its first or above (a zero update is exact: no noise model needed). "
@@ -759,6 +773,19 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         and swing >= t.oscillation_amplitude
         and ((learned is not True and beyond_noise) or damaged)
     )
+    # under a step above its optimizer's usual range, the first steps' blow-up inflates the loss's start,
+    # so "ends above half its start" misses an oscillation; the held-out accuracy swinging from epoch to
+    # epoch beyond its noise is the harm then
+    big_step = ctx.step_too_large
+    ho_swings = _heldout_swings(ctx) if big_step is not None else None
+    swings_by_step = bool(
+        ho_swings is not None
+        and not oscillating
+        and sc >= t.oscillation_ratio
+        and eff < t.oscillation_efficiency
+        and swing >= t.oscillation_amplitude
+    )
+    oscillating = oscillating or swings_by_step
     # a plateau is a stall only when it is not a floor: the model has not learned (accuracy near chance
     # or below `underfit_train_accuracy`), or, with no accuracy recorded, the loss barely moved at all
     not_learned = (
@@ -773,7 +800,10 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         plateau = oscillating = False
     stalled = not_learned and (slow_updates or plateau)
     # unstable: the loss climbed back up and stays there (lasting damage), whatever the sign pattern
-    unstable = damaged and frac > t.stall_loss_fraction and not oscillating
+    # ... and the loss is not at its best stretch at the end (a weighted loss can trade accuracy for
+    # balance while its own value keeps falling: that is not instability)
+    off_best = tail - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se
+    unstable = damaged and off_best and frac > t.stall_loss_fraction and not oscillating
     if not (stalled or oscillating or unstable):
         return None
     ev = {
@@ -821,6 +851,14 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         ]
         ev["kind"] = "oscillating"
         margin = min(sc / t.oscillation_ratio - 1.0, 1.0 - eff / t.oscillation_efficiency) * 3
+        if swings_by_step and ho_swings is not None:
+            share, move, se, sp = ho_swings
+            msg += (
+                f"; {big_step}, and {sp} accuracy swings by a median {move:.1%} from one evaluation to the next "
+                f"({share:.0%} of the moves flip direction; noise {se:.1%}, 2 standard errors of a difference)"
+            )
+            ev["heldout_swing"] = {"median_move": move, "flip_share": share, "noise": se, "split": sp}
+            remedies.insert(0, ("lower_learning_rate", big_step))
     else:
         why = []
         if plateau:
@@ -852,6 +890,28 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         confidence(margin, min(1.0, len(x) / 200)),
         step=int(ctx.loss.steps[len(x) * 7 // 10]) if stalled else int(ctx.loss.steps[0]),
     )
+
+
+def _heldout_swings(ctx: Context) -> tuple[float, float, float, str] | None:
+    """The held-out accuracy moves back and forth beyond its noise: at least 5 evaluations, at least half
+    of the consecutive moves flip direction, and the median move is at least 2 standard errors of a
+    difference at the split's size (and 3 points). (flip share, median move, noise, split) or None."""
+    sp = ctx.heldout_split
+    if sp is None:
+        return None
+    a = ctx.finite_eval(sp, "accuracy")
+    if a.size < 5:
+        return None
+    d = np.diff(a)
+    nz = d[d != 0]
+    if nz.size < 3:
+        return None
+    share = float(np.mean(np.sign(nz[1:]) != np.sign(nz[:-1])))
+    move = float(np.median(np.abs(d)))
+    se = math.sqrt(2.0) * float(np.nan_to_num(ctx.accuracy_se(float(np.median(a)), sp), nan=0.0))
+    if share >= 0.5 and move >= max(0.03, 2.0 * se):
+        return share, move, 2.0 * se, sp
+    return None
 
 
 def _weights_never_moved(ctx: Context) -> Finding | None:
