@@ -858,7 +858,7 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
                 f"({share:.0%} of the moves flip direction; noise {se:.1%}, 2 standard errors of a difference)"
             )
             ev["heldout_swing"] = {"median_move": move, "flip_share": share, "noise": se, "split": sp}
-            remedies.insert(0, ("lower_learning_rate", big_step))
+            remedies.insert(0, ("lower_learning_rate", str(big_step)))
     else:
         why = []
         if plateau:
