@@ -5,7 +5,9 @@ The zoo varies models, data and optimizers inside one harness (``zoo.run_case``)
 and no clean training pass, ``loss.item()`` floats, evaluation every N steps instead of per epoch, a test
 split scored once at the end, regression and autoencoders with no classes at all, sigmoid heads with
 ``BCELoss`` on probabilities, gradient accumulation, ``OneCycleLR`` warm-up, warm restarts, label smoothing,
-frozen backbones, unused parameters, ``LBFGS`` with a closure, residual stacks, a GAN. Every program here
+frozen backbones, unused parameters, ``LBFGS`` with a closure, residual stacks, a GAN, multi-label targets,
+accuracy logged as plain scalars, early stopping written by hand, ``model.eval()`` left on, full-batch SGD,
+softmax probabilities scored, bfloat16 autocast with clipping, a 30-sample val split. Every program here
 trains normally — its oracle (val accuracy within a few points of a scikit-learn reference, or a loss that
 fell by the stated factor) is checked by the test — so any warning or error on one is a false alarm.
 
@@ -851,6 +853,254 @@ def batch_size_one_sgd(run_dir: Path, seed: int) -> Outcome:
             run.evaluate("val", d.y_val, model(d.x_val))
     run.close()
     return _classify("iris", _acc(model, d.x_val, d.y_val), tol=0.07)
+
+
+@program
+def multilabel_bce(run_dir: Path, seed: int) -> Outcome:
+    """Multi-label targets (4 independent binary labels per sample), ``BCEWithLogitsLoss``, a val loss logged
+    per epoch; no ``run.evaluate`` (the targets are not classes)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(800, 10)).astype(np.float32)
+    y = (x @ rng.normal(size=(10, 4)) + rng.normal(0, 0.5, (800, 4)) > 0).astype(np.float32)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    model = _mlp(10, 32, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.BCEWithLogitsLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(20):
+        for idx in _batches(600, 32, g):
+            opt.zero_grad()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        with torch.no_grad():
+            run.log(val_loss=float(loss_fn(model(xt[600:]), yt[600:])))
+    run.close()
+    with torch.no_grad():
+        acc = float(((model(xt[600:]) > 0).float() == yt[600:]).float().mean())
+    return Outcome("val_accuracy", acc, 0.85)  # per-label accuracy; a linear model reaches about 0.9
+
+
+@program
+def accuracy_as_logged_scalars(run_dir: Path, seed: int) -> Outcome:
+    """Accuracy computed by hand and logged as scalars (``run.log(acc=..., val_acc=..., val_loss=...)``),
+    never through ``run.evaluate``."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(15):
+        for idx in _batches(len(d.y_train), 32, g):
+            opt.zero_grad()
+            out = model(d.x_train[idx])
+            loss = loss_fn(out, d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss, acc=(out.argmax(1) == d.y_train[idx]).float().mean())
+        with torch.no_grad():
+            o = model(d.x_val)
+            run.log(val_loss=loss_fn(o, d.y_val), val_acc=(o.argmax(1) == d.y_val).float().mean())
+    run.close()
+    return _classify("digits", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def two_epochs_enough(run_dir: Path, seed: int) -> Outcome:
+    """Two epochs are all an easy task needs (breast cancer, Adam 1e-2): short, and done."""
+    torch.manual_seed(seed)
+    d = dataset("breast_cancer", seed)
+    model = _mlp(30, 32, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(2):
+        for idx in _batches(len(d.y_train), 32, g):
+            opt.zero_grad()
+            loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        with torch.no_grad():
+            run.evaluate("train", d.y_train, model(d.x_train))
+            run.evaluate("val", d.y_val, model(d.x_val))
+    run.close()
+    return _classify("breast_cancer", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def early_stopping_by_hand(run_dir: Path, seed: int) -> Outcome:
+    """Early stopping written by hand: patience 10 on the val loss, ``break`` out of a 200-epoch loop, the
+    best state_dict loaded back before ``run.close()`` (trainmedic is not told)."""
+    torch.manual_seed(seed)
+    d = dataset("wine", seed)
+    model = _mlp(13, 64, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    best, bad = float("inf"), 0
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(200):
+        model.train()
+        for idx in _batches(len(d.y_train), 16, g):
+            opt.zero_grad()
+            loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        model.eval()
+        with torch.no_grad():
+            o = model(d.x_val)
+            val = float(loss_fn(o, d.y_val))
+            run.evaluate("val", d.y_val, o, loss=val)
+            run.evaluate("train", d.y_train, model(d.x_train))
+        if val < best - 1e-4:
+            best, bad = val, 0
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= 10:
+                break
+    model.load_state_dict(state)
+    run.close()
+    return _classify("wine", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def eval_mode_left_on(run_dir: Path, seed: int) -> Outcome:
+    """``model.eval()`` before scoring and never ``model.train()`` again: dropout is off after the first
+    epoch (harmless here: the model still reaches what the data allows)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 128, 10, p=0.2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    model.train()
+    for _ in range(15):
+        for idx in _batches(len(d.y_train), 64, g):
+            opt.zero_grad()
+            out = model(d.x_train[idx])
+            loss = loss_fn(out, d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss, outputs=out, targets=d.y_train[idx])
+        model.eval()
+        with torch.no_grad():
+            run.evaluate("val", d.y_val, model(d.x_val))
+    run.close()
+    return _classify("digits", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def full_batch_sgd_iris(run_dir: Path, seed: int) -> Outcome:
+    """Full-batch SGD with momentum for 300 epochs on iris, scored every 10 epochs."""
+    torch.manual_seed(seed)
+    d = dataset("iris", seed)
+    model = _mlp(4, 16, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    run = _watch(model, opt, run_dir)
+    for epoch in range(300):
+        opt.zero_grad()
+        loss = loss_fn(model(d.x_train), d.y_train)
+        loss.backward()
+        opt.step()
+        run.log(loss=loss)
+        if epoch % 10 == 9:
+            with torch.no_grad():
+                run.evaluate("train", d.y_train, model(d.x_train))
+                run.evaluate("val", d.y_val, model(d.x_val))
+    run.close()
+    return _classify("iris", _acc(model, d.x_val, d.y_val), tol=0.07)
+
+
+@program
+def softmax_probabilities_scored(run_dir: Path, seed: int) -> Outcome:
+    """Softmax probabilities (not logits) passed to ``run.evaluate``, RMSprop with batches of 8."""
+    torch.manual_seed(seed)
+    d = dataset("wine", seed)
+    model = _mlp(13, 32, 3)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(40):
+        for idx in _batches(len(d.y_train), 8, g):
+            opt.zero_grad()
+            loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        with torch.no_grad():
+            run.evaluate("train", d.y_train, model(d.x_train).softmax(1))
+            run.evaluate("val", d.y_val, model(d.x_val).softmax(1))
+    run.close()
+    return _classify("wine", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def bf16_autocast_cosine_clipped(run_dir: Path, seed: int) -> Outcome:
+    """bfloat16 autocast on the CPU, AdamW with a per-step cosine schedule, ``clip_grad_norm_(1.0)`` every step."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 128, 10, depth=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 12 * 22)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(12):
+        model.train()
+        for idx in _batches(len(d.y_train), 64, g):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(d.x_train[idx])
+                loss = loss_fn(out, d.y_train[idx])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            run.log(loss=loss, outputs=out.float(), targets=d.y_train[idx])
+        model.eval()
+        with torch.no_grad():
+            run.evaluate("val", d.y_val, model(d.x_val))
+    run.close()
+    return _classify("digits", _acc(model, d.x_val, d.y_val))
+
+
+@program
+def thirty_sample_val_split(run_dir: Path, seed: int) -> Outcome:
+    """Overlapping blobs (a noise floor near 80%) scored on a val split of only 30 samples."""
+    torch.manual_seed(seed)
+    d = dataset("blobs", seed)
+    model = _mlp(2, 16, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    xv, yv = d.x_val[:30], d.y_val[:30]
+    for _ in range(30):
+        for idx in _batches(len(d.y_train), 32, g):
+            opt.zero_grad()
+            out = model(d.x_train[idx])
+            loss = loss_fn(out, d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss, outputs=out, targets=d.y_train[idx])
+        with torch.no_grad():
+            o = model(xv)
+            run.evaluate("val", yv, o, loss=loss_fn(o, yv))
+    run.close()
+    return _classify("blobs", _acc(model, d.x_val, d.y_val))
 
 
 def run_program(name: str, run_dir: str | Path, seed: int = 0) -> tuple[Outcome, Any]:
