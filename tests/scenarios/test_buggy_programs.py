@@ -12,7 +12,7 @@ from trainmedic.scenarios.buggy_programs import BUGGY, FIX_LEAVES_HARM, run_bugg
 
 
 def test_there_are_enough_bugs() -> None:
-    assert len(BUGGY) >= 25
+    assert len(BUGGY) >= 29
 
 
 def _alarms(diagnosis: object) -> dict[str, object]:
@@ -74,3 +74,9 @@ def test_an_oscillation_under_a_step_far_too_large_is_judged_on_heldout_swings(t
     f = _alarms(diagnosis)["inefficient_learning"]
     assert f.evidence["kind"] == "oscillating" and "heldout_swing" in f.evidence  # type: ignore[attr-defined]
     assert f.remedies[0].code == "lower_learning_rate"  # type: ignore[attr-defined]
+
+
+def test_a_collapse_to_chance_is_underfitting_and_names_an_unbounded_loss(tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy("nll_loss_on_logits", tmp_path / "run", seed=0)
+    f = _alarms(diagnosis)["underfitting"]
+    assert "collapsed to chance" in f.message and "not bounded below" in f.message  # type: ignore[attr-defined]

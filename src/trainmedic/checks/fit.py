@@ -264,9 +264,9 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
-    "epochs), no hidden layer is narrower than the number of classes, and the optimizer's effective step "
+    "epochs), the final training accuracy is still far above chance, no hidden layer is narrower than the number of classes, and the optimizer's effective step "
     "(lr / (1 - momentum); lr for Adam-like optimizers) is inside its usual range (SGD up to 0.5, Adam/AdamW/"
-    "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. Not raised when held-out accuracy is `mismatch_gap` above training "
+    "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. *Collapsed*: a model that learned (see `inefficient_learning`) and whose training accuracy ends within max(10 points, 3 standard errors) of chance, at least max(20 points, 3 standard errors of a difference) below its best, is underfitting whatever its best was (with a loss that fell without bound, the message says the loss is not bounded below for these outputs). Not raised when held-out accuracy is `mismatch_gap` above training "
     "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
     why="A model that cannot fit its own training data will not do well anywhere; more regularization "
     "would make it worse.",
@@ -282,13 +282,14 @@ def check_underfitting(ctx: Context) -> Finding | None:
     final, best = _last_mean(acc), float(np.nanmax(acc)) if np.isfinite(acc).any() else float("nan")
     if ctx.diverged:
         return None
-    if not (best < t.underfit_train_accuracy):
+    collapse = _collapsed(ctx, tr, final, best)
+    if not (best < t.underfit_train_accuracy) and collapse is None:
         return _stopped_early(ctx)
     ho = ctx.heldout_split
     acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
     if ho and acc_ho - final >= t.mismatch_gap:
         return None
-    floor = _at_floor(ctx, tr, acc, acc_ho)
+    floor = None if collapse is not None else _at_floor(ctx, tr, acc, acc_ho)
     cm = ctx.confusion_matrix(tr)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
     tl = ctx.eval(tr, "loss").values
@@ -301,6 +302,8 @@ def check_underfitting(ctx: Context) -> Finding | None:
     msg += f"; predictions are {pattern['pattern']}"
     if still_falling:
         msg += "; the loss is still falling"
+    if collapse is not None:
+        msg += f"; it learned and then collapsed to chance ({collapse})"
     big_step = ctx.step_too_large
     if big_step is not None:
         msg += f"; {big_step}, so the plateau is not the data's floor"
@@ -348,6 +351,33 @@ def check_underfitting(ctx: Context) -> Finding | None:
     )
 
 
+def _collapsed(ctx: Context, tr: str, final: float, best: float) -> str | None:
+    """The model learned (see :attr:`Context.learned`) and its training accuracy fell back to chance: within max(10 points,
+    3 standard errors) of always predicting the majority class at the end, at least max(20 points, 3
+    standard errors of a difference) below its best. Says why when the loss tells (a loss that falls
+    without bound is not bounded below for these outputs). None when it did not collapse."""
+    t = ctx.t
+    if not (ctx.learned is True and final < t.underfit_train_accuracy):
+        return None
+    counts = ctx.class_counts(tr)
+    if counts is None or counts.sum() == 0:
+        return None
+    chance = float(counts.max() / counts.sum())
+    se = float(np.nan_to_num(ctx.accuracy_se(final, tr), nan=0.0))
+    if not (final <= chance + max(0.1, 3.0 * se) and best - final >= max(0.2, 3.0 * math.sqrt(2.0) * se)):
+        return None
+    why = f"best {best:.1%}, chance {chance:.1%}"
+    if ctx.loss is not None and ctx.loss.values.size >= 20:
+        m = window_means(ctx.loss.values, 10)
+        if m[-1] < 0 and m[-1] < m[0] and abs(m[-1]) > 10.0 * max(abs(m[0]), 1e-6):
+            why += (
+                f"; the loss fell without bound ({fmt(float(m[0]))} → {fmt(float(m[-1]))}), so it is not bounded "
+                "below for these outputs: NLLLoss needs log-probabilities (log_softmax first), or the loss's sign "
+                "is flipped"
+            )
+    return why
+
+
 def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | None:
     """A low training accuracy that is the data's noise floor rather than underfitting: the model clearly
     learned (well above chance), training and held-out accuracy agree within their noise, the training
@@ -360,6 +390,13 @@ def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | No
         # a plateau under a step far too large is the optimizer's limit, not the data's
         return None
     final = float(a[-2:].mean())
+    counts = ctx.class_counts(tr)
+    if counts is not None and counts.sum():
+        # a floor is far above chance at the end, not only at its best epoch
+        chance = float(counts.max() / counts.sum())
+        se_c = float(np.nan_to_num(ctx.accuracy_se(chance, tr), nan=0.0))
+        if final < chance + max(0.25 * (1.0 - chance), 3.0 * se_c):
+            return None
     se = ctx.gap_se(final, tr, acc_ho, ctx.heldout_split)
     if abs(final - acc_ho) > max(0.03, 2.0 * se):
         return None

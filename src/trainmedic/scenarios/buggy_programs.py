@@ -4,7 +4,7 @@ The healthy programs (``programs.py``) measure false alarms; these measure recal
 write them, not the way the fault catalogue injects them: a forgotten ``zero_grad`` or ``step``, labels shuffled
 apart from their inputs, a softmax before ``CrossEntropyLoss``, a scaler fitted on train and not applied to val,
 batch-norm statistics that never update, raw pixel values into sigmoid units, a loss written by hand that takes
-``log(0)``, and the hyperparameter mistakes of question-and-answer threads (learning rates far off, momentum 0.99
+``log(0)``, ``NLLLoss`` on raw logits, a per-epoch scheduler stepped per batch, and the hyperparameter mistakes of question-and-answer threads (learning rates far off, momentum 0.99
 at a large step, dropout 0.9, weight decay 1.0, two epochs of plain SGD).
 
 ``BUGGY`` maps a name to ``(program, expected)``: the program ``(run_dir, seed, fixed=False) -> Harm`` and the set of codes of
@@ -323,6 +323,55 @@ def augmentation_only_at_train(run_dir: Path, seed: int, fixed: bool = False) ->
             run.evaluate("val", d.y_val, out, loss=loss_fn(out, d.y_val))
     run.close()
     return _harm("digits_img", model, d, seed)
+
+
+@bug(NOT_LEARNING)
+def nll_loss_on_logits(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """``nn.NLLLoss`` on raw logits (it expects log-probabilities): the loss is ``-logit[y]``, unbounded
+    below, and the model learns to inflate logits instead of classifying (the fix: ``log_softmax`` first)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    nll = nn.NLLLoss()
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nll(torch.log_softmax(out, dim=1) if fixed else out, y)
+
+    _train(model, opt, d, run_dir, seed, epochs=10, loss_fn=loss_fn)
+    return _harm("digits", model, d, seed)
+
+
+@bug(NOT_LEARNING)
+def scheduler_stepped_per_batch(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """``StepLR(step_size=1, gamma=0.5)`` meant per epoch, stepped after every batch: the learning rate is
+    0.5^20 of its start after 20 batches and the model freezes almost at once (the fix: step per epoch)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9 if fixed else 0.5)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(10):
+        model.train()
+        for idx in _batches(len(d.y_train), 32, g):
+            opt.zero_grad()
+            loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
+            loss.backward()
+            opt.step()
+            if not fixed:
+                sched.step()
+            run.log(loss=loss)
+        if fixed:
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            run.evaluate("train", d.y_train, model(d.x_train))
+            run.evaluate("val", d.y_val, model(d.x_val))
+    run.close()
+    return _harm("digits", model, d, seed)
 
 
 # ------------------------------------------------------------------------------------- model bugs
