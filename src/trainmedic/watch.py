@@ -166,6 +166,7 @@ class Run:
         self._skips_at_first_step = 0  # steps a GradScaler skipped (inf/NaN gradients) before the first one
         self._stepped_since_log = False
         self._epoch_counter: dict[str, int] = defaultdict(int)
+        self._split_counts: dict[str, list[int]] = {}  # the class counts last written per split (meta)
         self.epoch: int | None = None
         self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
         # accelerators: (signal, step, per-parameter gradient norms) -> the global norm at the flush, so that a

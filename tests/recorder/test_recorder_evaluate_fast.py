@@ -187,3 +187,48 @@ def test_log_outputs_needs_both_and_valid_shapes(tmp_path: Path) -> None:
     with pytest.raises(tm.TrainmedicError, match="scores of shape"):
         run.log(outputs=torch.randn(2, 3), targets=torch.tensor([0, 1, 2]))
     run.close()
+
+
+def test_deferred_metrics_are_the_same_numbers_returned_stored_and_read(tmp_path: Path) -> None:
+    """run.evaluate buffers the confusion matrix: what it returns (derived on first read), the stored evals
+    (derived at the flush for all buffered evaluations) and the record the reader expands are metrics_dict's
+    numbers, bit for bit; the stored record itself holds only the matrix."""
+    import copy
+    import json
+    import pickle
+
+    from trainmedic.store.writer import classification_scalars
+
+    g = torch.Generator().manual_seed(3)
+    run = tm.watch(nn.Linear(4, 7), run_dir=tmp_path / "r", quiet=True)
+    expected = []
+    for epoch in range(4):
+        y = torch.randint(0, 7, (300 + epoch,), generator=g)
+        out = torch.randn(300 + epoch, 7, generator=g)
+        res = run.evaluate("val", y, out, loss=0.5 + epoch, top5=0.9)
+        ref = metrics_dict(fast_confusion_matrix(y, out))
+        expected.append(ref)
+        if epoch == 0:  # every way of reading the returned dict sees the full metrics
+            assert json.loads(json.dumps(res)) == ref
+        views = [dict(res), copy.deepcopy(res), pickle.loads(pickle.dumps(res)), {**res}]
+        assert all(v == ref for v in views)
+        assert res["scalars"] == ref["scalars"] and len(res) == len(ref) and list(res) == list(ref)
+    run.close()
+    r = tm.RunReader(tmp_path / "r")
+    for name in ("accuracy", "f1_macro", "precision_weighted", "num_samples", "loss", "top5"):
+        got = r.eval_series("val", name)
+        want = [
+            (0.5 + e if name == "loss" else 0.9 if name == "top5" else expected[e]["scalars"][name])
+            for e in range(4)
+        ]
+        assert got.steps.tolist() == [0, 1, 2, 3] and got.values.tolist() == want, name
+    recs = r.records("classification", "val")
+    assert [rec["data"] for rec in recs] == expected
+    raw = [
+        json.loads(d)
+        for (d,) in r.con.execute("SELECT data FROM records WHERE kind='classification'").fetchall()
+    ]
+    assert all(set(d) == {"task", "num_classes", "confusion_matrix", "compact"} for d in raw)
+    cms = [np.asarray(d["confusion_matrix"]) for d in raw]
+    keys = list(expected[0]["scalars"])
+    assert classification_scalars(cms) == [[e["scalars"][k] for k in keys] for e in expected]

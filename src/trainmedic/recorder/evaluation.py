@@ -48,7 +48,7 @@ def evaluate(
     if run.world_size > 1:
         targets, outputs = run._gather(targets), run._gather(outputs)
     from ..metrics import evaluate_classification, evaluate_detection
-    from ..metrics.classification import fast_confusion_matrix, metrics_dict
+    from ..metrics.classification import fast_confusion_matrix
 
     detection = isinstance(outputs, list) and (not outputs or isinstance(outputs[0], Mapping))
     for arg, value in (("targets", targets), ("outputs", outputs)):
@@ -68,10 +68,11 @@ def evaluate(
     ):
         return run._evaluate_nonfinite(split, outputs, epoch)
     cm = None if detection else fast_confusion_matrix(targets, outputs, num_classes)
+    result: dict[str, Any]
     if detection:
         result = evaluate_detection(targets, outputs, iou_threshold=run.thresholds.iou_match)
-    elif cm is not None:  # the common case: one bincount, the rest vectorised NumPy (~0.05 ms)
-        result = metrics_dict(cm)
+    elif cm is not None:  # the common case: one bincount; the metrics are derived when first read
+        result = EvalResult(cm)
     else:
         result = evaluate_classification(targets, outputs, num_classes=num_classes, threshold=threshold)
     loss_value = _scalar_value("loss", loss) if loss is not None else None
@@ -84,22 +85,39 @@ def evaluate(
         w = run._writer
         assert w is not None
         _record_eval_mode(w, split, epoch, step, train_mode)
-        for k, v in result["scalars"].items():
-            w.add_eval(split, epoch, step, k, v)
+        evals = list(extra.items())
         if loss_value is not None:
-            w.add_eval(split, epoch, step, "loss", loss_value)
-        for k, v in extra.items():
-            w.add_eval(split, epoch, step, k, v)
-        data = dict(result)
-        if class_names is not None:
-            data["class_names"] = [str(c) for c in class_names]
-        w.add_record(
-            "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
-        )
-        if not detection:
-            counts = result["per_class"]["support"]
+            evals.insert(0, ("loss", loss_value))
+        if cm is not None:
+            # buffered as the confusion matrix: the writer derives the metrics of all evaluations at the
+            # flush, and the record is compact (the reader derives per_class: expand_classification)
+            data: dict[str, Any] = {
+                "task": "classification",
+                "num_classes": int(cm.shape[0]),
+                "confusion_matrix": cm.tolist(),
+                "compact": True,
+            }
+            if class_names is not None:
+                data["class_names"] = [str(c) for c in class_names]
+            w.add_classification(split, epoch, step, cm, evals, data)
+            counts = cm.sum(axis=1).tolist()
+        else:
+            for k, v in result["scalars"].items():
+                w.add_eval(split, epoch, step, k, v)
+            for k, v in evals:
+                w.add_eval(split, epoch, step, k, v)
+            data = dict(result)
+            if class_names is not None:
+                data["class_names"] = [str(c) for c in class_names]
+            w.add_record(
+                "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
+            )
+            counts = None if detection else result["per_class"]["support"]
+        if counts is not None and run._split_counts.get(split) != counts:  # written when it changes
+            run._split_counts[split] = counts
             w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
-        w.set_meta(steps=run.step, epochs=run.epoch + 1 if run.epoch is not None else 0)
+        w._meta["steps"] = str(run.step)  # ints: their JSON is str()
+        w._meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
         # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
         # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
         if run._console is not None:
@@ -113,6 +131,76 @@ def evaluate(
         run._guard("treatment", lambda: run.treatment.after_evaluate(run, split, epoch, result, loss_value))
     run._raise_pending()
     return result
+
+
+def _filled(name: str) -> Any:
+    base = getattr(dict, name)
+
+    def method(self: EvalResult, *args: Any, **kwargs: Any) -> Any:
+        if self._cm is not None:
+            self._fill()
+        return base(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class EvalResult(dict):  # type: ignore[type-arg]
+    """What ``run.evaluate`` returns for a classification: a ``dict`` (``result["scalars"]["accuracy"]`` …)
+    whose metrics are derived from the confusion matrix when it is first read (``metrics_dict``, ~25 µs), so a
+    loop that does not read them does not pay for them. Every way of reading it — item access, iteration,
+    ``dict(result)``, ``json.dumps``, ``copy``, pickling — sees the full metrics."""
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, cm: Any) -> None:
+        # one key at once: json's C encoder reads a dict subclass through items() only when it is not empty
+        super().__init__(task="classification")
+        self._cm = cm
+
+    def _fill(self) -> None:
+        from ..metrics.classification import metrics_dict
+
+        cm, self._cm = self._cm, None
+        dict.update(self, metrics_dict(cm))
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (dict, (dict(self.items()),))
+
+    def __reduce__(self) -> Any:
+        return self.__reduce_ex__(2)
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __deepcopy__(self, memo: Any) -> dict[str, Any]:
+        import copy
+
+        return copy.deepcopy(dict(self.items()), memo)
+
+    __getitem__ = _filled("__getitem__")
+    __iter__ = _filled("__iter__")
+    __len__ = _filled("__len__")
+    __contains__ = _filled("__contains__")
+    __eq__ = _filled("__eq__")
+    __ne__ = _filled("__ne__")
+    __repr__ = _filled("__repr__")
+    __setitem__ = _filled("__setitem__")
+    __delitem__ = _filled("__delitem__")
+    __or__ = _filled("__or__")
+    __ror__ = _filled("__ror__")
+    __ior__ = _filled("__ior__")
+    __reversed__ = _filled("__reversed__")
+    keys = _filled("keys")
+    values = _filled("values")
+    items = _filled("items")
+    get = _filled("get")
+    copy = _filled("copy")
+    pop = _filled("pop")
+    popitem = _filled("popitem")
+    setdefault = _filled("setdefault")
+    update = _filled("update")
+    __hash__ = None  # type: ignore[assignment]
 
 
 def train_mode_modules(run: Run) -> list[str]:

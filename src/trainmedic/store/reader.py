@@ -21,6 +21,19 @@ from . import schema
 from .writer import check_path
 
 
+def expand_classification(data: Any) -> Any:
+    """A compact ``classification`` record (``run.evaluate`` stores the confusion matrix, and ``"compact":
+    true``) with everything derived from it put back: the scalars, ``per_class``, the classes without
+    samples or predictions — the same numbers the record held when they were stored (``metrics_dict``)."""
+    if not isinstance(data, dict) or not data.pop("compact", False) or "confusion_matrix" not in data:
+        return data
+    from ..metrics.classification import metrics_dict
+
+    full = metrics_dict(np.asarray(data["confusion_matrix"], dtype=np.int64))
+    full.update(data)
+    return full
+
+
 @dataclass
 class Series:
     """A per-step series: ``steps[i]`` is the step of ``values[i]``."""
@@ -257,10 +270,14 @@ class RunReader:
                 "SELECT epoch, step, split, data FROM records WHERE kind=? AND split=? ORDER BY id",
                 (kind, split),
             )
-        return [
+        out = [
             {"epoch": e, "step": s, "split": sp, "data": self._json(d, f"a {kind!r} record")}
             for e, s, sp, d in q
         ]
+        if kind == "classification":
+            for rec in out:
+                rec["data"] = expand_classification(rec["data"])
+        return out
 
     def record(self, kind: str, split: str | None = None) -> Any:
         """The newest record of a kind (its data), or ``None``."""

@@ -32,6 +32,65 @@ def _dumps(value: Any) -> str:
         return json.dumps(_jsonable(value), allow_nan=False)
 
 
+# the scalars every classification evaluation stores (evals table), in metrics_dict's order
+CLASSIFICATION_SCALARS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_micro",
+    "recall_micro",
+    "f1_micro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "num_samples",
+)
+
+
+def classification_scalars(cms: list[np.ndarray]) -> list[list[float]]:
+    """The scalars of ``metrics_dict`` for many ``(k, k)`` confusion matrices (same k grouped, the divisions
+    vectorised): the same numbers, bit for bit, as ``metrics_dict(cm)["scalars"]`` (the same NumPy
+    reductions on the same per-class vectors)."""
+    out: list[list[float]] = [[] for _ in cms]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, cm in enumerate(cms):
+        groups[cm.shape[0]].append(i)
+    add = np.add.reduce
+    for k, idx in groups.items():
+        m = np.stack([cms[i] for i in idx]).astype(np.int64, copy=False)
+        tp = np.diagonal(m, axis1=1, axis2=2)
+        support = add(m, axis=2)
+        predicted = add(m, axis=1)
+        both = support + predicted
+        z = np.zeros((len(idx), k))
+        p = np.divide(tp, predicted, out=z.copy(), where=predicted > 0)
+        r = np.divide(tp, support, out=z.copy(), where=support > 0)
+        f = np.divide(2 * tp, both, out=z, where=both > 0)
+        ns = add(support, axis=1).tolist()
+        tps = add(tp, axis=1).tolist()
+        for j, i in enumerate(idx):
+            n, sj = ns[j], support[j]
+            if n == 0:
+                continue
+            pj, rj, fj = p[j], r[j], f[j]
+            acc = tps[j] / n
+            out[i] = [
+                acc,
+                float(add(pj)) / k,
+                float(add(rj)) / k,
+                float(add(fj)) / k,
+                acc,
+                acc,
+                acc,
+                float(np.dot(pj, sj)) / n,
+                float(np.dot(rj, sj)) / n,
+                float(np.dot(fj, sj)) / n,
+                float(n),
+            ]
+    return out
+
+
 MAX_BUFFERED = 1_000_000  # values kept in memory while flushes fail (a full disk); older ones are dropped
 NAME_MAX = 255  # bytes per path component on the common file systems (ext4, xfs, APFS, NTFS)
 
@@ -106,6 +165,8 @@ class RunWriter:
         self._scalars: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
         self._layers: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         self._rows_evals: list[tuple[Any, ...]] = []
+        # run.evaluate results waiting for the flush: (split, epoch, step, confusion matrix, other evals, record)
+        self._rows_cls: list[tuple[str, int, int | None, np.ndarray, list[tuple[str, float]], Any]] = []
         self._rows_records: list[tuple[Any, ...]] = []
         self._rows_events: list[tuple[Any, ...]] = []
         self._meta: dict[str, str] = {}
@@ -178,6 +239,31 @@ class RunWriter:
     def add_eval(self, split: str, epoch: int, step: int | None, name: str, value: float) -> None:
         self._rows_evals.append((epoch, step, split, name, float(value)))
 
+    def add_classification(
+        self,
+        split: str,
+        epoch: int,
+        step: int | None,
+        cm: np.ndarray,
+        evals: list[tuple[str, float]],
+        record: Any,
+    ) -> None:
+        """One classification evaluation: its ``(k, k)`` confusion matrix, the other values to store beside its
+        metrics (loss, the user's scalars) and its ``classification`` record. The metrics are derived from the
+        matrix at the next flush, for all buffered evaluations at once (``classification_scalars``)."""
+        self._rows_cls.append((split, epoch, step, cm, evals, record))
+
+    def _drain_classification(self) -> None:
+        rows, self._rows_cls = self._rows_cls, []
+        if not rows:
+            return
+        scalars = classification_scalars([r[3] for r in rows])
+        ev, rec = self._rows_evals, self._rows_records
+        for (split, epoch, step, _cm, evals, record), vals in zip(rows, scalars, strict=True):
+            ev.extend([(epoch, step, split, name, v) for name, v in zip(CLASSIFICATION_SCALARS, vals)])
+            ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
+            rec.append(("classification", epoch, step, split, _dumps(record)))
+
     def add_record(
         self,
         kind: str,
@@ -207,6 +293,7 @@ class RunWriter:
         if self.closed:
             return
         con = self.con
+        self._drain_classification()  # in order: before the rows added after it by this flush
         try:
             con.execute("BEGIN")
             for stat, layers in self._pending_layer_sets.items():
@@ -274,6 +361,7 @@ class RunWriter:
             sum(len(s) for s, _ in self._scalars.values())
             + sum(len(s) for s, _ in self._layers.values())
             + len(self._rows_evals)
+            + len(self._rows_cls)
             + len(self._rows_records)
             + len(self._rows_events)
         )
@@ -291,7 +379,7 @@ class RunWriter:
             n = len(a) - int(len(a) * keep)
             del a[:n], b[:n]  # in place: the recorder's short path appends to these very lists
             dropped += n
-        for rows in (self._rows_evals, self._rows_records, self._rows_events):
+        for rows in (self._rows_evals, self._rows_cls, self._rows_records, self._rows_events):
             n = len(rows) - int(len(rows) * keep)
             del rows[:n]
             dropped += n
