@@ -20,6 +20,7 @@ Both take ``last``: a known last step (``tm.watch(total_steps=N)`` → step ``N 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 # steps between two captures that also take the weight and gradient quantiles (a partial sort per layer, the
@@ -110,6 +111,7 @@ class LogCadence(Cadence):
     MAX_CAPTURE_FACTOR = 1024  # capture interval at most every x this
     GRAD_DENSE = 100  # gradient norms per octave: every step for the first 100 steps, then every 2, 4, …
     GRAD_MAX_EVERY = 16
+    TABLE_STEPS = 1 << 16
 
     def __init__(self, every: int = 10, last: int | None = None) -> None:
         super().__init__(last)
@@ -117,16 +119,38 @@ class LogCadence(Cadence):
         self._caps = _Geometric(every, self.CAPTURES_PER_OCTAVE, every * self.MAX_CAPTURE_FACTOR)
         self._grads = _Geometric(1, self.GRAD_DENSE, self.GRAD_MAX_EVERY)
 
+        # the schedule's first TABLE_STEPS steps as tables: the hooks ask on every step with work, and a set
+        # lookup or a bisect costs less than the octave arithmetic (same answers); later steps, where work is
+        # sparse, take the arithmetic. ~5,000 entries at the defaults.
+        h = self.TABLE_STEPS
+        caps = self._caps.members(
+            h + every * self.MAX_CAPTURE_FACTOR + 1
+        )  # each table step has a next capture
+        work = sorted(set(caps).union(self._grads.members(h + self.GRAD_MAX_EVERY + 1)))
+        self._horizon = h
+        self._cap_list, self._cap_set = caps, set(caps)
+        self._work_list, self._work_set = work, set(work)
+
     def grad(self, step: int) -> bool:
+        if step < self._horizon:
+            return step in self._work_set or step == self.last
         return self._grads.contains(step) or self.capture(step)
 
     def capture(self, step: int) -> bool:
+        if step < self._horizon:
+            return step in self._cap_set or step == self.last
         return step == self.last or self._caps.contains(step)
 
     def next_work(self, step: int) -> int:
+        if step < self._horizon:
+            w = self._work_list
+            return self._with_last(step, w[bisect_right(w, step)])
         return min(self._grads.next_after(step), self.next_capture(step))
 
     def next_capture(self, step: int) -> int:
+        if step < self._horizon:
+            c = self._cap_list
+            return self._with_last(step, c[bisect_right(c, step)])
         return self._with_last(step, self._caps.next_after(step))
 
     def meta(self) -> dict[str, Any]:

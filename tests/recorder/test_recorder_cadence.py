@@ -154,3 +154,21 @@ def test_watch_options_are_explicit_keywords(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="evry"):
         tm.watch(nn.Linear(2, 2), None, run_dir=tmp_path / "r", evry=5)  # type: ignore[call-arg]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("every", "last"), [(10, None), (10, 329), (1, 1000), (7, None), (10, 65535)])
+def test_log_cadence_tables_answer_as_the_schedule_arithmetic(every: int, last: int | None) -> None:
+    """The default cadence answers its first TABLE_STEPS steps from tables (cheaper per hook call) and later
+    steps by the octave arithmetic: both give the same steps, also across the table's end."""
+    from trainmedic.cadence import LogCadence, _Geometric
+
+    c = LogCadence(every, last)
+    caps = _Geometric(every, c.CAPTURES_PER_OCTAVE, every * c.MAX_CAPTURE_FACTOR)
+    grads = _Geometric(1, c.GRAD_DENSE, c.GRAD_MAX_EVERY)
+    h = c.TABLE_STEPS
+    for s in [*range(3000), *range(h - 2000, h + 2000), *range(h, 40 * h, 997)]:
+        cap = s == last or caps.contains(s)
+        nc = caps.next_after(s)
+        nc = last if last is not None and s < last < nc else nc
+        got = (c.capture(s), c.grad(s), c.next_capture(s), c.next_work(s))
+        assert got == (cap, grads.contains(s) or cap, nc, min(grads.next_after(s), nc)), s
