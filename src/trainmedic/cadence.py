@@ -119,36 +119,56 @@ class LogCadence(Cadence):
         self._caps = _Geometric(every, self.CAPTURES_PER_OCTAVE, every * self.MAX_CAPTURE_FACTOR)
         self._grads = _Geometric(1, self.GRAD_DENSE, self.GRAD_MAX_EVERY)
 
-        # the schedule's first TABLE_STEPS steps as tables: the hooks ask on every step with work, and a set
-        # lookup or a bisect costs less than the octave arithmetic (same answers); later steps, where work is
-        # sparse, take the arithmetic. ~5,000 entries at the defaults.
-        h = self.TABLE_STEPS
-        caps = self._caps.members(
-            h + every * self.MAX_CAPTURE_FACTOR + 1
-        )  # each table step has a next capture
+        # the schedule's first TABLE_STEPS steps as tables, built as the run reaches them (1,024 steps first,
+        # doubling): the hooks ask on every step with work, and a set lookup or a bisect costs less than the
+        # octave arithmetic (same answers); later steps, where work is sparse, take the arithmetic.
+        self._horizon = 0
+        self._cap_list: list[int] = []
+        self._cap_set: set[int] = set()
+        self._work_list: list[int] = []
+        self._work_set: set[int] = set()
+        self._extend(0)
+
+    def _extend(self, step: int) -> None:
+        h = max(self._horizon, 512)
+        while h <= step:
+            h *= 2
+        h = min(h, self.TABLE_STEPS)
+        if h <= step:  # past the tables: the arithmetic answers
+            self._horizon = h
+            return
+        caps = self._caps.members(h + self.cap_every * self.MAX_CAPTURE_FACTOR + 1)  # a next capture for each
         work = sorted(set(caps).union(self._grads.members(h + self.GRAD_MAX_EVERY + 1)))
-        self._horizon = h
         self._cap_list, self._cap_set = caps, set(caps)
         self._work_list, self._work_set = work, set(work)
+        self._horizon = h
+
+    def _tabled(self, step: int) -> bool:
+        if step < self._horizon:
+            return True
+        if self._horizon < self.TABLE_STEPS:
+            self._extend(step)
+            return step < self._horizon
+        return False
 
     def grad(self, step: int) -> bool:
-        if step < self._horizon:
+        if self._tabled(step):
             return step in self._work_set or step == self.last
         return self._grads.contains(step) or self.capture(step)
 
     def capture(self, step: int) -> bool:
-        if step < self._horizon:
+        if self._tabled(step):
             return step in self._cap_set or step == self.last
         return step == self.last or self._caps.contains(step)
 
     def next_work(self, step: int) -> int:
-        if step < self._horizon:
+        if self._tabled(step):
             w = self._work_list
             return self._with_last(step, w[bisect_right(w, step)])
         return min(self._grads.next_after(step), self.next_capture(step))
 
     def next_capture(self, step: int) -> int:
-        if step < self._horizon:
+        if self._tabled(step):
             c = self._cap_list
             return self._with_last(step, c[bisect_right(c, step)])
         return self._with_last(step, self._caps.next_after(step))
