@@ -337,6 +337,7 @@ class AutofixResult:
     seconds_to_best: float
     stop_reason: str
     diagnosis: Diagnosis | None = field(default=None, repr=False)
+    final_choice: str | None = None  # why the final model is not the last kept one (see _final_pick)
 
     @property
     def gain(self) -> float | None:
@@ -375,6 +376,7 @@ class AutofixResult:
                 "seconds": self.seconds,
                 "seconds_to_best": self.seconds_to_best,
                 "stop_reason": self.stop_reason,
+                "final_choice": self.final_choice,
                 "best_model": str(self.best_model_path),
                 "trials": [t.to_dict() for t in self.trials],
             }
@@ -395,6 +397,8 @@ class AutofixResult:
             lines.append(
                 f"  #{t.index} {t.remedy or '-'} ({change}): {_fmt(t.metric_after)} [{verdict}] problems {', '.join(t.codes_after) or 'none'}"
             )
+        if self.final_choice:
+            lines.append(f"  final model: {self.final_choice}")
         return "\n".join(lines)
 
 
@@ -905,6 +909,9 @@ def autofix(
     save_best(model, cfg0, 0, value)
     tried: set[str] = {_change_key({**base_defaults, **cfg0, "resume_from": None})}
     stop_reason = "budget exhausted"
+    final_choice: str | None = None
+    # the trials the final model may come from (see _final_pick), pruned to those never outranked
+    front: list[_Best] = _front_add([], best, mode) if _eligible(err0, False, diag, value) else []
 
     def write_audit(final: bool = False) -> AutofixResult:
         res = AutofixResult(
@@ -924,6 +931,7 @@ def autofix(
             seconds_to_best=best_time,
             stop_reason=stop_reason if final else "running",
             diagnosis=best.diag,
+            final_choice=final_choice,
         )
         _atomic_write_text(root / "autofix.json", res.to_json(), durable=final)
         return res
@@ -932,6 +940,7 @@ def autofix(
     polish_rounds: dict[str, int] = {}
     penalty: dict[str, float] = {}
     views: list[_View] = [view]  # every judged trial's view (headroom: did one do better on the way?)
+    near: list[tuple[float, int, dict[str, Any]]] = []  # rolled-back polishing moves above the kept value
     while True:
         if len(trials) >= budget:
             stop_reason = "healthy; budget used" if best.diag.healthy else f"budget of {budget} runs used"
@@ -966,6 +975,7 @@ def autofix(
                 polish_rounds,
                 accuracy_like,
                 trials[best.trial].config_change if best.trial else None,
+                near,
             )
             if picked is not None:
                 reason, choice = picked[0], picked[1:]
@@ -1025,6 +1035,7 @@ def autofix(
                 and _better(value, best.value, mode, margin)
             )
         else:
+            new_errors = []
             kept = (
                 error is None
                 and not cut_worse
@@ -1060,16 +1071,102 @@ def autofix(
         )
         if verbose:
             print(trials[-1])
+        this = _Best(cfg, model, value, diag, rd, index, view, trained)
+        if _eligible(error, cut_worse, diag, value):
+            front = _front_add(front, this, mode)
         if kept:
-            best = _Best(cfg, model, value, diag, rd, index, view, trained)
+            best = this
             best_time = time.perf_counter() - t_start
             save_best(model, cfg, index, value)
+            near = []
         elif not polishing:
             _penalize(penalty, remedy, code, best.diag)
+        elif (
+            value is not None
+            and _eligible(error, cut_worse, diag, value)
+            and not new_errors
+            and _better(value, best.value, mode)
+        ):  # within the noise above the kept value: a candidate for the combine move
+            near.append(
+                (value if mode == "max" else -value, index, _retrain_change(best, this, base_defaults))
+            )
         write_audit()
+    final = _final_pick(front, best, mode, accuracy_like)
+    if final is not best:
+        final_choice = (
+            f"trial {final.trial} ({_fmt(final.value)}, problems {', '.join(sorted(final.diag.codes)) or 'none'}) "
+            f"rather than the last kept trial {best.trial} ({_fmt(best.value)}, problems "
+            f"{', '.join(sorted(best.diag.codes)) or 'none'}): the best of the finished trials without an "
+            "error-level problem, among those within the noise of the top value the one with the fewest "
+            "problems (a move within the noise is not built on, but it is the better model to return)"
+        )
+        best = final
+        best_time = trials[final.trial].elapsed or best_time
+        save_best(final.model, final.cfg, final.trial, final.value)
     result = write_audit(final=True)
     _record_in_run(result.final_run_dir, result.to_dict())
     return result
+
+
+def _eligible(error: str | None, cut_worse: bool, diag: Diagnosis, value: float | None) -> bool:
+    """A trial the final model may come from: it finished (no error, not cut for being worse), was
+    judged, and has no error-level problem."""
+    return (
+        error is None
+        and not cut_worse
+        and value is not None
+        and not any(f.severity is Severity.ERROR for f in diag.problems)
+    )
+
+
+def _outranks(a: _Best, b: _Best, mode: str) -> bool:
+    """``a`` is at least as good as ``b`` on both counts (held-out value, number of problems)."""
+    if a.value is None or b.value is None:
+        return False
+    at_least = a.value >= b.value if mode == "max" else a.value <= b.value
+    return at_least and len(a.diag.codes) <= len(b.diag.codes)
+
+
+def _front_add(front: list[_Best], c: _Best, mode: str) -> list[_Best]:
+    """Add a candidate final model, dropping the earlier ones it outranks, and itself when an earlier one
+    outranks it: those could never be picked (see :func:`_final_pick`), so only a few models are held."""
+    if any(_outranks(f, c, mode) for f in front):
+        return front
+    return [f for f in front if not _outranks(c, f, mode)] + [c]
+
+
+def _final_pick(front: list[_Best], kept: _Best, mode: str, accuracy_like: bool) -> _Best:
+    """The model autofix returns: of the finished trials without an error-level problem (``front``) and
+    the last kept one, those within one standard error (the judged split's noise, for accuracy-like
+    metrics) of the top held-out value; of these the one with the fewest problems, then the best value,
+    then the kept one. The noise rule decides which trial the search builds on; it does not make a
+    finished trial that ended higher (or as high and healthier) the worse model to hand back."""
+    cands = [kept, *(c for c in front if c is not kept and c.trial != kept.trial)]
+    cands = [c for c in cands if c.value is not None and c.model is not None] or [kept]
+    if len(cands) == 1 or kept.value is None:
+        return kept
+    sign = 1.0 if mode == "max" else -1.0
+    top = max(cands, key=lambda c: sign * float(c.value))  # type: ignore[arg-type]
+    noise = top.view.noise() if accuracy_like else 0.0
+    close = [c for c in cands if sign * (float(top.value) - float(c.value)) <= noise + 1e-12]  # type: ignore[arg-type]
+    return min(
+        close,
+        key=lambda c: (len(c.diag.codes), -sign * float(c.value), c is not kept, c.trial),  # type: ignore[arg-type]
+    )
+
+
+def _retrain_change(best: _Best, trial: _Best, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial changed from the kept config, with a continuation (``resume_from``) written as the
+    retraining from scratch it stands for (the epochs of both runs together)."""
+
+    def view(b: _Best) -> dict[str, Any]:
+        out = {**defaults, **b.cfg, "resume_from": None}
+        if b.epochs_trained is not None:
+            out["epochs"] = b.epochs_trained
+        return out
+
+    a, t = view(best), view(trial)
+    return {k: v for k, v in t.items() if k != "resume_from" and a.get(k, object()) != v}
 
 
 def _pick(
@@ -1332,6 +1429,7 @@ def _headroom(
     views: list[_View],
     accuracy_like: bool,
     last_change: Mapping[str, list[Any]] | None = None,
+    combine: list[tuple[int, int]] | None = None,
 ) -> list[tuple[str, str]]:
     """Evidence that the kept model can do better although the diagnosis may be silent, as
     ``(reason, move)`` pairs, strongest first; moves: ``lower_learning_rate`` / ``raise_learning_rate``
@@ -1347,8 +1445,9 @@ def _headroom(
     * the kept trial moved the lr and that helped: one more step the same way comes first;
     * the inputs are fed unstandardized (``normalize_inputs`` off).
 
-    With none of these, while the budget lasts: the lr around the kept one (÷ then ×
-    :data:`POLISH_LR_FACTOR`), a wider model, more epochs, batch normalization — each kept only when it
+    Then, while the budget lasts: ``combine`` — two rolled-back polishing moves that each ended above the
+    kept value, but within the noise, tried together (``combine`` holds their trial indices); and the
+    moves of :func:`_fallback`, in the order the kept run's evidence suggests — each kept only when it
     beats the noise, like every polishing move.
     """
     out: list[tuple[str, str]] = []
@@ -1421,10 +1520,52 @@ def _headroom(
                 f"the noise {noise:.4f}"
             )
             out += [(why, "lower_learning_rate"), (why, "raise_learning_rate"), (why, "train_longer")]
-    why = "budget left: the lr around the kept one, a wider model, more epochs, batch normalization"
-    fallback = ("lower_learning_rate", "raise_learning_rate", "larger_model", "train_longer", "batch_norm")
-    out += [(why, m) for m in fallback]
+    for i, j in combine or []:
+        out.append((f"trials {i} and {j} each ended above the kept value, within the noise: both", "combine"))
+    out += _fallback(best, cfg, noise)
     return out
+
+
+OSCILLATION = (
+    2.0  # a held-out drop between epochs of more than this many standard errors: the step is too big
+)
+
+
+def _fallback(best: _Best, cfg: Mapping[str, Any], noise: float) -> list[tuple[str, str]]:
+    """The polishing moves for the budget that is left, in the order the kept run's evidence suggests
+    (each still kept only when it beats the noise):
+
+    * held-out accuracy that drops between epochs in the second half of the run by more than
+      :data:`OSCILLATION` standard errors: the step is too big, a lower lr first;
+    * inputs fed unstandardized (and standardizing them alone did not help: the lr was tuned to the raw
+      scale): batch normalization rescales every layer's input, then Adam for plain SGD;
+    * the best epoch is one of the last two (not converged): more epochs and a higher lr first;
+    * otherwise (converged, fits the training data): a wider model (more capacity generalizes better for
+      an MLP that fits its data), twice, then the lr up, more epochs, batch normalization;
+    * plain SGD gets Adam (:data:`ADAM_LR`, the robust default) before the lr is lowered; lowering the lr
+      of a converged run under a fixed number of epochs is the move that helps least, so it comes last."""
+    acc = best.view.accuracy
+    half = acc[len(acc) // 2 :]
+    drops = np.diff(half) if len(half) >= 2 else np.zeros(0)
+    oscillating = bool(noise > 0 and drops.size and -drops.min() > OSCILLATION * noise)
+    curve = best.view.curve
+    late_peak = bool(curve) and max(curve, key=lambda e: curve[e]) >= sorted(curve)[-min(2, len(curve))]
+    sgd = ["switch_optimizer"] if _plain_sgd(cfg) else []
+    if oscillating:
+        why = "held-out accuracy drops between epochs by more than the noise: a smaller step"
+        moves = ["lower_learning_rate", "batch_norm", "larger_model", *sgd, "train_longer"]
+    elif cfg.get("normalize_inputs") is False:
+        why = "budget left, inputs unstandardized: batch normalization, then the optimizer, epochs, width"
+        moves = ["batch_norm", *sgd, "train_longer", "larger_model", "raise_learning_rate"]
+    elif late_peak:
+        why = "budget left, the best epoch is one of the last: more epochs, a higher lr, a wider model"
+        moves = ["train_longer", "raise_learning_rate", "larger_model", "batch_norm", *sgd]
+    else:
+        why = "budget left, converged: a wider model, the lr up, more epochs, batch normalization"
+        moves = ["larger_model", "raise_learning_rate", "train_longer", "batch_norm", *sgd]
+    if "lower_learning_rate" not in moves:
+        moves.append("lower_learning_rate")
+    return [(why, m) for m in moves]
 
 
 HEAVY_DROPOUT = 0.3  # less_regularization halves a dropout rate above this ...
@@ -1462,18 +1603,25 @@ def _pick_polish(
     rounds: Mapping[str, int],
     accuracy_like: bool,
     last_change: Mapping[str, list[Any]] | None = None,
+    near: list[tuple[float, int, dict[str, Any]]] | None = None,
 ) -> tuple[str, str, str, dict[str, Any]] | None:
     """The first untried polishing move the headroom evidence calls for (:func:`_headroom`), as
     ``(reason, "headroom", move, change)``. The lr moves go :data:`POLISH_LR_FACTOR` around the kept lr
-    (back into range at once when the effective step is outside it)."""
+    (back into range at once when the effective step is outside it). ``near``: ``(value, trial, change)``
+    of the rolled-back polishing moves since the kept trial that ended above it (within the noise; a
+    continuation as the retraining it stands for); the best two that change different keys are the
+    ``combine`` move."""
     ctx = _Ctx(cfg, Path(best.run_dir), known, best.diag, model_saved=best.model is not None)
+    pair = _near_pair(near or [])
     polish_rules: dict[str, Callable[[_Ctx], dict[str, Any] | None]] = {
         "lower_learning_rate": lambda c: _lower_lr(c, POLISH_LR_FACTOR),
         "raise_learning_rate": lambda c: _raise_lr(c, POLISH_LR_FACTOR),
         "non_saturating_activation": _non_saturating_polish,
         "less_regularization": lambda c: _less_regularization(c.cfg),
+        "combine": lambda c: None if pair is None else {**pair[1], **pair[3]},
     }
-    for why, move in _headroom(best, cfg, views, accuracy_like, last_change):
+    combine = None if pair is None else [(pair[0], pair[2])]
+    for why, move in _headroom(best, cfg, views, accuracy_like, last_change, combine):
         if (move not in rules and move not in polish_rules) or rounds.get(move, 0) >= POLISH_ROUNDS_PER_MOVE:
             continue
         change = (polish_rules.get(move) or rules[move])(ctx)
@@ -1487,6 +1635,19 @@ def _pick_polish(
         ):
             continue
         return why, "headroom", move, change
+    return None
+
+
+def _near_pair(
+    near: list[tuple[float, int, dict[str, Any]]],
+) -> tuple[int, dict[str, Any], int, dict[str, Any]] | None:
+    """The two best ``near`` moves (see :func:`_pick_polish`) that change different keys."""
+    ranked = sorted(near, key=lambda n: (-n[0], n[1]))
+    for a in range(len(ranked)):
+        for b in range(a + 1, len(ranked)):
+            (_, i, ca), (_, j, cb) = ranked[a], ranked[b]
+            if not set(ca) & set(cb):
+                return (i, ca, j, cb) if i < j else (j, cb, i, ca)
     return None
 
 
