@@ -12,7 +12,7 @@ from trainmedic.scenarios.buggy_programs import BUGGY, FIX_LEAVES_HARM, run_bugg
 
 
 def test_there_are_enough_bugs() -> None:
-    assert len(BUGGY) >= 29
+    assert len(BUGGY) >= 30
 
 
 def _alarms(diagnosis: object) -> dict[str, object]:
@@ -80,3 +80,10 @@ def test_a_collapse_to_chance_is_underfitting_and_names_an_unbounded_loss(tmp_pa
     _, diagnosis, _ = run_buggy("nll_loss_on_logits", tmp_path / "run", seed=0)
     f = _alarms(diagnosis)["underfitting"]
     assert "collapsed to chance" in f.message and "not bounded below" in f.message  # type: ignore[attr-defined]
+
+
+def test_outputs_squashed_before_the_loss_are_gradient_masking(tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy("sigmoid_before_cross_entropy", tmp_path / "run", seed=0)
+    f = _alarms(diagnosis)["gradient_masking"]
+    assert f.evidence["kind"] == "squashed_outputs"  # type: ignore[attr-defined]
+    assert f.evidence["loss_end"] > f.evidence["calibrated_bound"]  # type: ignore[attr-defined]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..findings import Finding, Severity
-from ._stats import first_true, fmt
+from ._stats import first_true, fmt, window_means
 from .context import Context, confidence
 from .registry import check
 
@@ -19,7 +20,12 @@ from .registry import check
     remedies=("non_saturating_activation", "lower_learning_rate", "he_init", "xavier_init", "batch_norm"),
     what="Per activation layer, the median (over the second half of training) share of dead ReLU units "
     "(never positive on any sampled row) reaches `dead_fraction`, or the share of saturated "
-    "sigmoid/tanh outputs reaches `saturated_fraction`.",
+    "sigmoid/tanh outputs reaches `saturated_fraction`. Or *outputs squashed before the loss*: the loss is a "
+    "mean cross-entropy (its first tenth lies within 0.6x–1.6x of ln C, where an untrained model's "
+    "cross-entropy starts) and its lowest tenth stays above 75% of ln C while the training accuracy reaches "
+    "max(`underfit_train_accuracy`, halfway from chance to 100%) and the loss is above halfway from the "
+    "entropy of that accuracy (what a calibrated model that right has at most) to ln C: right answers with near-uniform "
+    "probabilities — a Sigmoid, Softmax or Tanh between the last layer and the loss.",
     why="A dead ReLU passes no gradient and a saturated sigmoid/tanh passes almost none: the weights "
     "feeding those units stop learning, and the layer's capacity is lost.",
     evidence="dead/saturated share per activation layer, the worst layer, the first step it exceeded "
@@ -55,7 +61,7 @@ def check_gradient_masking(ctx: Context) -> Finding | None:
                     }
                 )
     if not hits:
-        return None
+        return _squashed_outputs(ctx)
     worst = max(hits, key=lambda h: h["share"] - h["threshold"])
     kinds = {h["kind"] for h in hits}
     layers = ", ".join(f"{h['layer']} {h['share']:.0%} {h['kind']}" for h in hits[:4])
@@ -197,4 +203,58 @@ def check_bad_initialization(ctx: Context) -> Finding | None:
         confidence(max(margins, default=0.5)),
         step=0,
         layer=first["layer"],
+    )
+
+
+def _squashed_outputs(ctx: Context) -> Finding | None:
+    """Outputs squashed before the loss: the loss is a mean cross-entropy (it starts within 0.6x-1.6x of
+    the chance level ln C, as a cross-entropy of an untrained model does) and ends above 75% of ln C, while
+    the training split's accuracy is far above chance (halfway from chance to 100%, and at least
+    `underfit_train_accuracy`). Mostly-right predictions with near-uniform probabilities mean the logits
+    cannot grow: a Sigmoid, Softmax or Tanh between the last layer and ``CrossEntropyLoss``."""
+    tr = ctx.train_split
+    if tr is None or ctx.loss is None or ctx.diverged or ctx.loss.values.size < 20:
+        return None
+    counts = ctx.class_counts(tr)
+    acc = ctx.finite_eval(tr, "accuracy")
+    if counts is None or len(counts) < 2 or counts.sum() == 0 or acc.size == 0:
+        return None
+    ln_c = math.log(len(counts))
+    chance = float(counts.max() / counts.sum())
+    m = window_means(ctx.loss.values[np.isfinite(ctx.loss.values)], 10)
+    # the lowest stretch, not the end: a loss that got low and blew up later is instability, not squashing
+    start, end = float(m[0]), float(m.min())
+    final = float(acc[-2:].mean())
+    if not (0.6 * ln_c <= start <= 1.6 * ln_c and end >= 0.75 * ln_c):
+        return None
+    if not final >= max(ctx.t.underfit_train_accuracy, chance + 0.5 * (1.0 - chance)):
+        return None
+    # a calibrated model right with probability `final` has a cross-entropy of at most the entropy of that
+    # confidence (spread over the other classes); well above it, the probabilities are too flat to be its
+    k = len(counts)
+    a = min(max(final, 1e-6), 1.0 - 1e-6)
+    bound = -(a * math.log(a) + (1.0 - a) * math.log(1.0 - a)) + (1.0 - a) * math.log(max(k - 1, 1))
+    if not end >= bound + 0.5 * (ln_c - bound):
+        return None
+    msg = (
+        f"the outputs are squashed before the loss: {tr} accuracy is {final:.1%} while the loss never went below "
+        f"{fmt(end)}, {end / ln_c:.0%} of the chance level ln {len(counts)} = {fmt(ln_c)} (it started at "
+        f"{fmt(start)}): the predictions are mostly right with near-uniform probabilities, so the logits "
+        "cannot grow — a Sigmoid, Softmax or Tanh between the last layer and CrossEntropyLoss"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "kind": "squashed_outputs",
+            "train_accuracy": final,
+            "loss_start": start,
+            "loss_end": end,
+            "chance_loss": ln_c,
+            "calibrated_bound": bound,
+            "noise": "loss window means (10 windows) against fractions of ln C; no sampling noise needed",
+        },
+        [("non_saturating_activation", "remove the output activation: CrossEntropyLoss takes raw logits")],
+        confidence((end / ln_c - 0.75) * 8.0, 1.0),
+        step=int(ctx.loss.steps[-1]),
     )

@@ -2,7 +2,7 @@
 
 The healthy programs (``programs.py``) measure false alarms; these measure recall on bugs written the way users
 write them, not the way the fault catalogue injects them: a forgotten ``zero_grad`` or ``step``, labels shuffled
-apart from their inputs, a softmax before ``CrossEntropyLoss``, a scaler fitted on train and not applied to val,
+apart from their inputs, a softmax or a sigmoid before ``CrossEntropyLoss``, a scaler fitted on train and not applied to val,
 batch-norm statistics that never update, raw pixel values into sigmoid units, a loss written by hand that takes
 ``log(0)``, ``NLLLoss`` on raw logits, a per-epoch scheduler stepped per batch, and the hyperparameter mistakes of question-and-answer threads (learning rates far off, momentum 0.99
 at a large step, dropout 0.9, weight decay 1.0, two epochs of plain SGD).
@@ -386,6 +386,18 @@ def softmax_before_cross_entropy(run_dir: Path, seed: int, fixed: bool = False) 
     model = _mlp(64, 64, 10) if fixed else nn.Sequential(_mlp(64, 64, 10), nn.Softmax(dim=1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1 if fixed else 0.01, momentum=0.9 if fixed else 0.0)
     _train(model, opt, d, run_dir, seed, epochs=10)
+    return _harm("digits", model, d, seed)
+
+
+@bug("gradient_masking", NOT_LEARNING)
+def sigmoid_before_cross_entropy(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """``nn.Sigmoid`` after the last layer of a 10-class net, then ``CrossEntropyLoss``: the logits live in
+    (0, 1), the probabilities stay near uniform and the loss cannot fall (the fix: drop the Sigmoid)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10) if fixed else nn.Sequential(_mlp(64, 64, 10), nn.Sigmoid())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9 if fixed else 0.0)
+    _train(model, opt, d, run_dir, seed, epochs=10, running=True)
     return _harm("digits", model, d, seed)
 
 
