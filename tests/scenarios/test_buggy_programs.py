@@ -12,7 +12,7 @@ from trainmedic.scenarios.buggy_programs import BUGGY, FIX_LEAVES_HARM, run_bugg
 
 
 def test_there_are_enough_bugs() -> None:
-    assert len(BUGGY) >= 30
+    assert len(BUGGY) >= 31
 
 
 def _alarms(diagnosis: object) -> dict[str, object]:
@@ -87,3 +87,10 @@ def test_outputs_squashed_before_the_loss_are_gradient_masking(tmp_path: Path) -
     f = _alarms(diagnosis)["gradient_masking"]
     assert f.evidence["kind"] == "squashed_outputs"  # type: ignore[attr-defined]
     assert f.evidence["loss_end"] > f.evidence["calibrated_bound"]  # type: ignore[attr-defined]
+
+
+def test_a_loss_flat_at_ln_c_is_a_stall_without_any_accuracy_recorded(tmp_path: Path) -> None:
+    _, diagnosis, _ = run_buggy("loss_only_adam_lr_half", tmp_path / "run", seed=0)
+    f = _alarms(diagnosis)["inefficient_learning"]
+    assert f.evidence["chance_plateau_classes"] == 10  # type: ignore[attr-defined]
+    assert f.remedies[0].code == "lower_learning_rate"  # type: ignore[attr-defined]

@@ -744,6 +744,9 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "blow-up inflates the loss's start, so the oscillation pattern needs no `stall_loss_fraction`: its harm "
     "is then the held-out accuracy swinging from evaluation to evaluation (at least 5 evaluations, half the "
     "moves flipping direction, a median move of max(3 points, 2 standard errors of a difference)). "
+    "With no accuracy recorded, a loss whose second half sits within 5% of ln C (C = the output layer's "
+    "width) and moves by at most 10% of it is a stall at the chance level, whatever spike the start had; under "
+    "a step above its optimizer's usual range, lowering the learning rate comes first. "
     "*No updates* (an error): every recorded update of every layer is exactly 0 over at least 3 captures, "
     "or the watched optimizer took no step while the loss was logged at least 20 times and its last tenth "
     "sits at 90% of its first or above (a zero update is exact: no noise model needed). "
@@ -830,6 +833,11 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         and frac > t.stall_loss_fraction
         and (learned is False or (learned is None and frac > 0.9))
     )
+    # with no accuracy recorded: a mean cross-entropy flat at ln C (C = the output layer's width) over the
+    # second half is a model predicting uniformly, whatever spike the start had
+    chance_c = _chance_plateau(ctx, m20) if learned is None else None
+    if chance_c is not None:
+        not_learned = True
     # a run resumed from a trained model starts near its floor: "ends above half its start", a flat tail
     # and batch noise then mean convergence, not a stall or an oscillation — unless held-out loss got worse
     # over the run (slow updates still count)
@@ -908,6 +916,12 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
             f"learning stalled: the loss ends at {frac:.0%} of its start ({fmt(start)} → {fmt(end)}, threshold "
             f"{t.stall_loss_fraction:.0%}); " + " and ".join(why)
         )
+        if chance_c is not None:
+            msg += (
+                f"; over the second half it sits at the chance level ln {chance_c} = {fmt(math.log(chance_c))} "
+                f"of a {chance_c}-way output: the model predicts every class alike"
+            )
+            ev["chance_plateau_classes"] = chance_c
         remedies = [
             ("raise_learning_rate", "the steps are too small to make progress"),
             ("switch_optimizer", "Adam adapts the step size per parameter"),
@@ -917,6 +931,12 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         ]
         if slow_updates:
             remedies.insert(0, remedies.pop(0))
+        if big_step is not None:
+            # a step far too large kills units and freezes the loss: raising it further is the wrong way
+            msg += f"; {big_step}"
+            remedies = [("lower_learning_rate", big_step)] + [
+                r for r in remedies if r[0] != "raise_learning_rate"
+            ]
         ev["kind"] = "stalled" if plateau else "slow"
         margin = (frac - t.stall_loss_fraction) / (1 - t.stall_loss_fraction) * 2
     return ctx.finding(
@@ -927,6 +947,23 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
         confidence(margin, min(1.0, len(x) / 200)),
         step=int(ctx.loss.steps[len(x) * 7 // 10]) if stalled else int(ctx.loss.steps[0]),
     )
+
+
+def _chance_plateau(ctx: Context, m20: np.ndarray) -> int | None:
+    """The output layer's width C (at least 2) when the loss's second half (10 window means) lies within 5%
+    of ln C and varies by at most 10% of ln C: a cross-entropy of uniform predictions. None otherwise."""
+    width = 0
+    for m in ctx.models:
+        lays = [lay for lay in m.get("layers", []) if isinstance(lay.get("init"), dict)]
+        if lays:
+            width = int(lays[-1]["init"].get("fan_out") or 0)
+    if width < 2 or len(m20) < 10:
+        return None
+    ln_c = math.log(width)
+    half = np.asarray(m20[len(m20) // 2 :], dtype=np.float64)
+    if abs(float(np.median(half)) - ln_c) <= 0.05 * ln_c and float(half.max() - half.min()) <= 0.1 * ln_c:
+        return width
+    return None
 
 
 def _heldout_swings(ctx: Context) -> tuple[float, float, float, str] | None:

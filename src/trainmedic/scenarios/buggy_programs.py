@@ -521,6 +521,28 @@ def sgd_lr_far_too_high(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
 
 
 @bug(BROKEN, NOT_LEARNING)
+def loss_only_adam_lr_half(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """Adam at lr 0.5 in a loop that logs only the loss (no evaluation at all): after one spike every
+    ReLU is dead and the loss sits at ln 10 for the rest of the run (the fix: lr 1e-3)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3 if fixed else 0.5)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    run = _watch(model, opt, run_dir)
+    for _ in range(15):
+        for idx in _batches(len(d.y_train), 32, g):
+            opt.zero_grad()
+            loss = loss_fn(model(d.x_train[idx]), d.y_train[idx])
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+    run.close()
+    return _harm("digits", model, d, seed)
+
+
+@bug(BROKEN, NOT_LEARNING)
 def momentum_099_large_step(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
     """SGD at lr 0.5 with momentum 0.99: an effective step of 50."""
     torch.manual_seed(seed)
