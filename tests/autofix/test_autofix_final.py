@@ -51,6 +51,15 @@ def test_the_final_model_is_the_top_trial_within_the_noise_with_fewest_problems(
     sick_top = cand(4, 0.978, ("overfitting",))
     front = _front_add(front, sick_top, "max")
     assert _final_pick(front, kept, "max", True) is higher
+    # autofix's tolerance widens the window: a healthy trial that close beats a sicker top value
+    healthy_lower = cand(6, 0.960)
+    assert _final_pick([healthy_lower, sick_top], kept, "max", True, tolerance=0.02) is kept
+    assert (
+        _final_pick(
+            [healthy_lower, cand(7, 0.985, ("underfitting",))], cand(1, 0.9, ("x",)), "max", True, 0.03
+        )
+        is healthy_lower
+    )
     # nothing better: the kept one
     assert _final_pick([cand(5, 0.95)], kept, "max", True) is kept
     # losses: lower is better, no noise margin

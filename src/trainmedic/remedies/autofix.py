@@ -1091,13 +1091,13 @@ def autofix(
                 (value if mode == "max" else -value, index, _retrain_change(best, this, base_defaults))
             )
         write_audit()
-    final = _final_pick(front, best, mode, accuracy_like)
+    final = _final_pick(front, best, mode, accuracy_like, tolerance)
     if final is not best:
         final_choice = (
             f"trial {final.trial} ({_fmt(final.value)}, problems {', '.join(sorted(final.diag.codes)) or 'none'}) "
             f"rather than the last kept trial {best.trial} ({_fmt(best.value)}, problems "
             f"{', '.join(sorted(best.diag.codes)) or 'none'}): the best of the finished trials without an "
-            "error-level problem, among those within the noise of the top value the one with the fewest "
+            "error-level problem, among those within the noise (or tolerance) of the top value the one with the fewest "
             "problems (a move within the noise is not built on, but it is the better model to return)"
         )
         best = final
@@ -1135,11 +1135,13 @@ def _front_add(front: list[_Best], c: _Best, mode: str) -> list[_Best]:
     return [f for f in front if not _outranks(c, f, mode)] + [c]
 
 
-def _final_pick(front: list[_Best], kept: _Best, mode: str, accuracy_like: bool) -> _Best:
+def _final_pick(
+    front: list[_Best], kept: _Best, mode: str, accuracy_like: bool, tolerance: float = 0.0
+) -> _Best:
     """The model autofix returns: of the finished trials without an error-level problem (``front``) and
     the last kept one, those within one standard error (the judged split's noise, for accuracy-like
-    metrics) of the top held-out value; of these the one with the fewest problems, then the best value,
-    then the kept one. The noise rule decides which trial the search builds on; it does not make a
+    metrics) or ``tolerance`` (autofix's: a trial that close with fewer problems is kept) of the top
+    held-out value; of these the one with the fewest problems, then the best value, then the kept one. The noise rule decides which trial the search builds on; it does not make a
     finished trial that ended higher (or as high and healthier) the worse model to hand back."""
     cands = [kept, *(c for c in front if c is not kept and c.trial != kept.trial)]
     cands = [c for c in cands if c.value is not None and c.model is not None] or [kept]
@@ -1147,7 +1149,7 @@ def _final_pick(front: list[_Best], kept: _Best, mode: str, accuracy_like: bool)
         return kept
     sign = 1.0 if mode == "max" else -1.0
     top = max(cands, key=lambda c: sign * float(c.value))  # type: ignore[arg-type]
-    noise = top.view.noise() if accuracy_like else 0.0
+    noise = max(top.view.noise() if accuracy_like else 0.0, tolerance)
     close = [c for c in cands if sign * (float(top.value) - float(c.value)) <= noise + 1e-12]  # type: ignore[arg-type]
     return min(
         close,
