@@ -20,7 +20,7 @@ def _last_mean(v: np.ndarray, k: int = 2) -> float:
     return float(v[-k:].mean()) if v.size else float("nan")
 
 
-def no_transfer(ctx: Context) -> dict[str, Any] | None:
+def _no_transfer(ctx: Context) -> dict[str, Any] | None:
     """The model learned its training split and the held-out split ends at chance (or below): what was
     learned does not carry over. Overfitting costs part of the held-out score and leaves it above chance;
     here the splits differ — preprocessing applied to one split only,
@@ -48,9 +48,9 @@ def no_transfer(ctx: Context) -> dict[str, Any] | None:
     n = int(counts.sum())
     margin = max(0.05, 3.0 * math.sqrt(chance * (1.0 - chance) / n))
     best_ho, last_ho = float(a_ho.max()), _last_mean(a_ho)
-    # the best held-out epoch may sit a little above chance (an early, half-random model); the end may not
-    # overfitting leaves the held-out score above chance; ending at (or below) chance after a better start
-    # means the splits drifted apart as the model fitted the training split's own features
+    # judged at the end only: overfitting leaves the held-out score above chance, while ending at (or below)
+    # chance, even after a better first epoch, means the splits drifted apart as the model fitted the
+    # training split's own features (the best epoch is kept as evidence)
     if not last_ho <= chance + margin:
         return None
     return {
@@ -155,7 +155,7 @@ def check_overfitting(ctx: Context) -> Finding | None:
         return None
     if not (gap_hit or rise_hit):
         return None
-    if no_transfer(ctx) is not None:
+    if _no_transfer(ctx) is not None:
         # the held-out split ends at chance: the splits differ (`train_test_mismatch` reports it);
         # regularization would not help a model whose learning does not carry over at all
         return None
@@ -560,7 +560,7 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
 
 
 def _no_transfer_finding(ctx: Context) -> Finding | None:
-    nt = no_transfer(ctx)
+    nt = _no_transfer(ctx)
     if nt is None:
         return None
     name = _METRIC_NAME[nt["metric"]]

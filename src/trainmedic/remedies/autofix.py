@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..checks.context import USUAL_STEP_TOP
 from ..errors import TrainmedicError
 from ..findings import Diagnosis, Finding, RemedySuggestion, Severity, _jsonable
 from ..settings import Thresholds, load_thresholds
@@ -1362,11 +1363,11 @@ def _bundle(code: str, change: dict[str, Any], ctx: _Ctx) -> tuple[str, dict[str
 
 # A learning rate far outside the usual range of its optimizer is the likeliest root cause of what it
 # produces (dead units, oscillation, NaN); such a config moves the lr remedy to the front, if a finding voted it.
+# The top of each range is the diagnosis's (``checks.context.USUAL_STEP_TOP``): one table says where a step
+# is too large, for the verdict and for the repair.
 LR_RANGE: dict[str, tuple[float, float]] = {
-    "sgd": (1e-3, 0.5),
-    "rmsprop": (1e-5, 0.02),
-    "adam": (1e-5, 0.02),
-    "adamw": (1e-5, 0.02),
+    name: (low, USUAL_STEP_TOP[name])
+    for name, low in (("sgd", 1e-3), ("rmsprop", 1e-5), ("adam", 1e-5), ("adamw", 1e-5))
 }
 
 
