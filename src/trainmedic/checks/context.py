@@ -47,6 +47,12 @@ USUAL_STEP_TOP: dict[str, float] = {
 }
 
 
+# The top of the usual weight decay. Coupled L2 (added to the gradient: SGD, Adam, RMSprop, Adagrad…) is
+# used at 1e-5–1e-2; from 0.05 on the penalty outweighs the data's gradient for most weights, so a plateau
+# under it is the penalty's, not the data's. AdamW's decoupled decay shrinks by lr x wd a step: wd 0.01–0.3.
+WEIGHT_DECAY_TOP: dict[str, float] = {"coupled": 0.05, "adamw": 1.0}
+
+
 class Context:
     """Cached access to one run for the checks."""
 
@@ -231,9 +237,30 @@ class Context:
             m = g.get("momentum") if kind in ("sgd", "rmsprop") else 0.0
             m = float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) else 0.0
             step = lr / (1.0 - min(max(m, 0.0), 0.999))
-            if step > top:
+            if step > top * (1.0 + 1e-9):  # lr 0.05 at momentum 0.9 is 0.5, not 0.5000000000000001
                 what = f"lr {lr:g}" + (f" with momentum {m:g} (effective step {step:.3g})" if m else "")
                 return f"{o.get('type')} at {what} is above its usual range (up to {top:g})"
+        return None
+
+    @cached_property
+    def weight_decay_too_large(self) -> str | None:
+        """A recorded optimizer's weight decay above the top of its usual range (:data:`WEIGHT_DECAY_TOP`:
+        coupled L2 from 0.05, AdamW's decoupled decay from 1.0); None when in range or unknown."""
+        opts = self.r.meta.get("optimizers")
+        if not isinstance(opts, list):
+            return None
+        for o in opts:
+            groups = o.get("param_groups") if isinstance(o, dict) else None
+            if not isinstance(groups, list):
+                continue
+            kind = str(o.get("type", "")).lower()
+            top = WEIGHT_DECAY_TOP["adamw" if kind == "adamw" else "coupled"]
+            for g in groups:
+                wd = g.get("weight_decay") if isinstance(g, dict) else None
+                if isinstance(wd, (int, float)) and not isinstance(wd, bool) and float(wd) >= top:
+                    return (
+                        f"{o.get('type')} weight_decay {float(wd):g} is above its usual range (below {top:g})"
+                    )
         return None
 
     @cached_property

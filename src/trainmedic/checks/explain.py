@@ -82,7 +82,10 @@ NOISE_MODELS: tuple[tuple[str, str], ...] = (
     (
         "still improving (underfitting, stopped too early)",
         "the held-out accuracy gain over the last third of the epochs must exceed max(3 points, 3 standard "
-        "errors of a difference), and the last epoch's gain max(1 point, 2 standard errors)",
+        "errors of a difference), and the last epoch's gain max(1 point, 2 standard errors); with only two "
+        "evaluations the one gain must exceed max(5 points, 4 standard errors of a difference) while the "
+        "per-step loss still falls (a line fitted to its last half slopes down by more than 3 standard errors "
+        "of its slope)",
     ),
     (
         "loss curve (inefficient learning)",
@@ -93,8 +96,9 @@ NOISE_MODELS: tuple[tuple[str, str], ...] = (
     (
         "class counts (data imbalance)",
         "the count ratio must hold at its one-sided 95% lower bound under Poisson sampling noise; minority "
-        "recall must be 10 points and 1.64 standard errors (from the minority support) below majority recall "
-        "to count as harm",
+        "recall must be 20 points (10 points when it is below 70%) and 1.64 standard errors (from the "
+        "minority support) below majority recall, with the minority predicted fewer times than it occurs "
+        "beyond Poisson noise, to count as harm",
     ),
     (
         "gradient norms (exploding gradient)",

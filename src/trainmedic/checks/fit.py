@@ -65,6 +65,10 @@ def _no_transfer(ctx: Context) -> dict[str, Any] | None:
     }
 
 
+# a train/held-out gap this many times `overfit_gap` is overfitting by itself; below it a gap needs harm
+GAP_ALONE_HARM = 2.0
+
+
 def heldout_loss_rise(ctx: Context) -> tuple[bool, float, int | None, float, float]:
     """Held-out loss at the judged end vs. its best epoch: (rise counts as overfitting, relative rise, best
     epoch, best loss, training-loss drop since the best epoch). The rise is NaN when it cannot be judged."""
@@ -122,7 +126,11 @@ def loss_noise(ctx: Context, split: str, level: float) -> float:
     "epochs), beyond the splits' noise. A held-out loss rise alone is a warning only when the held-out "
     "accuracy also fell since the best-loss epoch by max(1 point, 2 standard errors of a difference) or "
     "the train/held-out gap is at least max(`overfit_gap`/2, 2 standard errors); otherwise it is an `info` "
-    "note (over-confidence). Balanced accuracy keeps a class-prior shift between the splits from looking like overfitting. "
+    "note (over-confidence). A gap without such a rise (or with no held-out loss recorded) is a warning only "
+    "when the held-out score fell from its best epoch by max(2 points, 2 standard errors of a difference), "
+    "the training set is small (median class below `min_samples_per_class`) or the gap is at least 2x "
+    "`overfit_gap`; otherwise an `info` note (every model fits its training data "
+    "better than held-out data). Balanced accuracy keeps a class-prior shift between the splits from looking like overfitting. "
     "When the run put back its best weights (early stopping / restore), the restored epoch is what is "
     "judged; a gap alone at that epoch, on a training set whose median class has fewer than "
     "`min_samples_per_class` samples, is left to `insufficient_data` (the training did what it can).",
@@ -160,6 +168,25 @@ def check_overfitting(ctx: Context) -> Finding | None:
         # regularization would not help a model whose learning does not carry over at all
         return None
     overconfident = False
+    gap_only_note = None
+    if gap_hit and not rise_hit and not small and gap < GAP_ALONE_HARM * t.overfit_gap:
+        # harm, not suspicion: every model fits its training data better than held-out data; without a held-out
+        # loss that rose, a gap is overfitting when the held-out score suffers — it fell from its best epoch by
+        # max(2 points, 2 standard errors of a difference) —, when the training set is small (the gap is what
+        # too little data costs: more data would close it), or when it is GAP_ALONE_HARM x the threshold
+        ho_acc = ctx.finite_eval(ho, metric)
+        se_fall = math.sqrt(2.0) * float(np.nan_to_num(ctx.accuracy_se(acc_ho, ho), nan=0.0))
+        fall = float(ho_acc.max() - ho_acc[-1]) if ho_acc.size >= 3 else float("nan")
+        if not (math.isfinite(fall) and fall >= max(0.02, 2.0 * se_fall)):
+            gap_only_note = (
+                f"{ho} {_METRIC_NAME[metric]} held at its best within noise"
+                + (
+                    f" (it ends {fall:.1%} below its best; noise {max(0.02, 2.0 * se_fall):.1%})"
+                    if math.isfinite(fall)
+                    else ""
+                )
+                + f" and the gap is below {GAP_ALONE_HARM:g}x the threshold, so this is a note, not harm"
+            )
     if rise_hit and not gap_hit and best_epoch is not None:
         # harm, not suspicion: a held-out loss that rises while held-out accuracy holds is the model growing
         # over-confident on a few samples; it is overfitting when the accuracy suffers beyond its noise
@@ -212,13 +239,15 @@ def check_overfitting(ctx: Context) -> Finding | None:
         remedies += [("data_augmentation", "more varied samples for free")]
     remedies += [("smaller_model", "less capacity to memorize")]
     n_ep = len(ctx.eval(ho, "accuracy"))
+    if gap_only_note is not None:
+        parts.append(gap_only_note)
     if overconfident:
         parts.append(
             f"{ho} {_METRIC_NAME[metric]} did not suffer ({acc_ho:.1%} now), so this is over-confidence on a few "
             "samples, a note rather than harm"
         )
     return ctx.finding(
-        Severity.INFO if overconfident else Severity.WARNING,
+        Severity.INFO if overconfident or gap_only_note is not None else Severity.WARNING,
         "; ".join(parts),
         {
             "split": ho,
@@ -260,13 +289,16 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "still rising steadily: over the last third of the epochs (at least 2) it gained at least max(3 points, 3 "
     "standard errors of a difference at the split's size), the last epoch alone at least max(1 point, 2 "
     "standard errors), at least 75% of those epochs improved, and the held-out loss kept falling (a note "
-    "instead when less than 5 points of error remain: that is all training longer could win). A low "
+    "instead when less than 5 points of error remain: that is all training longer could win); with only two "
+    "evaluations, a rise of max(5 points, 4 standard errors of a difference) while the per-step training loss "
+    "still falls at the end (a line fitted to the last half of the steps slopes down by more than 3 standard "
+    "errors of its slope) and at least 5 points of error left. A low "
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
     "epochs), the final training accuracy is still far above chance, no hidden layer is narrower than the number of classes, and the optimizer's effective step "
     "(lr / (1 - momentum); lr for Adam-like optimizers) is inside its usual range (SGD up to 0.5, Adam/AdamW/"
-    "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. *Collapsed*: a model that learned (see `inefficient_learning`) and whose training accuracy ends within max(10 points, 3 standard errors) of chance, at least max(20 points, 3 standard errors of a difference) below its best, is underfitting whatever its best was (with a loss that fell without bound, the message says the loss is not bounded below for these outputs). Not raised when held-out accuracy is `mismatch_gap` above training "
+    "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. *Held by weight decay*: a weight decay above its usual range (coupled L2 from 0.05, AdamW's decoupled decay from 1.0) with a training accuracy that plateaued below 90% over the last third of the epochs (at least 4) is underfitting: the penalty, not the data, sets the plateau. *Collapsed*: a model that learned (see `inefficient_learning`) and whose training accuracy ends below the threshold, at least max(20 points, 3 standard errors of a difference) below its best (often at chance), is underfitting whatever its best was (with a loss that fell without bound, the message says the loss is not bounded below for these outputs). Not raised when held-out accuracy is `mismatch_gap` above training "
     "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
     why="A model that cannot fit its own training data will not do well anywhere; more regularization "
     "would make it worse.",
@@ -283,7 +315,8 @@ def check_underfitting(ctx: Context) -> Finding | None:
     if ctx.diverged:
         return None
     collapse = _collapsed(ctx, tr, final, best)
-    if not (best < t.underfit_train_accuracy) and collapse is None:
+    held = _held_by_weight_decay(ctx, tr, acc, final)
+    if not (best < t.underfit_train_accuracy) and collapse is None and held is None:
         return _stopped_early(ctx)
     ho = ctx.heldout_split
     acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
@@ -297,13 +330,15 @@ def check_underfitting(ctx: Context) -> Finding | None:
     chance = math.log(c) if c > 1 else float("nan")
     still_falling = bool(len(tl) >= 3 and np.isfinite(tl[-3:]).all() and tl[-1] < tl[-3] * 0.97)
     msg = f"training accuracy ends at {final:.1%} (best {best:.1%}), below {t.underfit_train_accuracy:.0%}"
+    if held is not None and not best < t.underfit_train_accuracy and collapse is None:
+        msg = f"training accuracy is held at {final:.1%} (best {best:.1%}) by the weight decay: {held}"
     if len(tl) and np.isfinite(tl[-1]) and np.isfinite(chance):
         msg += f"; training loss {fmt(float(tl[-1]))} vs. chance level {fmt(chance)}"
     msg += f"; predictions are {pattern['pattern']}"
     if still_falling:
         msg += "; the loss is still falling"
     if collapse is not None:
-        msg += f"; it learned and then collapsed to chance ({collapse})"
+        msg += f"; it learned and then {collapse}"
     big_step = ctx.step_too_large
     if big_step is not None:
         msg += f"; {big_step}, so the plateau is not the data's floor"
@@ -327,6 +362,8 @@ def check_underfitting(ctx: Context) -> Finding | None:
         remedies.insert(2, ("train_longer", "give it more epochs once it learns"))
     if big_step is not None:
         remedies.insert(0, ("lower_learning_rate", big_step))
+    if held is not None:
+        remedies.insert(0, ("weight_decay", f"lower the weight decay ({held})"))
     if floor is not None:
         msg += (
             f"; but this looks like the data's noise floor ({floor}), so it is a note: if the data allows "
@@ -343,18 +380,22 @@ def check_underfitting(ctx: Context) -> Finding | None:
             "chance_loss": chance,
             "loss_still_falling": still_falling,
             "confusion": pattern,
+            "held_by_weight_decay": held,
         },
         remedies,
-        confidence((t.underfit_train_accuracy - best) / 0.2, min(1.0, len(acc) / 5)),
+        confidence(
+            max((t.underfit_train_accuracy - best) / 0.2, 0.5 if held is not None else -1.0),
+            min(1.0, len(acc) / 5),
+        ),
         epoch=int(ctx.eval(tr, "accuracy").steps[-1]),
         split=tr,
     )
 
 
 def _collapsed(ctx: Context, tr: str, final: float, best: float) -> str | None:
-    """The model learned (see :attr:`Context.learned`) and its training accuracy fell back to chance: within max(10 points,
-    3 standard errors) of always predicting the majority class at the end, at least max(20 points, 3
-    standard errors of a difference) below its best. Says why when the loss tells (a loss that falls
+    """The model learned (see :attr:`Context.learned`) and its training accuracy fell back: it ends below
+    `underfit_train_accuracy`, at least max(20 points, 3 standard errors of a difference) below its best
+    (often all the way to chance, which the reason then says). Says why when the loss tells (a loss that falls
     without bound is not bounded below for these outputs). None when it did not collapse."""
     t = ctx.t
     if not (ctx.learned is True and final < t.underfit_train_accuracy):
@@ -364,9 +405,10 @@ def _collapsed(ctx: Context, tr: str, final: float, best: float) -> str | None:
         return None
     chance = float(counts.max() / counts.sum())
     se = float(np.nan_to_num(ctx.accuracy_se(final, tr), nan=0.0))
-    if not (final <= chance + max(0.1, 3.0 * se) and best - final >= max(0.2, 3.0 * math.sqrt(2.0) * se)):
+    if not best - final >= max(0.2, 3.0 * math.sqrt(2.0) * se):
         return None
-    why = f"best {best:.1%}, chance {chance:.1%}"
+    near_chance = final <= chance + max(0.1, 3.0 * se)
+    why = f"best {best:.1%}, chance {chance:.1%}" + ("" if near_chance else f", {best - final:.0%} lost")
     if ctx.loss is not None and ctx.loss.values.size >= 20:
         m = window_means(ctx.loss.values, 10)
         if m[-1] < 0 and m[-1] < m[0] and abs(m[-1]) > 10.0 * max(abs(m[0]), 1e-6):
@@ -375,6 +417,29 @@ def _collapsed(ctx: Context, tr: str, final: float, best: float) -> str | None:
                 "below for these outputs: NLLLoss needs log-probabilities (log_softmax first), or the loss's sign "
                 "is flipped"
             )
+    return f"collapsed to chance ({why})" if near_chance else f"lost what it learned ({why})"
+
+
+# below this training accuracy a plateau under a weight decay above its usual range is the penalty's doing
+WEIGHT_DECAY_HELD_BELOW = 0.9
+
+
+def _held_by_weight_decay(ctx: Context, tr: str, acc: np.ndarray, final: float) -> str | None:
+    """A weight decay above its usual range (:attr:`Context.weight_decay_too_large`) and a training accuracy
+    that plateaued below `WEIGHT_DECAY_HELD_BELOW` (at least 4 epochs; the mean of the last third of the epochs
+    is not above the third before by max(3 points, 3 standard errors of a difference of means; an epoch's noise
+    is the larger of the binomial standard error and the epochs' scatter)): the penalty, not the data, keeps the model from fitting. None
+    otherwise."""
+    why = ctx.weight_decay_too_large
+    a = acc[np.isfinite(acc)]
+    if why is None or len(a) < 4 or not final < WEIGHT_DECAY_HELD_BELOW:
+        return None
+    k = max(2, len(a) // 3)
+    # an epoch's noise: the binomial standard error at the split's size, or the epoch-to-epoch scatter of the
+    # last two thirds when the optimizer makes it larger (a large step with momentum swings by several points)
+    se = max(float(np.nan_to_num(ctx.accuracy_se(final, tr), nan=0.0)), float(np.std(a[-2 * k :])))
+    if float(a[-k:].mean() - a[-2 * k : -k].mean()) > max(0.03, 3.0 * math.sqrt(2.0 / k) * se):
+        return None  # still climbing: not a plateau yet
     return why
 
 
@@ -386,8 +451,9 @@ def _at_floor(ctx: Context, tr: str, acc: np.ndarray, acc_ho: float) -> str | No
     a = acc[np.isfinite(acc)]
     if ctx.learned is not True or len(a) < 6 or not math.isfinite(acc_ho):
         return None
-    if ctx.step_too_large is not None:
-        # a plateau under a step far too large is the optimizer's limit, not the data's
+    if ctx.step_too_large is not None or ctx.weight_decay_too_large is not None:
+        # a plateau under a step far too large (or a penalty far too strong) is the optimizer's limit, not
+        # the data's
         return None
     final = float(a[-2:].mean())
     counts = ctx.class_counts(tr)
@@ -430,8 +496,10 @@ def _stopped_early(ctx: Context) -> Finding | None:
         return None
     acc = ctx.eval(sp, "accuracy")
     a = acc.values
-    if len(a) < 3 or not np.isfinite(a).all():
+    if len(a) < 2 or not np.isfinite(a).all():
         return None
+    if len(a) == 2:
+        return _stopped_after_two(ctx, sp, acc)
     k = min(max(2, len(a) // 3), len(a) - 1)
     gain = float(a[-1] - a[-k - 1])
     last_gain = float(a[-1] - a[-2])
@@ -477,6 +545,67 @@ def _stopped_early(ctx: Context) -> Finding | None:
             ("lr_schedule", "a warm-up then decay converges faster"),
         ],
         confidence(gain / need - 1.0, min(1.0, len(a) / 6)),
+        epoch=int(acc.steps[-1]),
+        split=sp,
+    )
+
+
+def _loss_still_falling(ctx: Context) -> tuple[bool, float, float]:
+    """The per-step training loss still falls at the end: a straight line fitted to the last half of the
+    steps slopes down by more than 3 standard errors of its slope (mini-batch noise is what scatters the
+    points about the line). Returns (falling, the line's value at the start and at the end of that half)."""
+    loss = ctx.loss
+    if loss is None:
+        return False, float("nan"), float("nan")
+    v = loss.values[np.isfinite(loss.values)].astype(np.float64)
+    if v.size < 20:
+        return False, float("nan"), float("nan")
+    y = v[len(v) // 2 :]
+    x = np.arange(len(y), dtype=np.float64)
+    slope, icept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + icept)
+    se = math.sqrt(float(resid @ resid) / max(len(y) - 2, 1) / float(((x - x.mean()) ** 2).sum()))
+    return bool(slope < -3.0 * se), float(icept), float(icept + slope * x[-1])
+
+
+def _stopped_after_two(ctx: Context, sp: str, acc: Any) -> Finding | None:
+    """A run with two evaluations (two epochs, or a score before and after training) that stopped while
+    steeply improving: the held-out accuracy rose by max(5 points, 4 standard errors of a difference) in its
+    one interval, the per-step training loss was still falling at the end beyond its mini-batch noise, and at
+    least 5 points of error remain. One interval cannot show a trend, so the bar is higher than with more."""
+    a = acc.values
+    gain = float(a[-1] - a[-2])
+    se = ctx.accuracy_se(float(a[-1]), sp)
+    se = 0.0 if not math.isfinite(se) else se
+    need = max(0.05, 4.0 * math.sqrt(2.0) * se)
+    falling, prev, last = _loss_still_falling(ctx)
+    headroom = 1.0 - float(a[-1])
+    if not (gain >= need and falling and headroom >= STOPPED_EARLY_MIN_HEADROOM):
+        return None
+    msg = (
+        f"stopped too early: {sp} accuracy rose {gain:+.1%} to {a[-1]:.1%} between its only two evaluations "
+        f"(noise level {need:.1%} from n={ctx.n_samples(sp)}), and the training loss was still falling when "
+        f"training ended ({fmt(prev)} → {fmt(last)} along a line fitted to the last half of the steps, whose "
+        "slope is beyond 3 standard errors of mini-batch noise)"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {
+            "kind": "stopped_early",
+            "split": sp,
+            "accuracy_gain_last_epoch": gain,
+            "epochs_judged": 1,
+            "noise_level": need,
+            "final_accuracy": float(a[-1]),
+            "loss_trend_last_half": [prev, last],
+        },
+        [
+            ("train_longer", "the model was still improving fast when training ended"),
+            ("raise_learning_rate", "reach the minimum in fewer epochs"),
+            ("lr_schedule", "a warm-up then decay converges faster"),
+        ],
+        confidence(gain / need - 1.0, 0.6),
         epoch=int(acc.steps[-1]),
         split=sp,
     )
@@ -735,7 +864,8 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "needs a plateau that is not a floor (the model did not learn: best accuracy below "
     "`underfit_train_accuracy` and near chance; with no accuracy recorded, the loss ended above 90% of its "
     "start); an oscillation needs either lasting damage (the last evaluated accuracy of the training split fell "
-    "from its best by max(5 points, 3 standard errors of a difference), or the median of the last three "
+    "from its best by max(5 points, 3 standard errors of a difference) — or the held-out split's, when the "
+    "training split is the running metrics of the batches, which lag —, or the median of the last three "
     "loss windows is twice the best window or more, by at least 3·sqrt(2) mini-batch standard errors of a "
     "window mean) or no learning with window-to-window moves "
     "of at least that size. *Unstable* when the loss suffers that lasting damage, ends off its best stretch by that noise, and shows no oscillation "
@@ -743,7 +873,8 @@ def _oscillation(m: np.ndarray) -> tuple[float, float]:
     "Under an effective step above its optimizer's usual range (see `underfitting`), the first steps' "
     "blow-up inflates the loss's start, so the oscillation pattern needs no `stall_loss_fraction`: its harm "
     "is then the held-out accuracy swinging from evaluation to evaluation (at least 5 evaluations, half the "
-    "moves flipping direction, a median move of max(3 points, 2 standard errors of a difference)). "
+    "moves flipping direction, a median move of max(3 points, 2 standard errors of a difference)), and "
+    "*unstable* compares the loss's end with the median of its first quarter's windows instead of its first. "
     "With no accuracy recorded, a loss whose second half sits within 5% of ln C (C = the output layer's "
     "width) and moves by at most 10% of it is a stall at the chance level, whatever spike the start had; under "
     "a step above its optimizer's usual range, lowering the learning rate comes first. "
@@ -848,7 +979,11 @@ def check_inefficient_learning(ctx: Context) -> Finding | None:
     # ... and the loss is not at its best stretch at the end (a weighted loss can trade accuracy for
     # balance while its own value keeps falling: that is not instability)
     off_best = tail - float(m20.min()) >= 3.0 * np.sqrt(2.0) * w_se
-    unstable = damaged and off_best and frac > t.stall_loss_fraction and not oscillating
+    # under a step above its optimizer's usual range the first steps' blow-up inflates the first window, so
+    # the loss's early level is the median of the first quarter's windows there
+    start_u = float(np.median(m20[:5])) if big_step is not None else start
+    frac_u = end / start_u if start_u > 0 else float("nan")
+    unstable = damaged and off_best and frac_u > t.stall_loss_fraction and not oscillating
     if not (stalled or oscillating or unstable):
         return None
     ev = {
@@ -1070,18 +1205,25 @@ def _optimizer_never_stepped(ctx: Context) -> Finding | None:
 
 def _accuracy_damage(ctx: Context) -> bool | None:
     """Did the model end clearly worse than its best epoch? The last evaluated accuracy of the training
-    split (else the judged split) fell from its best by max(5 points, 3 standard errors of a difference).
-    None when fewer than 3 epochs were evaluated."""
+    split (else the judged split) fell from its best by max(5 points, 3 standard errors of a difference); when
+    the training split is the running metrics of the batches (an average over a model that changes during the
+    epoch, so it lags), the held-out split's fall counts too. None when fewer than 3 epochs were evaluated."""
     sp = ctx.train_split or ctx.judged_split
     if sp is None:
         return None
-    a = ctx.finite_eval(sp, "accuracy")
-    if a.size < 3:
-        return None
-    best, last = float(a.max()), float(a[-1])
-    se = ctx.accuracy_se(last, sp)
-    need = max(0.05, 3.0 * math.sqrt(2.0) * (se if math.isfinite(se) else 0.0))
-    return bool(best - last >= need)
+    splits = [sp]
+    if sp.endswith("_running") and ctx.heldout_split is not None:
+        splits.append(ctx.heldout_split)
+    out: bool | None = None
+    for s in splits:
+        a = ctx.finite_eval(s, "accuracy")
+        if a.size < 3:
+            continue
+        best, last = float(a.max()), float(a[-1])
+        se = ctx.accuracy_se(last, s)
+        need = max(0.05, 3.0 * math.sqrt(2.0) * (se if math.isfinite(se) else 0.0))
+        out = bool(out) or best - last >= need
+    return out
 
 
 RESUME_KEYS = ("resume_from", "resume_from_checkpoint")

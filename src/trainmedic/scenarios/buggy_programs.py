@@ -587,6 +587,47 @@ def weight_decay_one(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
     return _harm("digits", model, d, seed)
 
 
+@bug("underfitting", "inefficient_learning")
+def weight_decay_point_three(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """``weight_decay=0.3`` (meant as 3e-4) under SGD with momentum: the model learns a little, then the
+    penalty holds it on a plateau far below what the data allows, with train and val alike."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 128, 10, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4 if fixed else 0.3)
+    _train(model, opt, d, run_dir, seed, epochs=15)
+    return _harm("digits", model, d, seed)
+
+
+@bug("underfitting", "inefficient_learning")
+def two_epochs_sgd_scored(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """Two epochs of plain SGD at lr 0.02, each scored on a clean pass over train and val: the validation
+    accuracy jumps between the two evaluations and the loss is still falling steeply when training stops."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 64, 10, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    _train(model, opt, d, run_dir, seed, epochs=40 if fixed else 2)
+    return _harm("digits", model, d, seed)
+
+
+@bug("bad_initialization", "underfitting", "gradient_masking")
+def huge_init_normal_three(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
+    """Every weight drawn from N(0, 3^2) (a copied init for a different scale): the loss starts in the
+    thousands; after a first epoch that looks fine the ReLU layers die and the model falls back to a few
+    classes (the best epoch is good, the final model is not)."""
+    torch.manual_seed(seed)
+    d = dataset("digits", seed)
+    model = _mlp(64, 128, 10, depth=2)
+    if not fixed:
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 3.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    _train(model, opt, d, run_dir, seed, epochs=15)
+    return _harm("digits", model, d, seed)
+
+
 @bug("gradient_masking", "inefficient_learning", "underfitting", "exploding_gradient")
 def raw_pixels_sigmoid(run_dir: Path, seed: int, fixed: bool = False) -> Harm:
     """Pixel values 0–255 fed straight into a sigmoid net (no scaling): the first layer saturates."""

@@ -315,6 +315,20 @@ class ZooResult:
     gradients_flowing: bool
     seconds: float
     findings: list[Any] = field(default_factory=list)
+    best_val_accuracy: float = float("nan")  # the best epoch's val accuracy (NaN: not tracked)
+    n_val: int = 0
+
+    @property
+    def kept_its_best(self) -> bool:
+        """The run ended near its best epoch: final val accuracy at most max(2 points, 2 standard errors of a
+        difference at the val size) below the best epoch's. A run that trained well and then lost it beyond
+        the noise of a maximum over epochs is overfitting (or unstable), not a healthy program, whatever its
+        final value against the reference."""
+        if not math.isfinite(self.best_val_accuracy) or self.n_val <= 0:
+            return True
+        f = self.final_val_accuracy
+        se = math.sqrt(max(f * (1.0 - f), 0.25 / self.n_val) / self.n_val)
+        return f >= self.best_val_accuracy - max(0.02, 2.0 * math.sqrt(2.0) * se)
 
     @property
     def oracle_ok(self) -> bool:
@@ -323,13 +337,15 @@ class ZooResult:
             self.losses_finite
             and self.gradients_flowing
             and self.final_val_accuracy >= self.reference_accuracy - self.case.tolerance
+            and self.kept_its_best
         )
 
     @property
     def oracle_message(self) -> str:
         return (
             f"val acc {self.final_val_accuracy:.3f} vs reference {self.reference_accuracy:.3f} "
-            f"(tol {self.case.tolerance}), losses finite={self.losses_finite}, "
+            f"(tol {self.case.tolerance}), best epoch {self.best_val_accuracy:.3f} (kept: "
+            f"{self.kept_its_best}), losses finite={self.losses_finite}, "
             f"gradients flowing={self.gradients_flowing}"
         )
 
@@ -815,7 +831,7 @@ def run_case(case: ZooCase, run_dir: str | Path, seed: int = 0) -> ZooResult:
             generator=torch.Generator().manual_seed(seed),
         )
     clip = cfg.get("clip")
-    finite, grads_ok, val_acc = True, False, 0.0
+    finite, grads_ok, val_acc, best_val = True, False, 0.0, 0.0
     run = tm.watch(model, opt, run_dir=str(run_dir))
     try:
         for epoch in range(epochs):
@@ -850,6 +866,7 @@ def run_case(case: ZooCase, run_dir: str | Path, seed: int = 0) -> ZooResult:
                 out_va = model(d.x_val)
                 val_loss = loss_of(out_va, d.y_val)
                 val_acc = accuracy(out_va, d.y_val)
+                best_val = max(best_val, val_acc)
                 if not torch.isfinite(out_va).all():
                     finite = False
                 final = epoch == epochs - 1 or not finite
@@ -868,4 +885,14 @@ def run_case(case: ZooCase, run_dir: str | Path, seed: int = 0) -> ZooResult:
         run.close()
     diagnosis = tm.diagnose(str(run_dir))
     ref = reference_accuracy(str(cfg["data"])) if case.kind == "healthy" else float("nan")
-    return ZooResult(case, val_acc, ref, finite, grads_ok, time.perf_counter() - t0, list(diagnosis.findings))
+    return ZooResult(
+        case,
+        val_acc,
+        ref,
+        finite,
+        grads_ok,
+        time.perf_counter() - t0,
+        list(diagnosis.findings),
+        best_val_accuracy=best_val,
+        n_val=len(d.y_val),
+    )
