@@ -127,6 +127,10 @@ def _model_section() -> list[str]:
         + ". `data_imbalance` can show its own harm (minority classes recalled worse than majority ones "
         "beyond sampling noise, or predictions piled into a few classes). `exploding_gradient` is a symptom "
         "when the loss suffered lastingly and a note when the run recovered.",
+        "- **The data's noise floor.** When `underfitting` finds the run at the data's noise floor (it learned "
+        "far above chance, training and held-out accuracy agree within noise and stopped moving, no bottleneck "
+        "layer, a usual step and weight decay), `low_accuracy`, `low_recall` and `low_precision` are `info` notes: "
+        "the model does on held-out data what it does on its own training data, which is what the data allows.",
         "- **Root cause first.** `nonfinite` and `exploding_gradient` are judged first; per-layer statistics "
         "recorded from the first non-finite value or damaging (error) explosion on are left out of the other "
         "checks (they describe the wreckage: a huge last-layer gradient, dead units after a NaN).",

@@ -381,6 +381,7 @@ def check_underfitting(ctx: Context) -> Finding | None:
             "loss_still_falling": still_falling,
             "confusion": pattern,
             "held_by_weight_decay": held,
+            "noise_floor": floor,
         },
         remedies,
         confidence(

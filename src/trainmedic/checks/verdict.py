@@ -89,6 +89,7 @@ def apply_symptoms_and_causes(findings: list[Finding], outcomes_judged: bool = F
 
     ``outcomes_judged``: the run has a held-out evaluation, so the data audit's causes are judged by harm too.
     """
+    _at_noise_floor(findings)
     present = {f.code: f for f in findings if f.is_problem and f.code in SYMPTOMS and f.source != "audit"}
     for f in findings:
         if f.source == "audit" and outcomes_judged and f.is_problem and f.code in AUDIT_EXPLAINS:
@@ -123,6 +124,39 @@ def apply_symptoms_and_causes(findings: list[Finding], outcomes_judged: bool = F
                 f"{', '.join(EXPLAINS[f.code])}), so this is a note, not a problem"
             )
     return findings
+
+
+# Measurements of poor performance that the data's noise floor accounts for (see `underfitting`).
+AT_FLOOR = ("low_accuracy", "low_recall", "low_precision")
+
+
+def _at_noise_floor(findings: list[Finding]) -> None:
+    """Poor accuracy or poor classes at the data's noise floor are notes: when the underfitting check found
+    the run at the floor (it learned far above chance, training and held-out accuracy agree within noise and
+    stopped moving, no bottleneck layer, a usual step and weight decay), the model does on held-out data what it
+    does on its own training data, so the low values are what the data allows, not a training problem."""
+    floor = next(
+        (
+            f
+            for f in findings
+            if f.code == "underfitting"
+            and not f.is_problem
+            and f.evidence.get("noise_floor")
+            and f.source != "audit"
+        ),
+        None,
+    )
+    if floor is None:
+        return
+    for f in findings:
+        if f.code in AT_FLOOR and f.is_problem and f.source != "audit":
+            f.evidence["demoted_from"] = f.severity.value
+            f.evidence["noise_floor"] = floor.evidence["noise_floor"]
+            f.severity = Severity.INFO
+            f.message = (
+                f"{f.message}; at the data's noise floor ({floor.evidence['noise_floor']}), so this is what the "
+                "data allows: a note, not a training problem"
+            )
 
 
 def _judge_audit_cause(f: Finding, present: dict[str, Finding]) -> None:
