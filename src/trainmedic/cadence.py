@@ -57,11 +57,18 @@ class _Geometric:
         return start + ((step - start) // interval + 1) * interval
 
     def members(self, stop: int) -> list[int]:
-        out, s = [], 0
-        while s < stop:
-            out.append(s)
-            s = self.next_after(s)
-        return out
+        """Every member below ``stop``, in order: one ``range`` per octave."""
+        out: list[int] = []
+        j = 0
+        while True:
+            start, interval = self.unit * ((1 << j) - 1), self.base << j
+            if start >= stop:
+                return out
+            if j >= self.top:  # the last octave runs on
+                out.extend(range(start, stop, interval))
+                return out
+            out.extend(range(start, min(start + self.n * interval, stop), interval))
+            j += 1
 
 
 class Cadence:
@@ -134,9 +141,9 @@ class LogCadence(Cadence):
         while h <= step:
             h *= 2
         h = min(h, self.TABLE_STEPS)
-        if h <= step:  # past the tables: the arithmetic answers
-            self._horizon = h
+        if h <= self._horizon:  # the tables are complete; steps past them take the arithmetic
             return
+        # (built up to h even when ``step`` is past the tables: the steps below h are answered from them)
         caps = self._caps.members(h + self.cap_every * self.MAX_CAPTURE_FACTOR + 1)  # a next capture for each
         work = sorted(set(caps).union(self._grads.members(h + self.GRAD_MAX_EVERY + 1)))
         self._cap_list, self._cap_set = caps, set(caps)

@@ -111,6 +111,7 @@ class NullWriter(RunWriter):
         self._scalars = defaultdict(lambda: ([], []))
         self._layers = defaultdict(lambda: ([], []))
         self._rows_evals = []
+        self._rows_cls = []
         self._rows_records = []
         self._rows_events = []
         self._meta = {}
@@ -124,6 +125,7 @@ class NullWriter(RunWriter):
         self._scalars.clear()
         self._layers.clear()
         self._rows_evals.clear()
+        self._rows_cls.clear()
         self._rows_records.clear()
         self._rows_events.clear()
         self._meta.clear()

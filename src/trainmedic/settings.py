@@ -55,21 +55,37 @@ class Thresholds:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# the last pyproject.toml parsed: (its text, its [tool.trainmedic] settings). The file is read on every call and
+# parsed again only when its text changed: parsing a project's pyproject.toml is most of what `tm.watch` costs
+# before the run directory exists (~1 ms), and a process often starts many runs (autofix, sweeps, tests)
+_parsed: tuple[str, dict[str, Any]] | None = None
+
+
 def _pyproject_settings(start: Path | None = None) -> dict[str, Any]:
+    global _parsed
     here = (start or Path.cwd()).resolve()
     for d in [here, *here.parents]:
         p = d / "pyproject.toml"
         if p.is_file():
+            try:
+                text = p.read_text()
+            except Exception:
+                return {}
+            cached = _parsed
+            if cached is not None and cached[0] == text:
+                return dict(cached[1])
             if sys.version_info >= (3, 11):
                 import tomllib
             else:  # pragma: no cover - exercised on 3.10 only
                 import tomli as tomllib  # type: ignore[no-redef]
             try:
-                data = tomllib.loads(p.read_text())
+                data = tomllib.loads(text)
             except Exception:
                 return {}
             section = data.get("tool", {}).get("trainmedic", {})
-            return dict(section.get("thresholds", section))
+            settings = dict(section.get("thresholds", section))
+            _parsed = (text, settings)
+            return dict(settings)
     return {}
 
 

@@ -863,7 +863,10 @@ class Run:
                 self._console.close()
         if self._writer is not None and not self._writer.closed:
             self._guard("running metrics", self._store_running)
-            self.flush()
+            if self._dist is None:  # what is pending goes with the closing meta: one transaction
+                self._guard("flush", lambda: flushing.flush(self, commit=False))
+            else:
+                self.flush()
             try:
                 self._writer.set_meta(
                     steps=self.step, epochs=(self.epoch + 1) if self.epoch is not None else 0

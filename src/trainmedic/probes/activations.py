@@ -121,6 +121,7 @@ class ActivationProbe:
         self._buffers: dict[tuple[int, tuple[int, ...]], tuple[list[int], list[torch.Tensor], list[int]]] = {}
         self._results: list[tuple[int, list[int], torch.Tensor]] = []  # (module index, steps, (K, 5) stats)
         self.handles: list[Any] = []
+        self._hooks: list[Callable[..., None]] | None = None
 
     def start_capture(self, step: int) -> None:
         """Sample each activation module once, at its next training forward pass (attributed to ``step``)."""
@@ -128,9 +129,10 @@ class ActivationProbe:
         self.step = step
         self.capture = True
         if not self.handles:
-            self.handles = [
-                m.register_forward_hook(self._fence(self._make_hook(i))) for i, m in enumerate(self.modules)
-            ]
+            hooks = self._hooks
+            if hooks is None:  # made (and fenced) once; attached at each capture, removed after it
+                hooks = self._hooks = [self._fence(self._make_hook(i)) for i in range(len(self.modules))]
+            self.handles = [m.register_forward_hook(h) for m, h in zip(self.modules, hooks)]
 
     def stop_capture(self) -> None:
         self.capture = False

@@ -26,6 +26,8 @@ from .quantiles import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
 __all__ = ["QUANTILES", "QUANTILE_SAMPLE", "QUANTILE_STATS", "OptimizerProbe"]
 
 HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
+HOST_GRAD_NUMEL = 10_000  # largest gradient (elements) whose per-step norm is read through NumPy on the CPU
+_HOST_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
@@ -107,7 +109,7 @@ class OptimizerProbe:
         self._layer_id_list = [index.param_layer[id(p)] for p in params]  # host copy: plans read it, no sync
         self.layer_ids = torch.tensor(self._layer_id_list, dtype=torch.long, device=dev)
         self._before: list[torch.Tensor] | None = None
-        self._grad_cache: tuple[list[int] | None, list[torch.Tensor]] | None = None
+        self._grad_cache: tuple[list[int] | None, list[torch.Tensor] | None] | None = None
         # host path (CPU float32/64 parameters): NumPy views of the weights, made once, and snapshot buffers
         self._host: list[np.ndarray] | None = None
         self._host_ptrs: list[int] = []
@@ -119,6 +121,9 @@ class OptimizerProbe:
         # collective) and the ranks' partial sums are combined at a sync (trainmedic/distributed.py)
         self.sharded = any(is_sharded(p) for p in params)
         self._host_ok = _host_readable(params) and not self.sharded
+        # the per-step gradient norm through NumPy (grad_param_norms(host=True)): small tensors only, where a
+        # torch kernel launch costs more than the arithmetic (and OpenBLAS's dot stays on one thread)
+        self._host_grads = self._host_ok and all(p.numel() <= HOST_GRAD_NUMEL for p in params)
         self.steps = 0  # completed steps of this optimizer
         self.next_quantile = 0  # the first capture step at or after this also takes the quantiles
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
@@ -139,11 +144,16 @@ class OptimizerProbe:
         self._qlids = np.empty(0, dtype=np.intp)
 
     # ---- per step --------------------------------------------------------------------------------
-    def grad_param_norms(self) -> tuple[list[int] | None, list[torch.Tensor]] | None:
+    def grad_param_norms(
+        self, host: bool = False
+    ) -> tuple[list[int] | None, list[torch.Tensor] | None] | None:
         """Indices of params that have a gradient (None: all of them) and their 0-d gradient norms (device).
 
         One ``torch._foreach_norm``: on the CPU each tensor still costs one kernel launch (~4 µs), the floor of
-        the per-step overhead on small models.
+        the per-step overhead on small models. ``host`` (CPU runs): small float32/64 CPU gradients (every tensor
+        at most ``HOST_GRAD_NUMEL`` elements) are read through NumPy instead — one ``dot`` per gradient, a
+        fraction of a kernel launch — and their norms kept as floats for :meth:`global_norm_host_cached` and a
+        capture; the tensors returned are then None.
         """
         grads = [p.grad for p in self.params]
         if self.sharded:
@@ -153,8 +163,21 @@ class OptimizerProbe:
             idx = [i for i, g in enumerate(grads) if g is not None]
             if not idx:
                 self._grad_cache = None
+                self._grad_vals = None
                 return None
             grads = [grads[i] for i in idx]
+        if host and self._host_grads and self._host_ok:
+            try:
+                dot = np.dot
+                # an exploding gradient overflows the float32 dot to inf (the right answer): no warning for it
+                with np.errstate(over="ignore", invalid="ignore"):
+                    vals = [math.sqrt(dot(v, v)) for v in [g.numpy().reshape(-1) for g in grads]]  # type: ignore[union-attr]
+            except (RuntimeError, TypeError, ValueError):  # a sparse gradient, one that requires grad …
+                pass
+            else:
+                self._grad_cache = (idx, None)
+                self._grad_vals = vals
+                return idx, None
         norms = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
         self._grad_cache = (idx, norms)
         self._grad_vals = None
@@ -166,8 +189,19 @@ class OptimizerProbe:
         cache = self._grad_cache
         if cache is None:
             return None
-        vals = self._grad_vals = [n.item() for n in cache[1]]
+        vals = self._grad_vals
+        if vals is None:
+            vals = self._grad_vals = [n.item() for n in cache[1]]  # type: ignore[union-attr]
         return math.hypot(*vals)
+
+    def _cached_grad_norms(
+        self, cache: tuple[list[int] | None, list[torch.Tensor] | None]
+    ) -> list[torch.Tensor]:
+        """The 0-d norm tensors of a gradient cache (made from the host floats when the NumPy path read them)."""
+        if cache[1] is not None:
+            return cache[1]
+        vals = self._grad_vals or []
+        return list(torch.tensor(vals, dtype=torch.float32, device=self.layer_ids.device).unbind())
 
     def hyperparameter_names(self) -> list[str]:
         """Signal names of :meth:`hyperparameter_values`, e.g. ``lr`` or ``lr/1`` with several groups."""
@@ -289,19 +323,24 @@ class OptimizerProbe:
             out[0] = 0.0
         else:
             idx, norms = cache
-            g = vals if vals is not None else [n.item() for n in norms]
+            g = vals if vals is not None else [n.item() for n in self._cached_grad_norms(cache)]
             if idx is None:
                 out[0] = g
             else:
                 out[0] = 0.0
                 out[0, idx] = g
         snap, self._host_snap = self._host_snap, False
-        for i, (v, b) in enumerate(zip(views, self._host_before)):
-            out[1, i] = np.dot(v, v)
+        dot = np.dot
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # huge weights overflow to inf: recorded, not warned
+            out[1] = [dot(v, v) for v in views]
             if snap:
-                np.subtract(b, v, out=b)  # before - after = -update: same norm
-                out[2, i] = np.dot(b, b)
-        np.sqrt(out[1:], out=out[1:])
+                before, sub = self._host_before, np.subtract
+                for v, b in zip(views, before):
+                    sub(b, v, out=b)  # before - after = -update: same norm
+                out[2] = [dot(b, b) for b in before]
+            np.sqrt(out[1:], out=out[1:])
         if not snap:
             out[2] = np.nan
         return out
@@ -327,18 +366,20 @@ class OptimizerProbe:
         before, self._before = self._before, None
         n = len(weights)
         cache, self._grad_cache = self._grad_cache, None
+        gnorms = self._cached_grad_norms(cache) if cache is not None else []
+        self._grad_vals = None
         if before is not None and cache is not None and cache[0] is None:
             # the common case: one fused norm over weights and updates, one stack of all 3n norms
             torch._foreach_sub_(before, weights)  # before - after = -update: same norm, no new tensors
-            norms = [*cache[1], *torch._foreach_norm(weights + before)]
+            norms = [*gnorms, *torch._foreach_norm(weights + before)]
             return _stack_norms(norms).view(3, n)
         if cache is None:
             grads = torch.zeros(n, device=self.layer_ids.device)
         elif cache[0] is None:
-            grads = _stack_norms(cache[1])
+            grads = _stack_norms(gnorms)
         else:
             grads = torch.zeros(n, device=self.layer_ids.device)
-            grads[torch.tensor(cache[0], device=grads.device)] = _stack_norms(cache[1]).to(grads.device)
+            grads[torch.tensor(cache[0], device=grads.device)] = _stack_norms(gnorms).to(grads.device)
         wn = _per_param_norms(weights)
         if before is None:
             un = torch.full((n,), float("nan"), device=wn.device)
@@ -403,31 +444,32 @@ class OptimizerProbe:
     def _host_quantiles(
         self, views: list[np.ndarray], layers: torch.Tensor, pos: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`param_quantiles` for CPU parameters with NumPy (a take per param, one sort per row)."""
+        """:meth:`param_quantiles` for CPU parameters with NumPy: a take per param and row, one sort of all rows.
+
+        The weight rows and the gradient rows are sorted together (each row on its own, as before); a row
+        with a NaN (NaN sorts last) gives NaN quantiles.
+        """
         buf, k = self._qbuf, QUANTILE_SAMPLE
-        kth, lids = self._qkth, self._qlids
-        out = np.full((2, len(QUANTILES), self.n_layers), np.nan)
-        for row in (0, 1):
-            dst = buf[row]
-            for pi, off, a, b in self._qhost:
-                if row == 0:
-                    dst[a:b] = views[pi].take(off)
-                    continue
-                g = self.params[pi].grad
-                if g is None or g.is_sparse or g.dtype not in (torch.float32, torch.float64):
-                    dst[a:b] = np.nan
-                elif g.is_contiguous():  # NumPy's reshape and take: a fraction of torch's per-call cost
-                    dst[a:b] = g.numpy().reshape(-1).take(off)
-                else:
-                    dst[a:b] = g.detach().reshape(-1).numpy()[off]
-            grid = dst.reshape(-1, k)
-            bad = np.isnan(grid).any(axis=1)
-            if bad.any():
-                grid[bad] = 0.0
-            grid.sort(axis=1)  # in place (refilled at the next capture); NumPy's SIMD sort beats partition
-            part = grid[:, kth]
+        w, gr = buf[0], buf[1]
+        params = self.params
+        for pi, off, a, b in self._qhost:
+            w[a:b] = views[pi].take(off)
+            g = params[pi].grad
+            if g is None or g.is_sparse or g.dtype not in _HOST_DTYPES:
+                gr[a:b] = np.nan
+            elif g.is_contiguous():  # NumPy's take (flat indices): a fraction of torch's per-call cost
+                gr[a:b] = g.numpy().take(off)
+            else:
+                gr[a:b] = g.detach().reshape(-1).numpy()[off]
+        grid = buf.reshape(-1, k)  # (2 x layers with samples, k): the weight rows, then the gradient rows
+        grid.sort(axis=1)  # in place (refilled at the next capture); NumPy's SIMD sort beats partition
+        part = grid[:, self._qkth]
+        bad = np.isnan(grid[:, -1])
+        if bad.any():
             part[bad] = np.nan
-            out[row][:, lids] = part.T
+        n_q = len(QUANTILES)
+        out = np.full((2, n_q, self.n_layers), np.nan)
+        out[:, :, self._qlids] = part.reshape(2, -1, n_q).transpose(0, 2, 1)
         return torch.from_numpy(out)
 
     def param_quantiles(self, host: bool = True) -> torch.Tensor | None:

@@ -4,10 +4,12 @@ until the next flush) and the running training metrics of ``run.log(outputs=, ta
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +46,12 @@ def evaluate(
         raise TrainmedicError("`evaluate()` was called after `close()`; start a new run with tm.watch(...)")
     if not isinstance(split, str) or not split:
         raise TrainmedicError(f"`split` must be a non-empty string such as 'train' or 'val'; got {split!r}")
+    if run.world_size == 1 and isinstance(targets, torch.Tensor) and isinstance(outputs, torch.Tensor):
+        cm = _host_confusion_matrix(targets, outputs, num_classes)
+        if cm is not None and cm is not _NONFINITE:
+            # the common case on the CPU (see _host_confusion_matrix): the same matrix and the same rows as
+            # below, with less Python in between
+            return _record_classification(run, split, cm, loss, epoch, class_names, scalars)
     targets, outputs = _to_host(targets, "targets"), _to_host(outputs, "outputs")
     if run.world_size > 1:
         targets, outputs = run._gather(targets), run._gather(outputs)
@@ -68,11 +76,11 @@ def evaluate(
     ):
         return run._evaluate_nonfinite(split, outputs, epoch)
     cm = None if detection else fast_confusion_matrix(targets, outputs, num_classes)
+    if cm is not None:
+        return _record_classification(run, split, cm, loss, epoch, class_names, scalars)
     result: dict[str, Any]
     if detection:
         result = evaluate_detection(targets, outputs, iou_threshold=run.thresholds.iou_match)
-    elif cm is not None:  # the common case: one bincount; the metrics are derived when first read
-        result = EvalResult(cm)
     else:
         result = evaluate_classification(targets, outputs, num_classes=num_classes, threshold=threshold)
     loss_value = _scalar_value("loss", loss) if loss is not None else None
@@ -88,31 +96,17 @@ def evaluate(
         evals = list(extra.items())
         if loss_value is not None:
             evals.insert(0, ("loss", loss_value))
-        if cm is not None:
-            # buffered as the confusion matrix: the writer derives the metrics of all evaluations at the
-            # flush, and the record is compact (the reader derives per_class: expand_classification)
-            data: dict[str, Any] = {
-                "task": "classification",
-                "num_classes": int(cm.shape[0]),
-                "confusion_matrix": cm.tolist(),
-                "compact": True,
-            }
-            if class_names is not None:
-                data["class_names"] = [str(c) for c in class_names]
-            w.add_classification(split, epoch, step, cm, evals, data)
-            counts = cm.sum(axis=1).tolist()
-        else:
-            for k, v in result["scalars"].items():
-                w.add_eval(split, epoch, step, k, v)
-            for k, v in evals:
-                w.add_eval(split, epoch, step, k, v)
-            data = dict(result)
-            if class_names is not None:
-                data["class_names"] = [str(c) for c in class_names]
-            w.add_record(
-                "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
-            )
-            counts = None if detection else result["per_class"]["support"]
+        for k, v in result["scalars"].items():
+            w.add_eval(split, epoch, step, k, v)
+        for k, v in evals:
+            w.add_eval(split, epoch, step, k, v)
+        data = dict(result)
+        if class_names is not None:
+            data["class_names"] = [str(c) for c in class_names]
+        w.add_record(
+            "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
+        )
+        counts = None if detection else result["per_class"]["support"]
         if counts is not None and run._split_counts.get(split) != counts:  # written when it changes
             run._split_counts[split] = counts
             w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
@@ -130,6 +124,112 @@ def evaluate(
     if run.treatment is not None:
         run._guard("treatment", lambda: run.treatment.after_evaluate(run, split, epoch, result, loss_value))
     run._raise_pending()
+    return result
+
+
+_NONFINITE: Any = object()  # _host_confusion_matrix: the scores hold NaN/Inf (the checked path records that)
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _host_confusion_matrix(targets: torch.Tensor, outputs: torch.Tensor, num_classes: int | None) -> Any:
+    """``fast_confusion_matrix`` for the most common call on the CPU — integer class indices ``(N,)`` and
+    float32/64 scores ``(N, C)``, C >= 2 — on NumPy views, with the finiteness check folded in: the ``(C, C)``
+    matrix, ``_NONFINITE`` when a score is NaN/Inf, or None (anything else: the general path decides).
+
+    The same matrix as ``fast_confusion_matrix``: the same ``argmax`` (first maximum; with two classes
+    ``o[:, 1] > o[:, 0]``, which picks the same class) and the same ``bincount`` of ``target * C + prediction``.
+    """
+    if (
+        outputs.ndim != 2
+        or targets.ndim != 1
+        or outputs.dtype not in _FLOAT_DTYPES
+        or targets.dtype not in _INDEX_DTYPES
+        or outputs.device.type != "cpu"
+        or targets.device.type != "cpu"
+    ):
+        return None
+    n, k = outputs.shape
+    if n == 0 or k < 2 or targets.shape[0] != n or (num_classes is not None and num_classes != k):
+        return None
+    try:
+        o = outputs.detach().numpy()
+        t = targets.detach().numpy()
+    except (RuntimeError, TypeError):  # e.g. a tensor with its negative bit set
+        return None
+    # one reduction: a finite sum means finite values (an overflowing sum takes the full look)
+    if not math.isfinite(_add_reduce(o, axis=None)) and not np.isfinite(o).all():
+        return _NONFINITE
+    if k == 2:
+        pred = np.greater(o[:, 1], o[:, 0])
+    else:
+        pred = o.argmax(axis=1)
+    try:
+        counts = np.bincount(t.astype(np.int64, copy=False) * k + pred, minlength=k * k)
+    except ValueError:  # a negative target
+        return None
+    if counts.size != k * k:  # a target >= k
+        return None
+    return counts.reshape(k, k)
+
+
+_add_reduce = np.add.reduce
+# the eval_mode record of an evaluation with every dropout / batch-norm module in eval mode (the common case)
+_EVAL_MODE_NONE = json.dumps({"train_mode_modules": 0, "names": []})
+
+
+def _record_classification(
+    run: Run,
+    split: str,
+    cm: np.ndarray,
+    loss: Any,
+    epoch: int | None,
+    class_names: list[str] | None,
+    scalars: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``evaluate`` stores for a classification scored as a confusion matrix ``cm`` (one bincount): the
+    matrix is buffered, and the writer derives the metrics of all buffered evaluations at the next flush; the
+    ``classification`` record is compact (the reader derives ``per_class``: ``expand_classification``). The
+    dict returned derives its metrics when first read (``EvalResult``)."""
+    result = EvalResult(cm)
+    loss_value = _scalar_value("loss", loss) if loss is not None else None
+    extra = {k: _scalar_value(k, v) for k, v in scalars.items()} if scalars else None
+    if not run.enabled:
+        return result
+    epoch, step, train_mode = _begin(run, split, epoch)
+
+    def record() -> None:
+        w = run._writer
+        assert w is not None
+        if train_mode:
+            _record_eval_mode(w, split, epoch, step, train_mode)
+        else:
+            w.add_record_json("eval_mode", _EVAL_MODE_NONE, epoch=epoch, step=step, split=split)
+        evals = list(extra.items()) if extra else []
+        if loss_value is not None:
+            evals.insert(0, ("loss", loss_value))
+        names = [str(c) for c in class_names] if class_names is not None else None
+        w.add_classification(split, epoch, step, cm, evals, class_names=names)
+        counts = _add_reduce(cm, axis=1).tolist()
+        if run._split_counts.get(split) != counts:  # written when it changes
+            run._split_counts[split] = counts
+            w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
+        meta = w._meta
+        meta["steps"] = str(run.step)  # ints: their JSON is str()
+        meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
+        # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
+        # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
+        if run._console is not None:
+            shown = dict(result["scalars"])
+            if loss_value is not None:
+                shown["loss"] = loss_value
+            run._console.on_evaluate(split, epoch, shown)
+
+    run._guard("evaluate", record)
+    if run.treatment is not None:
+        run._guard("treatment", lambda: run.treatment.after_evaluate(run, split, epoch, result, loss_value))
+    if run._pending_problem is not None:
+        run._raise_pending()
     return result
 
 
@@ -230,7 +330,8 @@ def _begin(run: Run, split: str, epoch: int | None) -> tuple[int, int, list[str]
     """What every evaluation record starts from: its epoch, the step, the running metrics stored up to here
     (an evaluation is an epoch boundary), and which dropout/batch-norm modules are in training mode."""
     epoch = run._claim_epoch(split, epoch)
-    run._guard("running metrics", lambda: run._store_running(epoch))
+    if run._running is not None:  # (nothing to store otherwise)
+        run._guard("running metrics", lambda: run._store_running(epoch))
     return epoch, run.step, run._guard("evaluate", run._train_mode_modules) or []
 
 

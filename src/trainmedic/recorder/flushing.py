@@ -32,8 +32,10 @@ def maybe_flush(run: Run) -> None:
         run.flush()
 
 
-def flush(run: Run) -> None:
-    """Move pending device statistics to the host in one batch and commit them to the run directory."""
+def flush(run: Run, commit: bool = True) -> None:
+    """Move pending device statistics to the host in one batch and commit them to the run directory.
+
+    ``commit=False`` (``close``): leave the rows buffered for the writer's closing commit (one transaction)."""
     if run._writer is None or run._writer.closed:
         return
     run._last_flush_time = time.monotonic()
@@ -45,7 +47,8 @@ def flush(run: Run) -> None:
         run._writer.set_meta(steps=run.step)
         if run._dist is not None:  # the per-rank loss summary reads the buffer before it empties
             run._dist.absorb(run._writer)
-        run._writer.flush()
+        if commit:
+            run._writer.flush()
         if run._dist is not None:
             run._dist.flushed()
     except Exception as e:

@@ -69,6 +69,8 @@ def classification_scalars(cms: list[np.ndarray]) -> list[list[float]]:
         f = np.divide(2 * tp, both, out=z, where=both > 0)
         ns = add(support, axis=1).tolist()
         tps = add(tp, axis=1).tolist()
+        # the sums of each row: the same pairwise sums as add(p[j]) (a reduction along a contiguous row)
+        sp, sr, sf = add(p, axis=1).tolist(), add(r, axis=1).tolist(), add(f, axis=1).tolist()
         for j, i in enumerate(idx):
             n, sj = ns[j], support[j]
             if n == 0:
@@ -77,9 +79,9 @@ def classification_scalars(cms: list[np.ndarray]) -> list[list[float]]:
             acc = tps[j] / n
             out[i] = [
                 acc,
-                float(add(pj)) / k,
-                float(add(rj)) / k,
-                float(add(fj)) / k,
+                sp[j] / k,
+                sr[j] / k,
+                sf[j] / k,
                 acc,
                 acc,
                 acc,
@@ -89,6 +91,19 @@ def classification_scalars(cms: list[np.ndarray]) -> list[list[float]]:
                 float(n),
             ]
     return out
+
+
+def compact_classification_json(cm: np.ndarray, class_names: list[str] | None = None) -> str:
+    """The JSON of a compact ``classification`` record, ``{"task": "classification", "num_classes": k,
+    "confusion_matrix": [[...]], "compact": true[, "class_names": [...]]}``: the text ``json.dumps`` writes for
+    that dict (a list of lists of Python ints prints the same in both), without its encoder per record."""
+    text = (
+        f'{{"task": "classification", "num_classes": {int(cm.shape[0])}, '
+        f'"confusion_matrix": {np.asarray(cm, dtype=np.int64).tolist()!s}, "compact": true'
+    )
+    if class_names is not None:
+        text += f', "class_names": {json.dumps(class_names)}'
+    return text + "}"
 
 
 MAX_BUFFERED = 1_000_000  # values kept in memory while flushes fail (a full disk); older ones are dropped
@@ -133,7 +148,8 @@ class RunWriter:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunDirError(f"`run_dir` must be a directory; {str(self.run_dir)!r} is a file")
         db = self.run_dir / schema.DB_NAME
-        if db.exists():
+        existed = db.exists()
+        if existed:
             if mode == "new":
                 raise RunDirError(
                     f"`run_dir` {str(self.run_dir)!r} already holds a run; pass overwrite=True to replace it "
@@ -153,9 +169,12 @@ class RunWriter:
             raise RunDirError(
                 f"`run_dir` {str(self.run_dir)!r} cannot be created: {e.strerror or e}"
             ) from None
+        fresh = not existed or mode == "overwrite"  # a new file (overwrite deleted the old one)
         try:
-            self.con = schema.connect(str(db))
+            self.con = schema.connect(str(db), fresh=fresh)
             schema.create_or_migrate(self.con)
+            if fresh:
+                schema.durable(self.con)
         except sqlite3.DatabaseError as e:
             raise RunDirError(
                 f"`run_dir` {str(self.run_dir)!r} holds a corrupted run database ({e}); "
@@ -166,7 +185,9 @@ class RunWriter:
         self._layers: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         self._rows_evals: list[tuple[Any, ...]] = []
         # run.evaluate results waiting for the flush: (split, epoch, step, confusion matrix, other evals, record)
-        self._rows_cls: list[tuple[str, int, int | None, np.ndarray, list[tuple[str, float]], Any]] = []
+        self._rows_cls: list[
+            tuple[str, int, int | None, np.ndarray, list[tuple[str, float]], Any, list[str] | None]
+        ] = []
         self._rows_records: list[tuple[Any, ...]] = []
         self._rows_events: list[tuple[Any, ...]] = []
         self._meta: dict[str, str] = {}
@@ -246,12 +267,16 @@ class RunWriter:
         step: int | None,
         cm: np.ndarray,
         evals: list[tuple[str, float]],
-        record: Any,
+        record: Any = None,
+        *,
+        class_names: list[str] | None = None,
     ) -> None:
         """One classification evaluation: its ``(k, k)`` confusion matrix, the other values to store beside its
         metrics (loss, the user's scalars) and its ``classification`` record. The metrics are derived from the
-        matrix at the next flush, for all buffered evaluations at once (``classification_scalars``)."""
-        self._rows_cls.append((split, epoch, step, cm, evals, record))
+        matrix at the next flush, for all buffered evaluations at once (``classification_scalars``). Without
+        ``record`` the record is the compact one (``compact_classification_json``: the matrix, ``class_names``),
+        also written at the flush."""
+        self._rows_cls.append((split, epoch, step, cm, evals, record, class_names))
 
     def _drain_classification(self) -> None:
         rows, self._rows_cls = self._rows_cls, []
@@ -259,10 +284,24 @@ class RunWriter:
             return
         scalars = classification_scalars([r[3] for r in rows])
         ev, rec = self._rows_evals, self._rows_records
-        for (split, epoch, step, _cm, evals, record), vals in zip(rows, scalars, strict=True):
-            ev.extend([(epoch, step, split, name, v) for name, v in zip(CLASSIFICATION_SCALARS, vals)])
-            ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
-            rec.append(("classification", epoch, step, split, _dumps(record)))
+        names = CLASSIFICATION_SCALARS
+        for (split, epoch, step, cm, evals, record, class_names), vals in zip(rows, scalars, strict=True):
+            ev.extend([(epoch, step, split, name, v) for name, v in zip(names, vals)])
+            if evals:
+                ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
+            text = compact_classification_json(cm, class_names) if record is None else _dumps(record)
+            rec.append(("classification", epoch, step, split, text))
+
+    def add_record_json(
+        self,
+        kind: str,
+        text: str,
+        epoch: int | None = None,
+        step: int | None = None,
+        split: str | None = None,
+    ) -> None:
+        """:meth:`add_record` of data already encoded as JSON (``text``)."""
+        self._rows_records.append((kind, epoch, step, split, text))
 
     def add_record(
         self,
@@ -296,30 +335,34 @@ class RunWriter:
         self._drain_classification()  # in order: before the rows added after it by this flush
         try:
             con.execute("BEGIN")
-            for stat, layers in self._pending_layer_sets.items():
-                con.execute(
-                    "INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)", (stat, json.dumps(layers))
+            # one executemany per table (the same rows, in the same order, as one execute per row)
+            if self._pending_layer_sets:
+                con.executemany(
+                    "INSERT OR REPLACE INTO layer_sets(stat, layers) VALUES(?, ?)",
+                    [(stat, json.dumps(layers)) for stat, layers in self._pending_layer_sets.items()],
                 )
-            for name, (steps, vals) in self._scalars.items():
-                if steps:
-                    con.execute(
-                        "INSERT INTO scalar_chunks(name, steps, vals) VALUES(?, ?, ?)",
-                        (
-                            name,
-                            np.asarray(steps, dtype="<i8").tobytes(),
-                            np.asarray(vals, dtype="<f8").tobytes(),
-                        ),
-                    )
-            for stat, (steps, rows) in self._layers.items():
-                if steps:
-                    con.execute(
-                        "INSERT INTO layer_chunks(stat, steps, vals) VALUES(?, ?, ?)",
-                        (
-                            stat,
-                            np.asarray(steps, dtype="<i8").tobytes(),
-                            np.stack(rows).astype("<f4").tobytes(),
-                        ),
-                    )
+            chunks = [
+                (
+                    name,
+                    np.asarray(steps, dtype="<i8").tobytes(),
+                    np.asarray(vals, dtype="<f8").tobytes(),
+                )
+                for name, (steps, vals) in self._scalars.items()
+                if steps
+            ]
+            if chunks:
+                con.executemany("INSERT INTO scalar_chunks(name, steps, vals) VALUES(?, ?, ?)", chunks)
+            chunks = [
+                (
+                    stat,
+                    np.asarray(steps, dtype="<i8").tobytes(),
+                    np.stack(rows).astype("<f4").tobytes(),
+                )
+                for stat, (steps, rows) in self._layers.items()
+                if steps
+            ]
+            if chunks:
+                con.executemany("INSERT INTO layer_chunks(stat, steps, vals) VALUES(?, ?, ?)", chunks)
             if self._rows_evals:
                 con.executemany(
                     "INSERT INTO evals(epoch, step, split, name, value) VALUES(?,?,?,?,?)", self._rows_evals
