@@ -126,3 +126,34 @@ def test_treat_rejects_unknown_mode(tmp_path):  # type: ignore[no-untyped-def]
 
     with pytest.raises(tm.TrainmedicError, match="`treat` must be"):
         tm.watch(run_dir=tmp_path / "x", treat="aggressive")
+
+
+def test_a_gradient_that_stays_large_is_taken_once_clipping_is_on(tmp_path):  # type: ignore[no-untyped-def]
+    """Full-batch regression of a sine that leaves its early plateau: the gradient grows 30x over its running
+    median and stays there (the landscape, not a spike). One update may be skipped, which installs clipping;
+    after that the clipped updates are taken — no cascade of skips that cuts the lr to nothing and stops a
+    healthy run (as a 'two bad steps in a row' reset to the first step's weights once did)."""
+    torch.manual_seed(1)
+    x = torch.linspace(-2, 2, 400).unsqueeze(1)
+    y = torch.sin(3 * x) + 0.1 * torch.randn_like(x)
+    idx = torch.randperm(400)
+    tr, va = idx[:320], idx[320:]
+    net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    run = tm.watch(net, opt, run_dir=tmp_path / "run", treat="safe", quiet=True)
+    for _ in range(800):
+        loss = nn.functional.mse_loss(net(x[tr]), y[tr])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log(loss=loss.item())
+        assert not run.control.should_stop
+    run.close()
+    with torch.no_grad():
+        val_mse = float(nn.functional.mse_loss(net(x[va]), y[va]))
+    skips = [
+        e for e in tm.open_run(tmp_path / "run").events("treatment") if e["data"]["action"] == "skip_update"
+    ]
+    assert len(skips) <= 1
+    assert val_mse < 0.02  # the noise floor is 0.01
+    assert not [f for f in tm.diagnose(tmp_path / "run").findings if f.is_problem]

@@ -137,6 +137,11 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     )
 
 
+# low precision of a rare class (at most RARE_PREVALENCE of the split) recalled at RARE_TRADEOFF_RECALL or more and
+# over-predicted is the base-rate cost of favouring recall, not a failure
+RARE_PREVALENCE = 0.1
+RARE_TRADEOFF_RECALL = 0.7
+
 NOISE_Z = 0.5  # a rate counts as below its threshold when rate + half a standard error still is
 
 
@@ -208,8 +213,30 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
     pattern = confusion_pattern(cm_l)
     margin = max((thr - float(vals[i])) / max(thr, 1e-9) for i in idx) * 2
     support = float(np.mean([s_l[i] for i in idx]))
+    severity = Severity.WARNING
+    total = float(s_l.sum())
+    if (
+        which == "precision"
+        and total > 0
+        and all(
+            np.isfinite(r_l[i])
+            and r_l[i] >= RARE_TRADEOFF_RECALL
+            and pred_l[i] > s_l[i]
+            and s_l[i] / total <= RARE_PREVALENCE
+            for i in idx
+        )
+    ):
+        # a rare class caught at a high recall and predicted more often than it occurs: at a prevalence of a
+        # few percent even a small false-positive rate outnumbers the true positives. That is the trade-off a
+        # recall-favouring loss (class weights, a balanced sampler) chooses, as screening tasks do: a note
+        severity = Severity.INFO
+        msg += (
+            "; each such class is rare (at most "
+            f"{RARE_PREVALENCE:.0%} of {sp}), recalled at {RARE_TRADEOFF_RECALL:.0%} or more and predicted more often "
+            "than it occurs: the precision a recall-favouring trade-off gives at that prevalence, a note"
+        )
     return ctx.finding(
-        Severity.WARNING,
+        severity,
         msg,
         {"split": sp, "best_epoch": best, "last_epoch": last, "classes": details, "confusion": pattern},
         _remedies_for_classes(ctx, _minority(ctx, idx)),
@@ -227,7 +254,10 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
     what="Per class, on the held-out split: precision (true positives / predicted) is at or below "
     "`max_low_precision` at both the best and the last epoch, also after adding half a binomial standard error "
     "from the class's prediction count. Classes predicted fewer than 3 times are not "
-    "judged (their precision is noise; a class never predicted is a recall problem).",
+    "judged (their precision is noise; a class never predicted is a recall problem). When every such class is "
+    "rare (at most 10% of the split), recalled at 70% or more and predicted more often than it occurs, the "
+    "finding is an `info` note: the precision a recall-favouring trade-off (class weights, screening) gives at "
+    "that prevalence.",
     why="Many of the samples the model assigns to that class belong elsewhere: acting on its predictions "
     "means acting on false alarms.",
     evidence="per-class precision (best and last epoch), which true classes its false positives come from, "

@@ -134,6 +134,13 @@ class Treatment:
         if kind is None:
             self._norms.append(gnorm)
             return
+        if kind == "explosion" and run.control.clipping(opt) is not None:
+            # gradient clipping is on (installed at the first skip, or by the user): it already bounds this
+            # update, so a large but finite gradient is taken, not skipped. A gradient that stays large (full
+            # batch, or a net leaving a plateau as learning starts) is the landscape, not a spike of one batch;
+            # skipping it again and again, each time cutting the lr, would stall a healthy run
+            self._norms.append(gnorm)
+            return
         params = _params(opt)
         self._snapshots[id(opt)] = {
             "kind": kind,
@@ -183,13 +190,13 @@ class Treatment:
         }
         restored_from = "the weights and optimizer state from before the step"
         weights_finite = all(bool(torch.isfinite(p).all()) for p in params)
-        streak = self._last_bad.get(id(opt)) == step - 1
         self._last_bad[id(opt)] = step
-        if not weights_finite or streak:
-            # the weights before this step are already damaged (non-finite, or the previous step was bad too):
-            # go back to the last good state — the best evaluated one, else the state at the first step
+        if not weights_finite:
+            # the weights before this step are already damaged (non-finite): go back to the last good state —
+            # the best evaluated one, else the state at the first step. (A bad step right after a skipped one
+            # is not damage: the skip put the weights back as they were.)
             good = self._best_state if self._best_state is not None else self._initial_state
-            why = "the weights were non-finite" if not weights_finite else "two bad steps in a row"
+            why = "the weights were non-finite"
             if good is not None:
                 self._put_state(run, good, keep_lr=True)
                 when = f"epoch {self.best_epoch}" if self._best_state is not None else "the first step"
