@@ -296,7 +296,8 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
-    "epochs), the final training accuracy is still far above chance, no hidden layer is narrower than the number of classes, and the optimizer's effective step "
+    "epochs), the final training accuracy is still far above chance, the training loss is no longer falling and "
+    "not above the chance level ln C, no hidden layer is narrower than the number of classes, and the optimizer's effective step "
     "(lr / (1 - momentum); lr for Adam-like optimizers) is inside its usual range (SGD up to 0.5, Adam/AdamW/"
     "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. *Held by weight decay*: a weight decay above its usual range (coupled L2 from 0.05, AdamW's decoupled decay from 1.0) with a training accuracy that plateaued below 90% over the last third of the epochs (at least 4) is underfitting: the penalty, not the data, sets the plateau. *Collapsed*: a model that learned (see `inefficient_learning`) and whose training accuracy ends below the threshold, at least max(20 points, 3 standard errors of a difference) below its best (often at chance), is underfitting whatever its best was (with a loss that fell without bound, the message says the loss is not bounded below for these outputs). Not raised when held-out accuracy is `mismatch_gap` above training "
     "accuracy (that is a mismatch) or when the loss went non-finite (that is nonfinite).",
@@ -322,13 +323,21 @@ def check_underfitting(ctx: Context) -> Finding | None:
     acc_ho = _last_mean(ctx.eval(ho, "accuracy").values) if ho else float("nan")
     if ho and acc_ho - final >= t.mismatch_gap:
         return None
-    floor = None if collapse is not None else _at_floor(ctx, tr, acc, acc_ho)
     cm = ctx.confusion_matrix(tr)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
     tl = ctx.eval(tr, "loss").values
     c = cm.shape[0] if cm is not None else 0
     chance = math.log(c) if c > 1 else float("nan")
     still_falling = bool(len(tl) >= 3 and np.isfinite(tl[-3:]).all() and tl[-1] < tl[-3] * 0.97)
+    # a floor is where training stopped moving: not while the loss still falls, and not with a loss above the
+    # chance level ln C (no calibrated model at its floor scores worse than guessing; a loss that far off
+    # means outputs the loss cannot read — e.g. raw scores into BCELoss)
+    above_chance_loss = bool(len(tl) and np.isfinite(tl[-1]) and np.isfinite(chance) and tl[-1] > chance)
+    floor = (
+        None
+        if collapse is not None or still_falling or above_chance_loss
+        else _at_floor(ctx, tr, acc, acc_ho)
+    )
     msg = f"training accuracy ends at {final:.1%} (best {best:.1%}), below {t.underfit_train_accuracy:.0%}"
     if held is not None and not best < t.underfit_train_accuracy and collapse is None:
         msg = f"training accuracy is held at {final:.1%} (best {best:.1%}) by the weight decay: {held}"
