@@ -11,7 +11,7 @@ from trainmedic.scenarios.programs import PROGRAMS, run_program
 
 
 def test_there_are_enough_shapes() -> None:
-    assert len(PROGRAMS) >= 34
+    assert len(PROGRAMS) >= 36
 
 
 @pytest.mark.parametrize("seed", [0, 1])
