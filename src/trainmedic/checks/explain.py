@@ -85,7 +85,7 @@ NOISE_MODELS: tuple[tuple[str, str], ...] = (
         "errors of a difference), and the last epoch's gain max(1 point, 2 standard errors); with only two "
         "evaluations the one gain must exceed max(5 points, 4 standard errors of a difference) while the "
         "per-step loss still falls (a line fitted to its last half slopes down by more than 3 standard errors "
-        "of its slope)",
+        "of its slope and by at least 5% of its level)",
     ),
     (
         "loss curve (inefficient learning)",

@@ -292,11 +292,12 @@ def check_overfitting(ctx: Context) -> Finding | None:
     "instead when less than 5 points of error remain: that is all training longer could win); with only two "
     "evaluations, a rise of max(5 points, 4 standard errors of a difference) while the per-step training loss "
     "still falls at the end (a line fitted to the last half of the steps slopes down by more than 3 standard "
-    "errors of its slope) and at least 5 points of error left. A low "
+    "errors of its slope, and by at least 5% of its level) and at least 5 points of error left. A low "
     "training accuracy at the data's noise floor is an `info` note: the model clearly learned (well above "
     "chance), training and held-out accuracy agree within max(3 points, 2 standard errors), the training "
     "accuracy moved less than max(3 points, 3 standard errors) over the last third of the epochs (at least 6 "
-    "epochs), the final training accuracy is still far above chance, the training loss is no longer falling and "
+    "epochs), the final training accuracy is still far above chance, the training loss (the training split's, "
+    "else the per-step loss: its last tenth, and a line fitted to its last half) is no longer falling and "
     "not above the chance level ln C, no hidden layer is narrower than the number of classes, and the optimizer's effective step "
     "(lr / (1 - momentum); lr for Adam-like optimizers) is inside its usual range (SGD up to 0.5, Adam/AdamW/"
     "RMSprop up to 0.02): a plateau under a far larger step is the optimizer's, not the data's. *Held by weight decay*: a weight decay above its usual range (coupled L2 from 0.05, AdamW's decoupled decay from 1.0) with a training accuracy that plateaued below 90% over the last third of the epochs (at least 4) is underfitting: the penalty, not the data, sets the plateau. *Collapsed*: a model that learned (see `inefficient_learning`) and whose training accuracy ends below the threshold, at least max(20 points, 3 standard errors of a difference) below its best (often at chance), is underfitting whatever its best was (with a loss that fell without bound, the message says the loss is not bounded below for these outputs). Not raised when held-out accuracy is `mismatch_gap` above training "
@@ -333,9 +334,17 @@ def check_underfitting(ctx: Context) -> Finding | None:
     # chance level ln C (no calibrated model at its floor scores worse than guessing; a loss that far off
     # means outputs the loss cannot read — e.g. raw scores into BCELoss)
     above_chance_loss = bool(len(tl) and np.isfinite(tl[-1]) and np.isfinite(chance) and tl[-1] > chance)
+    if not (len(tl) and np.isfinite(tl[-1])) and ctx.loss is not None and ctx.loss.values.size >= 20:
+        # no training-split loss evaluated: the per-step loss tells the same (its last tenth, its trend)
+        v = ctx.loss.values[np.isfinite(ctx.loss.values)]
+        tail = float(np.median(v[-max(1, len(v) // 10) :])) if v.size else float("nan")
+        above_chance_loss = bool(np.isfinite(chance) and np.isfinite(tail) and tail > chance)
+        still_falling_steps = _loss_still_falling(ctx)[0]
+    else:
+        still_falling_steps = False
     floor = (
         None
-        if collapse is not None or still_falling or above_chance_loss
+        if collapse is not None or still_falling or still_falling_steps or above_chance_loss
         else _at_floor(ctx, tr, acc, acc_ho)
     )
     msg = f"training accuracy ends at {final:.1%} (best {best:.1%}), below {t.underfit_train_accuracy:.0%}"
@@ -563,7 +572,8 @@ def _stopped_early(ctx: Context) -> Finding | None:
 def _loss_still_falling(ctx: Context) -> tuple[bool, float, float]:
     """The per-step training loss still falls at the end: a straight line fitted to the last half of the
     steps slopes down by more than 3 standard errors of its slope (mini-batch noise is what scatters the
-    points about the line). Returns (falling, the line's value at the start and at the end of that half)."""
+    points about the line) and drops by at least 5% of its level over that half. Returns (falling, the line's
+    value at the start and at the end of that half)."""
     loss = ctx.loss
     if loss is None:
         return False, float("nan"), float("nan")
@@ -575,7 +585,10 @@ def _loss_still_falling(ctx: Context) -> tuple[bool, float, float]:
     slope, icept = np.polyfit(x, y, 1)
     resid = y - (slope * x + icept)
     se = math.sqrt(float(resid @ resid) / max(len(y) - 2, 1) / float(((x - x.mean()) ** 2).sum()))
-    return bool(slope < -3.0 * se), float(icept), float(icept + slope * x[-1])
+    first, last = float(icept), float(icept + slope * x[-1])
+    # beyond noise (3 standard errors of the slope: a full-batch loss has almost none) and by enough to matter:
+    # at least 5% of its level over that half
+    return bool(slope < -3.0 * se and first - last >= 0.05 * abs(first)), first, last
 
 
 def _stopped_after_two(ctx: Context, sp: str, acc: Any) -> Finding | None:

@@ -137,8 +137,9 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     )
 
 
-# low precision of a rare class (at most RARE_PREVALENCE of the split) recalled at RARE_TRADEOFF_RECALL or more and
-# over-predicted is the base-rate cost of favouring recall, not a failure
+# low precision of a rare class (at most RARE_PREVALENCE of the split, and `imbalance_ratio` times smaller than the
+# largest class) recalled at RARE_TRADEOFF_RECALL or more and over-predicted is the base-rate cost of favouring
+# recall, not a failure
 RARE_PREVALENCE = 0.1
 RARE_TRADEOFF_RECALL = 0.7
 
@@ -223,6 +224,7 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
             and r_l[i] >= RARE_TRADEOFF_RECALL
             and pred_l[i] > s_l[i]
             and s_l[i] / total <= RARE_PREVALENCE
+            and s_l[i] * ctx.t.imbalance_ratio <= s_l.max()
             for i in idx
         )
     ):
@@ -232,7 +234,7 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
         severity = Severity.INFO
         msg += (
             "; each such class is rare (at most "
-            f"{RARE_PREVALENCE:.0%} of {sp}), recalled at {RARE_TRADEOFF_RECALL:.0%} or more and predicted more often "
+            f"{RARE_PREVALENCE:.0%} of {sp}, {ctx.t.imbalance_ratio:g}x smaller than the largest), recalled at {RARE_TRADEOFF_RECALL:.0%} or more and predicted more often "
             "than it occurs: the precision a recall-favouring trade-off gives at that prevalence, a note"
         )
     return ctx.finding(
@@ -249,13 +251,13 @@ def _per_class_check(ctx: Context, which: str) -> Finding | None:
 @check(
     "low_precision",
     requires=("heldout_eval", "confusion_matrix"),
-    thresholds=("max_low_precision",),
+    thresholds=("max_low_precision", "imbalance_ratio"),
     remedies=("class_weights", "more_data", "fix_labels", "change_loss"),
     what="Per class, on the held-out split: precision (true positives / predicted) is at or below "
     "`max_low_precision` at both the best and the last epoch, also after adding half a binomial standard error "
     "from the class's prediction count. Classes predicted fewer than 3 times are not "
     "judged (their precision is noise; a class never predicted is a recall problem). When every such class is "
-    "rare (at most 10% of the split), recalled at 70% or more and predicted more often than it occurs, the "
+    "rare (at most 10% of the split and `imbalance_ratio` times smaller than the largest class), recalled at 70% or more and predicted more often than it occurs, the "
     "finding is an `info` note: the precision a recall-favouring trade-off (class weights, screening) gives at "
     "that prevalence.",
     why="Many of the samples the model assigns to that class belong elsewhere: acting on its predictions "
