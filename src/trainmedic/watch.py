@@ -645,6 +645,8 @@ class Run:
                 )
         if not self.enabled:
             return
+        if "loss" in values and hasattr(self.treatment, "observe_loss"):  # treat="safe": plateau vs learning
+            self._guard("treatment", lambda: self.treatment.observe_loss(values["loss"]))
         if step is None:
             if self._probes:
                 after = self._log_after_step
@@ -792,6 +794,8 @@ class Run:
                 severity=finding.severity.value,
                 data=finding.to_dict(),
             )
+        if not finding.is_problem:
+            return  # a note (a transient burst): recorded and shown, no warning, callback or stop
         if not self.quiet:
             warnings.warn(f"trainmedic: {finding}", RuntimeWarning, stacklevel=5)
         if self.on_problem is not None:
@@ -799,7 +803,11 @@ class Run:
                 self.on_problem(finding)
             except Exception as e:
                 self._internal_error("on_problem callback", e)
-        if self.raise_on is not None and finding.severity.rank >= self.raise_on.rank:
+        if (
+            self.raise_on is not None
+            and finding.severity.rank >= self.raise_on.rank
+            and self._pending_problem is None  # the first problem (the root cause) is the one raised
+        ):
             self._pending_problem = TrainingProblemError(finding)
             self._quiet = False  # the next hook raises it
             self._log_sinks.clear()
@@ -861,12 +869,16 @@ class Run:
         if self._console is not None:
             with contextlib.suppress(Exception):
                 self._console.close()
+            self._console = None
         if self._writer is not None and not self._writer.closed:
             self._guard("running metrics", self._store_running)
             if self._dist is None:  # what is pending goes with the closing meta: one transaction
                 self._guard("flush", lambda: flushing.flush(self, commit=False))
             else:
                 self.flush()
+            monitor = self._monitor
+            if monitor is not None:  # a burst still waiting for confirmation is noted as such
+                self._guard("live monitor", lambda: monitor.finish(self.step))
             try:
                 self._writer.set_meta(
                     steps=self.step, epochs=(self.epoch + 1) if self.epoch is not None else 0

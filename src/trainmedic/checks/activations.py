@@ -129,7 +129,8 @@ def check_bad_initialization(ctx: Context) -> Finding | None:
             # the scale of the weights, symmetric or not: a constant init has std 0 but a real magnitude
             std = max(float(init.get("std") or 0.0), float(init.get("mean_abs") or 0.0))
             ratio = std / ref if ref > 0 else float("nan")
-            skip_scale = lay.get("recurrent") or lay.get("type") == "Embedding"
+            # a lookup table is not a layer that keeps signal variance: N(0, 1) rows are PyTorch's default
+            skip_scale = lay.get("recurrent") or "Embedding" in str(lay.get("type") or "")
             # sampling noise of a std estimated from n weights: relative standard error 1/sqrt(2(n-1));
             # the ratio must clear the range by 2 of them (a 1x1 layer's "std" says nothing)
             n_w = int(np.prod(init.get("shape") or [0])) or 0

@@ -162,16 +162,17 @@ def _training_failed_findings(reader: RunReader) -> list[Finding]:
 def _merge_live(findings: list[Finding], reader: RunReader, ran: set[str]) -> list[Finding]:
     """Live findings: attach to the post-hoc finding of the same code, or keep them when there is none."""
     out = list(findings)
-    seen: set[str] = set()
+    by_code: dict[str, Finding] = {}  # per code, the most severe live finding (the earliest of those)
     for e in reader.events("live_finding"):
         data = e.get("data")
         if not isinstance(data, dict) or "code" not in data:
             continue
         live = Finding.from_dict(data)
         live.source = "live"
-        if live.code in seen:
-            continue
-        seen.add(live.code)
+        kept = by_code.get(live.code)
+        if kept is None or live.severity.rank > kept.severity.rank:
+            by_code[live.code] = live
+    for live in by_code.values():
         match = next((f for f in out if f.code == live.code and f.source != "audit"), None)
         if match is not None:
             match.evidence["live"] = {
@@ -181,10 +182,11 @@ def _merge_live(findings: list[Finding], reader: RunReader, ran: set[str]) -> li
             }
             if match.step is None or (live.step is not None and live.step < match.step):
                 match.step = live.step
-            match.confidence = min(1.0, match.confidence + 0.1)  # seen live and confirmed after the run
-            match.source = "training+live"
+            if live.is_problem:
+                match.confidence = min(1.0, match.confidence + 0.1)  # seen live and confirmed after the run
+                match.source = "training+live"
             continue
-        if live.code in ran:
+        if live.code in ran and live.is_problem:
             # one verdict per code: the post-hoc check over the whole run decides; an alarm it does not
             # confirm stays visible as a note of what was seen live
             live.evidence["post_hoc"] = "not confirmed by the post-hoc check over the whole run"

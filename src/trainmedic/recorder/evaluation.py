@@ -106,24 +106,46 @@ def evaluate(
         w.add_record(
             "detection" if detection else "classification", data, epoch=epoch, step=step, split=split
         )
-        counts = None if detection else result["per_class"]["support"]
-        if counts is not None and run._split_counts.get(split) != counts:  # written when it changes
-            run._split_counts[split] = counts
-            w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
-        w._meta["steps"] = str(run.step)  # ints: their JSON is str()
-        w._meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
-        # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
-        # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
-        if run._console is not None:
-            shown = dict(result["scalars"])
-            if loss_value is not None:
-                shown["loss"] = loss_value
-            run._console.on_evaluate(split, epoch, shown)
+        _recorded(
+            run, split, epoch, None if detection else result["per_class"]["support"], result, loss_value
+        )
 
     run._guard("evaluate", record)
+    return _after_evaluate(run, split, epoch, result, loss_value)
+
+
+def _recorded(
+    run: Run,
+    split: str,
+    epoch: int,
+    counts: list[int] | None,
+    result: dict[str, Any],
+    loss_value: float | None,
+) -> None:
+    """The bookkeeping after an evaluation's rows are added: split sizes, progress meta, the console line."""
+    w = run._writer
+    assert w is not None
+    if counts is not None and run._split_counts.get(split) != counts:  # written when it changes
+        run._split_counts[split] = counts
+        w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
+    meta = w._meta
+    meta["steps"] = str(run.step)  # ints: their JSON is str()
+    meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
+    # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
+    # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
+    if run._console is not None:
+        shown = dict(result["scalars"])
+        if loss_value is not None:
+            shown["loss"] = loss_value
+        run._console.on_evaluate(split, epoch, shown)
+
+
+def _after_evaluate(run: Run, split: str, epoch: int, result: Any, loss_value: float | None) -> Any:
+    """The treatment sees the evaluation; a live problem pending raises here."""
     if run.treatment is not None:
         run._guard("treatment", lambda: run.treatment.after_evaluate(run, split, epoch, result, loss_value))
-    run._raise_pending()
+    if run._pending_problem is not None:
+        run._raise_pending()
     return result
 
 
@@ -210,27 +232,10 @@ def _record_classification(
             evals.insert(0, ("loss", loss_value))
         names = [str(c) for c in class_names] if class_names is not None else None
         w.add_classification(split, epoch, step, cm, evals, class_names=names)
-        counts = _add_reduce(cm, axis=1).tolist()
-        if run._split_counts.get(split) != counts:  # written when it changes
-            run._split_counts[split] = counts
-            w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
-        meta = w._meta
-        meta["steps"] = str(run.step)  # ints: their JSON is str()
-        meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
-        # no commit here: the rows go with the next flush (flush_secs / flush_steps, or close), so an
-        # evaluation costs no SQLite transaction; a kill -9 loses at most one flush interval, as for steps
-        if run._console is not None:
-            shown = dict(result["scalars"])
-            if loss_value is not None:
-                shown["loss"] = loss_value
-            run._console.on_evaluate(split, epoch, shown)
+        _recorded(run, split, epoch, _add_reduce(cm, axis=1).tolist(), result, loss_value)
 
     run._guard("evaluate", record)
-    if run.treatment is not None:
-        run._guard("treatment", lambda: run.treatment.after_evaluate(run, split, epoch, result, loss_value))
-    if run._pending_problem is not None:
-        run._raise_pending()
-    return result
+    return _after_evaluate(run, split, epoch, result, loss_value)
 
 
 def _filled(name: str) -> Any:

@@ -14,7 +14,11 @@ treatment does:
   ``overfit_val_loss_rise`` above its best, and training loss kept falling or the accuracy gap reached
   ``overfit_gap``): restore the best weights and optimizer state, request a stop.
 - **plateau** (no validation improvement for ``plateau_patience`` evaluations, no overfitting): request
-  ``lr × plateau_factor``, at most ``max_lr_reductions`` times.
+  ``lr × plateau_factor``, at most ``max_lr_reductions`` times. A plateau must also be long in optimizer steps
+  (at least ``plateau_min_steps`` since the best evaluation or the last reduction, and a quarter of the steps
+  taken before the best), and the training loss (its mean between evaluations) must have stopped falling: a
+  loop that evaluates every step, or a small validation set whose accuracy moves in coarse steps, does not
+  look flat for three evaluations while the model is still learning.
 
 Every action is recorded as a ``treatment`` event with its evidence and the thresholds used. The one cost in
 the hot path is one host sync per step (reading the global gradient norm).
@@ -79,6 +83,7 @@ class Treatment:
         plateau_factor: float = 0.1,
         max_lr_reductions: int = 2,
         min_history: int = 20,
+        plateau_min_steps: int = 100,
     ) -> None:
         if max_retries < 0:
             raise TrainmedicError(f"`max_retries` must be >= 0; got {max_retries}")
@@ -97,6 +102,7 @@ class Treatment:
         self.plateau_factor = float(plateau_factor)
         self.max_lr_reductions = int(max_lr_reductions)
         self.min_history = int(min_history)
+        self.plateau_min_steps = int(plateau_min_steps)
         # state
         self.retries = 0
         self.skipped_steps: list[int] = []
@@ -113,6 +119,11 @@ class Treatment:
         self._last_bad: dict[int, int] = {}
         self._train: dict[int, tuple[float | None, float | None]] = {}
         self._stopped = False
+        self.best_step = 0
+        self._last_cut_step = 0
+        self._loss_sum: float | torch.Tensor = 0.0  # training loss logged since the last evaluation
+        self._loss_n = 0
+        self._interval_loss: dict[int, float] = {}  # epoch -> mean training loss logged before its evaluation
 
     # ---- the bad-update path ---------------------------------------------------------------------
     def before_step(self, run: Any, probe: Any, step: int) -> None:
@@ -242,6 +253,26 @@ class Treatment:
         )
 
     # ---- the per-epoch path ----------------------------------------------------------------------
+    def observe_loss(self, value: float | torch.Tensor) -> None:
+        """The training loss of one step (``run.log(loss=...)``), summed on its device until an evaluation."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float().reshape(())
+        self._loss_sum = self._loss_sum + value
+        self._loss_n += 1
+
+    def _take_interval_loss(self, epoch: int) -> None:
+        if self._loss_n:
+            mean = float(self._loss_sum) / self._loss_n
+            if math.isfinite(mean):
+                self._interval_loss[epoch] = mean
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    def _still_learning(self, epoch: int) -> bool:
+        """The training loss logged before this evaluation is at least 1% below the one logged before the best."""
+        now = self._interval_loss.get(epoch)
+        then = self._interval_loss.get(self.best_epoch if self.best_epoch is not None else -1)
+        return now is not None and then is not None and now < then - 0.01 * abs(then)
+
     def after_evaluate(
         self, run: Any, split: str, epoch: int, result: dict[str, Any], loss_value: float | None
     ) -> None:
@@ -253,11 +284,13 @@ class Treatment:
             return
         if split != self.monitor_split or self._stopped:
             return
+        self._take_interval_loss(epoch)
         use_loss = loss_value is not None
         value = float(loss_value) if loss_value is not None else (acc if acc is not None else math.nan)
         self.best_mode = "min" if use_loss else "max"
         if improved(value, self.best_value, self.best_mode):
             self.best_value, self.best_epoch, self.wait = value, epoch, 0
+            self.best_step = run.step
             self._save_best(run)
             return
         self.wait += 1
@@ -310,20 +343,25 @@ class Treatment:
                     },
                 )
                 return
+        flat_since = max(self.best_step, self._last_cut_step)
         if (
             self.reduce_on_plateau
             and self.wait >= self.plateau_patience
             and self.lr_reductions < self.max_lr_reductions
+            and run.step - flat_since >= max(self.plateau_min_steps, self.best_step // 4)
+            and not self._still_learning(epoch)
         ):
             before = {n: _lrs(o) for n, o in run.optimizers.items()}
             reason = (
                 f"plateau: validation {'loss' if use_loss else 'accuracy'} has not improved on its best "
-                f"{self.best_value:.4g} (epoch {self.best_epoch}) for {self.wait} evaluations (patience {self.plateau_patience})"
+                f"{self.best_value:.4g} (epoch {self.best_epoch}) for {self.wait} evaluations (patience "
+                f"{self.plateau_patience}) and {run.step - self.best_step} steps, and the training loss stopped falling"
             )
             control.request_lr_scale(self.plateau_factor, reason, step=run.step, epoch=epoch)
             done = control.honour(run.optimizers)
             self.lr_reductions += 1
             self.wait = 0
+            self._last_cut_step = run.step
             self._record(
                 run,
                 f"epoch {epoch}: {reason}; lr x{self.plateau_factor:g} (reduction {self.lr_reductions} of {self.max_lr_reductions})",
@@ -334,6 +372,12 @@ class Treatment:
                     "best_value": self.best_value,
                     "value": value,
                     "patience": self.plateau_patience,
+                    "steps_since_best": run.step - self.best_step,
+                    "min_steps": max(self.plateau_min_steps, self.best_step // 4),
+                    "train_loss_at_best": self._interval_loss.get(
+                        self.best_epoch if self.best_epoch is not None else -1
+                    ),
+                    "train_loss": self._interval_loss.get(epoch),
                     "factor": self.plateau_factor,
                     "lr_before": before,
                     "applied": done,
