@@ -204,7 +204,7 @@ class LiveMonitor:
                 code="exploding_gradient",
                 severity=Severity.ERROR,
                 message=(
-                    f"gradient norm rose to {b.peak:.3g}, {b.peak / b.median:.0f}x its running median "
+                    f"gradient norm rose to {b.peak:.3g}, {b.peak / b.median:.3g}x its running median "
                     f"{b.median:.3g} (threshold {self.t.explode_ratio:g}x), from step {b.first}, {how}"
                 ),
                 evidence={

@@ -12,13 +12,7 @@ import pytest
 from trainmedic.scenarios.zoo import ZooCase, run_case, zoo
 
 # cases the diagnosis currently gets wrong (false alarm on healthy, missed code on faulty): xfail, not strict
-KNOWN_FAILING: set[str] = {
-    # healthy by the oracle (within its tolerance of the reference accuracy), yet mildly overfit by the
-    # textbook definition, and reported so: train accuracy ~100% vs val 90.5% with val loss x3 and val accuracy
-    # 4.5 points below its best epoch; train 96% vs val 84% (gap 11.4%) on 10%-noisy digits labels
-    "seq_lstm_adam",
-    "grid_digits_noisy_adagrad",
-}
+KNOWN_FAILING: set[str] = set()
 
 
 def _param(c: ZooCase) -> object:
