@@ -188,6 +188,23 @@ def test_low_accuracy_judged_on_heldout_split(tmp_path: Path) -> None:
     assert "low_accuracy" not in d2.codes
 
 
+def test_a_live_treatment_that_acted_is_named_in_the_outcome_findings(tmp_path: Path) -> None:
+    ev = {"train": {"accuracy": [0.9, 0.95]}, "val": {"accuracy": [0.5, 0.55]}}
+    acted = [
+        {
+            "kind": "treatment",
+            "message": "epoch 1: plateau; lr x0.1",
+            "step": 10,
+            "data": {"action": "lower_lr", "cause": "plateau", "factor": 0.1},
+        }
+    ]
+    f = diagnose(write_run(tmp_path / "r", evals=ev, events=acted)).by_code("low_accuracy")[0]
+    assert "lowered the learning rate x0.1 at step 10 (plateau)" in f.message
+    assert f.evidence["treatment"] == [{"action": "lower_lr", "step": 10}]
+    quiet = diagnose(write_run(tmp_path / "q", evals=ev)).by_code("low_accuracy")[0]
+    assert "treatment" not in quiet.message and "treatment" not in quiet.evidence
+
+
 # ---- integration of live findings, internal errors, audit records --------------------------------------
 def test_live_finding_merges_with_posthoc_verdict(tmp_path: Path) -> None:
     loss = healthy_loss()

@@ -201,6 +201,45 @@ def _merge_live(findings: list[Finding], reader: RunReader, ran: set[str]) -> li
     return out
 
 
+# outcomes a live treatment can shape: a lower learning rate slows learning, skipped updates and an early stop
+# end training sooner
+_TREATABLE_OUTCOMES = frozenset(
+    {"inefficient_learning", "underfitting", "low_accuracy", "low_recall", "low_precision", "overfitting"}
+)
+
+
+def _name_treatment(findings: list[Finding], reader: RunReader) -> None:
+    """A live treatment (``treat="safe"``) that acted is named in the outcome findings it may have shaped, so
+    a user reads "the lr was lowered 10x at step 300 by the treatment" next to "learning slowed"."""
+    acts: list[str] = []
+    records: list[dict[str, Any]] = []
+    for e in reader.events("treatment"):
+        raw = e.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        action = str(data.get("action") or "")
+        step = e.get("step")
+        if action == "lower_lr":
+            what = f"lowered the learning rate x{data.get('factor', '?')} at step {step} ({data.get('cause', 'plateau')})"
+        elif action == "skip_update":
+            what = f"skipped the update of step {step}"
+        elif action == "stop_restore_best":
+            what = (
+                f"stopped training at step {step} and restored the weights of epoch {data.get('best_epoch')}"
+            )
+        else:
+            continue
+        records.append({"action": action, "step": step})
+        if what not in acts:
+            acts.append(what)
+    if not acts:
+        return
+    shown = "; ".join(acts[:3]) + (f"; and {len(acts) - 3} more" if len(acts) > 3 else "")
+    for f in findings:
+        if f.code in _TREATABLE_OUTCOMES and f.is_problem and "treatment" not in f.evidence:
+            f.evidence["treatment"] = records
+            f.message += f" (the live treatment acted during this run: it {shown})"
+
+
 def _audit_findings(reader: RunReader) -> list[Finding]:
     out: list[Finding] = []
     seen: set[tuple[str, str]] = set()
@@ -279,6 +318,7 @@ def diagnose(
         findings = apply_symptoms_and_causes(findings, outcomes_judged=ctx.heldout_split is not None)
         findings.extend(_training_failed_findings(reader))
         findings.extend(_internal_error_findings(reader))
+        _name_treatment(findings, reader)
         diag = Diagnosis(run=reader.name, findings=findings, skipped=skipped, signals=_signals(ctx))
         diag.no_data = not ran or not reader.has_evidence()  # no evidence is never "healthy"
         diag.sort()

@@ -136,7 +136,14 @@ def _model_section() -> list[str]:
         "checks (they describe the wreckage: a huge last-layer gradient, dead units after a NaN).",
         "- **One verdict per code.** The post-hoc check over the whole run decides. A live alarm (raised while "
         "training, where live treatment may act on it) is attached to the verdict as evidence, or, when the "
-        "post-hoc check does not confirm it, kept as an `info` note (`live alarm not confirmed: ...`).",
+        "post-hoc check does not confirm it, kept as an `info` note (`live alarm not confirmed: ...`). The live "
+        "exploding-gradient alarm is itself confirmed before it is raised: a burst (`explode_ratio` x the running "
+        "median for 3 of 5 steps) becomes an error only when the norm stays above the threshold for 10 of the next "
+        "20 observed steps or a value turns non-finite; a burst the norm comes back from is an `info` note, which "
+        "never stops training under `raise_on`.",
+        '- **Treatment named.** When the live treatment (`treat="safe"`) lowered the learning rate, skipped '
+        "updates or stopped the run, the outcome findings (`inefficient_learning`, `underfitting`, `low_*`, "
+        "`overfitting`) say so, with the actions in their evidence.",
         "- **Reproducible.** Checks read recorded values only; the recording cadence is a function of the step "
         "(see docs/architecture.md), so the same seeded run gets the same verdict.",
         "",
