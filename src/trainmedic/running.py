@@ -6,7 +6,8 @@ each epoch boundary — the first ``run.evaluate`` after batches were folded (an
 or ``run.close()`` — the matrix is moved to the host once and stored as split ``"train_running"``
 (``RUNNING_SPLIT``): the same metrics as ``run.evaluate`` (accuracy, precision/recall/F1, confusion matrix,
 ``loss`` = the sample-weighted mean of the logged batch losses), and a ``classification`` record with
-``"running": true``. A running average lags behind a model that is still learning (early batches of the epoch
+``"running": true``, and ``output_scale`` (see :func:`output_scale`, from every ``SCALE_EVERY``-th batch). A
+running average lags behind a model that is still learning (early batches of the epoch
 were scored by an older model) and includes dropout/augmentation, so it is kept apart from a clean
 ``run.evaluate("train", ...)`` pass.
 """
@@ -22,6 +23,28 @@ import torch
 from .errors import TrainmedicError, describe_shape
 
 RUNNING_SPLIT = "train_running"
+SCALE_EVERY = 8  # the running output scale reads every 8th batch of an epoch (the first included)
+
+
+def output_scale(o: np.ndarray) -> float | None:
+    """The spread of a model's logits: the root mean square over samples of each sample's deviation from its
+    mean logit (softmax-invariant; for one binary logit ``z``, ``|z| / 2``, as for the logits ``[0, z]``).
+    ``o``: ``(N, C)`` logits or ``(N,)`` binary logits. None for probabilities (bounded in [0, 1]), which have
+    no scale to compare. A held-out split whose inputs skipped the training split's scaling shows as a
+    spread many times the training split's."""
+    if o.size == 0 or o.ndim not in (1, 2):
+        return None
+    if float(o.min()) >= 0.0 and float(o.max()) <= 1.0:
+        return None  # probabilities
+    if o.ndim == 1 or o.shape[1] == 1:
+        z = o.reshape(-1).astype(np.float64, copy=False)
+        return float(np.sqrt(np.dot(z, z) / z.size)) / 2.0
+    n, k = o.shape
+    s = o.sum(axis=1, dtype=np.float64)
+    flat = o.reshape(-1).astype(np.float64, copy=False)
+    q = float(np.dot(flat, flat))
+    var = max(q - float(np.dot(s, s)) / k, 0.0) / (n * k)
+    return float(np.sqrt(var))
 
 
 @dataclass
@@ -32,6 +55,7 @@ class RunningEpoch:
     loss: float | None  # sample-weighted mean of the logged losses; None when no loss was logged with them
     batches: int
     invalid_targets: int  # targets outside [0, k): not counted in the matrix
+    output_scale: float | None = None  # mean over the sampled batches of output_scale's square, rooted
 
 
 class RunningMetrics:
@@ -44,6 +68,10 @@ class RunningMetrics:
         self._loss: Any = 0.0  # sum of loss x batch size (a float on the CPU, a 0-d tensor elsewhere)
         self._loss_n = 0
         self.batches = 0
+        self._scale: Any = (
+            0.0  # sum over sampled batches of the mean per-sample logit variance (on the device)
+        )
+        self._scale_n = 0
 
     def fold(self, outputs: Any, targets: Any, loss: Any = None) -> None:
         """Add one batch. ``outputs``: ``(N, C)`` scores (C >= 2) or binary scores ``(N,)`` / ``(N, 1)``;
@@ -88,6 +116,8 @@ class RunningMetrics:
                 self._add_checked(t, idx, k)
         else:
             self._add_checked(t, idx, k)
+        if self.batches % SCALE_EVERY == 0 and not (o.ndim == 1 and self._probs):
+            self._fold_scale(o)
         self.batches += 1
         if loss is not None:
             n = int(t.shape[0])
@@ -97,6 +127,18 @@ class RunningMetrics:
             else:
                 self._loss = self._loss + float(loss) * n
             self._loss_n += n
+
+    def _fold_scale(self, o: torch.Tensor) -> None:
+        """One sampled batch's logit spread (see :func:`output_scale`), kept on the device."""
+        of = o.float()
+        if o.ndim == 1:
+            v = of.square().mean() / 4.0
+        else:
+            if bool((o.min() >= 0) & (o.max() <= 1)) if o.device.type == "cpu" else False:
+                return  # probabilities on the CPU (checked for free); on accelerators the store decides
+            v = of.var(dim=1, unbiased=False).mean()
+        self._scale = self._scale + (float(v) if o.device.type == "cpu" else v)
+        self._scale_n += 1
 
     def _add_checked(self, t: torch.Tensor, idx: torch.Tensor, k: int) -> None:
         """Out-of-range targets go to the spare last cell: no host sync, no device-side assert."""
@@ -116,7 +158,13 @@ class RunningMetrics:
             total = self._loss
             loss = float(total.cpu()) if isinstance(total, torch.Tensor) else float(total)
             loss /= self._loss_n
-        out = RunningEpoch(flat[: k * k].reshape(k, k).copy(), loss, self.batches, int(flat[k * k]))
+        scale = None
+        if self._scale_n:
+            total = self._scale
+            mean = (float(total.cpu()) if isinstance(total, torch.Tensor) else float(total)) / self._scale_n
+            scale = float(np.sqrt(mean)) if np.isfinite(mean) and mean >= 0 else None
+        out = RunningEpoch(flat[: k * k].reshape(k, k).copy(), loss, self.batches, int(flat[k * k]), scale)
         self._cm.zero_()
         self._loss, self._loss_n, self.batches = 0.0, 0, 0
+        self._scale, self._scale_n = 0.0, 0
         return out

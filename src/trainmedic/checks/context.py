@@ -21,6 +21,7 @@ from .registry import REQUIREMENTS, Check
 
 HELDOUT_PREFERENCE = ("val", "valid", "validation", "dev", "test", "holdout", "eval")
 RUNNING_SPLIT = "train_running"  # trainmedic.running.RUNNING_SPLIT
+SCALE_MISMATCH = 4.0  # held-out / training logit spread that says the splits were not scaled alike
 GAN_D_NAMES = ("loss_d", "d_loss", "discriminator/loss", "loss/d", "lossD")
 GAN_G_NAMES = ("loss_g", "g_loss", "generator/loss", "loss/g", "lossG")
 DIVERSITY_NAMES = ("diversity", "g_diversity", "generator/diversity", "sample_diversity")
@@ -296,6 +297,52 @@ class Context:
     def judged_split(self) -> str | None:
         """Where performance is judged: the held-out split, else train."""
         return self.heldout_split or self.train_split
+
+    @cached_property
+    def output_scale_mismatch(self) -> dict[str, Any] | None:
+        """The held-out split's logits spread SCALE_MISMATCH x or more wider than the training split's (clean pass,
+        else the running metrics) at the same epochs: its inputs did not go through the training inputs'
+        scaling. Judged on the epochs both recorded (``output_scale``, from epoch 1 on when the training split is
+        the running metrics, whose first epoch averages a model still near its initial scale): at least 2, the
+        median ratio >= SCALE_MISMATCH and every ratio >= SCALE_MISMATCH / 2. With harm only: the held-out
+        accuracy ends below the training accuracy by max(3 points, 2 standard errors of a difference)."""
+        tr, ho = self.train_split, self.heldout_split
+        if tr is None or ho is None:
+            return None
+        a, b = self.r.eval_series(tr, "output_scale"), self.r.eval_series(ho, "output_scale")
+        if not len(a) or not len(b):
+            return None
+        first = 1 if tr == RUNNING_SPLIT else 0
+        sa = {int(e): float(v) for e, v in zip(a.steps, a.values) if e >= first and np.isfinite(v) and v > 0}
+        sb = {int(e): float(v) for e, v in zip(b.steps, b.values) if np.isfinite(v)}
+        common = sorted(set(sa) & set(sb))
+        if len(common) < 2:
+            return None
+        ratios = np.array([sb[e] / sa[e] for e in common])
+        med = float(np.median(ratios))
+        if not (med >= SCALE_MISMATCH and float(ratios.min()) >= SCALE_MISMATCH / 2):
+            return None
+        acc_tr = self.finite_eval(tr, "accuracy")
+        acc_ho = self.finite_eval(ho, "accuracy")
+        if not acc_tr.size or not acc_ho.size:
+            return None
+        gap = float(acc_tr[-1] - acc_ho[-1])
+        se = self.gap_se(float(acc_tr[-1]), tr, float(acc_ho[-1]), ho)
+        if gap < max(0.03, 2.0 * se):
+            return None
+        return {
+            "train_split": tr,
+            "split": ho,
+            "ratio": med,
+            "min_ratio": float(ratios.min()),
+            "epochs": common,
+            "train_output_scale": float(np.median([sa[e] for e in common])),
+            "heldout_output_scale": float(np.median([sb[e] for e in common])),
+            "train_accuracy": float(acc_tr[-1]),
+            "heldout_accuracy": float(acc_ho[-1]),
+            "gap": gap,
+            "gap_standard_error": se,
+        }
 
     @cached_property
     def restored_epoch(self) -> int | None:

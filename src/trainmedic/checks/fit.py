@@ -9,7 +9,7 @@ import numpy as np
 
 from ..findings import Finding, Severity
 from ._stats import confusion_pattern, fmt, window_means
-from .context import Context, confidence
+from .context import SCALE_MISMATCH, Context, confidence
 from .registry import check
 
 _METRIC_NAME = {"accuracy": "accuracy", "recall_macro": "balanced accuracy"}
@@ -163,7 +163,7 @@ def check_overfitting(ctx: Context) -> Finding | None:
         return None
     if not (gap_hit or rise_hit):
         return None
-    if _no_transfer(ctx) is not None:
+    if _no_transfer(ctx) is not None or ctx.output_scale_mismatch is not None:
         # the held-out split ends at chance: the splits differ (`train_test_mismatch` reports it);
         # regularization would not help a model whose learning does not carry over at all
         return None
@@ -649,7 +649,12 @@ def _stopped_after_two(ctx: Context, sp: str, acc: Any) -> Finding | None:
     "*nothing learned carries over*: the training split (a clean pass or the running train-mode metrics) "
     "reached max(`underfit_train_accuracy`, halfway from chance to 100%) in balanced accuracy while the "
     "held-out split ends at chance — within max(5 points, 3 standard errors of an accuracy at chance with the "
-    "held-out size) — over at least 3 evaluations. Overfitting leaves the held-out score above chance; ending "
+    "held-out size) — over at least 3 evaluations; or *scaled apart*: the model's logits spread at least 4x "
+    "wider on the held-out split than on the training split (clean pass, else the running metrics from epoch 1) "
+    "at the same epochs (median ratio over at least 2 epochs, every ratio at least 2x; the spread is the root "
+    "mean square of each sample's logits around their mean, recorded as `output_scale`), while held-out "
+    "accuracy ends below training accuracy by max(3 points, 2 standard errors of a difference) — held-out inputs "
+    "that skipped the training inputs' scaling. Overfitting leaves the held-out score above chance; ending "
     "at chance means the splits differ (preprocessing fitted on one split only, another distribution, frozen "
     "batch-norm statistics, an augmentation that changes the inputs, labels shuffled apart from their inputs), "
     "and `overfitting` is then not reported.",
@@ -663,6 +668,8 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
     measured = _scored_in_train_mode(ctx, ho)
     if measured is None:
         measured = _no_transfer_finding(ctx)
+    if measured is None:
+        measured = _scale_mismatch_finding(ctx)
     if measured is not None or tr is None or tr != "train":
         # running training metrics (train mode, averaged over an epoch of a learning model) lag behind a
         # clean held-out pass: comparing them would be unlike with like, so only a clean pass is judged
@@ -708,6 +715,34 @@ def check_train_test_mismatch(ctx: Context) -> Finding | None:
         confidence(min(gap_last, gap_mean) / thr - 1.0, min(1.0, n / 3)),
         epoch=int(ctx.eval(ho, "accuracy").steps[-1]),
         split=ho,
+    )
+
+
+def _scale_mismatch_finding(ctx: Context) -> Finding | None:
+    sm = ctx.output_scale_mismatch
+    if sm is None:
+        return None
+    msg = (
+        f"the model's outputs on {sm['split']} spread {sm['ratio']:.1f}x wider than on {sm['train_split']} "
+        f"(logit spread {fmt(sm['heldout_output_scale'])} vs {fmt(sm['train_output_scale'])}, median over "
+        f"{len(sm['epochs'])} epochs; threshold {SCALE_MISMATCH:g}x): the {sm['split']} inputs are not on the "
+        f"training inputs' scale (e.g. a scaler fitted and applied to the training split only), and "
+        f"{sm['split']} accuracy {sm['heldout_accuracy']:.1%} is {sm['gap']:.1%} below training accuracy "
+        f"{sm['train_accuracy']:.1%} (noise {max(0.03, 2.0 * sm['gap_standard_error']):.1%})"
+    )
+    return ctx.finding(
+        Severity.WARNING,
+        msg,
+        {**sm, "rule": "output_scale", "threshold_ratio": SCALE_MISMATCH},
+        [
+            (
+                "normalize_inputs",
+                "fit the preprocessing on the training split and apply the same transform to every split",
+            ),
+        ],
+        confidence(sm["ratio"] / SCALE_MISMATCH - 1.0, min(1.0, len(sm["epochs"]) / 3)),
+        epoch=int(sm["epochs"][-1]),
+        split=sm["split"],
     )
 
 

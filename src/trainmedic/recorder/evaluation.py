@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import TrainmedicError
 from ..findings import Finding, Severity
-from ..running import RUNNING_SPLIT, RunningMetrics
+from ..running import RUNNING_SPLIT, RunningMetrics, output_scale
 from .common import _record_eval_mode, _scalar_value, _to_host
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def evaluate(
         if cm is not None and cm is not _NONFINITE:
             # the common case on the CPU (see _host_confusion_matrix): the same matrix and the same rows as
             # below, with less Python in between
-            return _record_classification(run, split, cm, loss, epoch, class_names, scalars)
+            return _record_classification(run, split, cm, loss, epoch, class_names, scalars, outputs)
     targets, outputs = _to_host(targets, "targets"), _to_host(outputs, "outputs")
     if run.world_size > 1:
         targets, outputs = run._gather(targets), run._gather(outputs)
@@ -77,7 +77,7 @@ def evaluate(
         return run._evaluate_nonfinite(split, outputs, epoch)
     cm = None if detection else fast_confusion_matrix(targets, outputs, num_classes)
     if cm is not None:
-        return _record_classification(run, split, cm, loss, epoch, class_names, scalars)
+        return _record_classification(run, split, cm, loss, epoch, class_names, scalars, outputs)
     result: dict[str, Any]
     if detection:
         result = evaluate_detection(targets, outputs, iou_threshold=run.thresholds.iou_match)
@@ -196,6 +196,30 @@ def _host_confusion_matrix(targets: torch.Tensor, outputs: torch.Tensor, num_cla
 
 
 _add_reduce = np.add.reduce
+
+
+def _scale_epoch(epoch: int) -> bool:
+    """Epochs whose evaluations record ``output_scale`` (the same for every split, so they compare epoch by
+    epoch): the first three, then every fourth."""
+    return epoch < 3 or epoch % 4 == 0
+
+
+def _outputs_scale(outputs: torch.Tensor) -> float | None:
+    """:func:`~trainmedic.running.output_scale` of float scores on the host (None otherwise)."""
+    if not outputs.is_floating_point() or outputs.ndim not in (1, 2):
+        return None
+    o = outputs.detach()
+    if o.device.type != "cpu":
+        o = o.cpu()
+    try:
+        arr = o.numpy() if o.dtype in _FLOAT_DTYPES else o.float().numpy()
+    except (RuntimeError, TypeError):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = output_scale(arr)
+    return v if v is not None and math.isfinite(v) else None
+
+
 # the eval_mode record of an evaluation with every dropout / batch-norm module in eval mode (the common case)
 _EVAL_MODE_NONE = json.dumps({"train_mode_modules": 0, "names": []})
 
@@ -208,6 +232,7 @@ def _record_classification(
     epoch: int | None,
     class_names: list[str] | None,
     scalars: dict[str, Any],
+    outputs: Any = None,
 ) -> dict[str, Any]:
     """What ``evaluate`` stores for a classification scored as a confusion matrix ``cm`` (one bincount): the
     matrix is buffered, and the writer derives the metrics of all buffered evaluations at the next flush; the
@@ -230,6 +255,10 @@ def _record_classification(
         evals = list(extra.items()) if extra else []
         if loss_value is not None:
             evals.insert(0, ("loss", loss_value))
+        if isinstance(outputs, torch.Tensor) and _scale_epoch(epoch):
+            scale = _outputs_scale(outputs)
+            if scale is not None:
+                evals.append(("output_scale", scale))
         names = [str(c) for c in class_names] if class_names is not None else None
         w.add_classification(split, epoch, step, cm, evals, class_names=names)
         _recorded(run, split, epoch, _add_reduce(cm, axis=1).tolist(), result, loss_value)
@@ -426,5 +455,7 @@ def store_running(run: Run, epoch: int | None = None) -> None:
         w.add_eval(RUNNING_SPLIT, epoch, step, k, v)
     if ep.loss is not None:
         w.add_eval(RUNNING_SPLIT, epoch, step, "loss", ep.loss)
+    if ep.output_scale is not None and _scale_epoch(epoch):
+        w.add_eval(RUNNING_SPLIT, epoch, step, "output_scale", ep.output_scale)
     data.update(running=True, batches=ep.batches, invalid_targets=ep.invalid_targets)
     w.add_record("classification", data, epoch=epoch, step=step, split=RUNNING_SPLIT)
