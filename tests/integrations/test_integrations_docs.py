@@ -58,4 +58,7 @@ def test_example_runs_as_written(name: str, tmp_path: Path) -> None:
         assert r.confusion_matrix("val") is not None
         assert r.meta.get("batch_size") in (32, 64)
     summary = proc.stdout.strip().splitlines()[-1]
-    assert summary == tm.diagnose(run_dir).summary
+    d = tm.diagnose(run_dir)
+    assert summary == d.summary
+    # each example is a program that trains well: the first thing a user runs must not warn
+    assert not [f for f in d.findings if f.is_problem], [f"{f.code}: {f.message}" for f in d.findings]
