@@ -19,7 +19,9 @@ import trainmedic as tm
 
 def _program(run_dir: Path, seed: int, scale_val: bool, clean_train_pass: bool) -> tm.Diagnosis:
     X, y = load_digits(return_X_y=True)
-    xtr, xva, ytr, yva = train_test_split(X.astype(np.float32), y, test_size=0.4, stratify=y, random_state=seed)
+    xtr, xva, ytr, yva = train_test_split(
+        X.astype(np.float32), y, test_size=0.4, stratify=y, random_state=seed
+    )
     mu, sd = xtr.mean(0), xtr.std(0)
     sd[sd == 0] = 1.0
     xtr = (xtr - mu) / sd

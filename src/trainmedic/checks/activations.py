@@ -108,7 +108,9 @@ def check_gradient_masking(ctx: Context) -> Finding | None:
     "or above `init_scale_high` times the He (ReLU family) or Xavier (others) scale for its fan-in (by at "
     "least 2 relative standard errors of a std estimated from the layer's n weights, 1/sqrt(2(n-1))), or "
     "all its units are identical (symmetric). The output layer is exempt (zero-initialized heads are "
-    "fine), and so are embeddings and recurrent layers (their own conventions).",
+    "fine), and so are embeddings and recurrent layers (their own conventions). In a model with normalization "
+    "layers (LayerNorm, BatchNorm …) a small init is not judged: the normalization rescales the signal (BERT's "
+    "N(0, 0.02) is a sound start).",
     why="Too small an init shrinks the signal layer after layer (nothing learns), too large explodes or "
     "saturates it, and identical units receive identical gradients forever, so a layer of N units "
     "behaves like one.",
@@ -121,6 +123,9 @@ def check_bad_initialization(ctx: Context) -> Finding | None:
         layers = [
             lay for lay in m.get("layers", []) if isinstance(lay.get("init"), dict) and not lay.get("norm")
         ]
+        # normalization layers (LayerNorm in a Transformer, BatchNorm in a CNN) rescale the signal whatever the
+        # weights' scale: a small init (BERT's N(0, 0.02)) starts such a model well
+        normalized = bool(m.get("normalization")) or any(lay.get("norm") for lay in m.get("layers", []))
         for lay in layers[:-1]:  # the output layer may start at zero
             init = lay["init"]
             kind = lay.get("activation_kind")
@@ -139,7 +144,7 @@ def check_bad_initialization(ctx: Context) -> Finding | None:
             if init.get("identical_units"):
                 problems.append("identical units")
             if not skip_scale and np.isfinite(ratio):
-                if ratio * slack < ctx.t.init_scale_low:
+                if ratio * slack < ctx.t.init_scale_low and not normalized:
                     problems.append("too small")
                 elif ratio / slack > ctx.t.init_scale_high:
                     problems.append("too large")

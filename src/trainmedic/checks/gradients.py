@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,10 @@ def check_nonfinite(ctx: Context) -> Finding | None:
     "rises or breaks. A single spike, or growth while the loss keeps falling, is not an explosion; a burst "
     "the run recovers from (gradient norm back under the threshold, loss back to where it was) is an `info` "
     "note. A run that breaks within its first 25 recorded steps is judged on growth alone: the gradient norm "
-    "rose `explode_ratio`/4 times or more from its first values before turning non-finite.",
+    "rose `explode_ratio`/4 times or more from its first values before turning non-finite. *Early blow-up*: "
+    "within the first 25 logged steps the loss jumped to 10x its first value with a gradient norm at least "
+    "`explode_ratio` x its median over the second half of the run (the first updates threw the weights out, "
+    "before a running median exists): an error when the model then never learned, a note when it did.",
     why="Huge gradients make huge updates: the loss jumps, the weights leave the region where the model "
     "worked, and soon turn into NaN.",
     evidence="grad norm at the onset, running median, ratio, step it began, loss before/after, whether "
@@ -151,7 +155,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         onset_i = int(len(x) // 10 * (int(np.argmin(w[: max(1, len(w) // 5)])) + 1))
         kind = "growth"
     if onset_i is None:
-        return None
+        return _early_blowup(ctx, s, fin)
     onset_step = int(steps[onset_i])
     # the loss must suffer: rise after the onset, or break
     loss_rise = float("nan")
@@ -220,6 +224,77 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         )
         * (0.6 if recovered else 1.0),
         step=onset_step,
+    )
+
+
+EARLY_STEPS = 25  # the first updates: before a running median exists
+EARLY_LOSS_JUMP = 10.0  # the loss multiplied by this within them is a blow-up, not a noisy start
+
+
+def _early_blowup(ctx: Context, s: Any, fin: np.ndarray) -> Finding | None:
+    """The first updates blew the weights up before a running median could exist: within the first
+    EARLY_STEPS logged steps the loss jumped to EARLY_LOSS_JUMP x its first value, with a gradient norm at
+    least `explode_ratio` x its median over the second half of the run. An error when the model then never
+    learned (the units it killed or saturated stay so); a note when it recovered and learned."""
+    loss = ctx.loss
+    if loss is None or len(loss) < 2 * EARLY_STEPS or not fin.all():
+        return None
+    lv, ls = loss.values, loss.steps
+    first = float(lv[0])
+    early = lv[:EARLY_STEPS]
+    if not (math.isfinite(first) and first > 0 and np.isfinite(early).all()):
+        return None
+    jump_i = int(np.argmax(early))
+    jump = float(early[jump_i]) / first
+    if jump < EARLY_LOSS_JUMP:
+        return None
+    x, steps = s.values, s.steps
+    blow_step = int(ls[jump_i])
+    near = (steps <= blow_step + 1) & (steps >= 0)
+    late = x[steps >= steps[-1] // 2]
+    if not near.any() or not late.size:
+        return None
+    peak = float(x[near].max())
+    late_med = float(np.median(late))
+    ratio = peak / max(late_med, 1e-30)
+    thr = ctx.t.explode_ratio
+    if ratio < thr:
+        return None
+    learned = ctx.learned
+    recovered = learned is True or (
+        learned is None and float(np.median(lv[-max(5, len(lv) // 10) :])) < 0.5 * first
+    )
+    msg = (
+        f"the first updates blew up: the loss jumped from {fmt(first)} at step {int(ls[0])} to {fmt(float(early[jump_i]))} "
+        f"at step {blow_step} ({fmt(jump)}x; threshold {fmt(EARLY_LOSS_JUMP)}x), with a gradient norm of {fmt(peak)}, "
+        f"{fmt(ratio)}x its median {fmt(late_med)} over the second half of the run (threshold {fmt(thr)}x)"
+    )
+    if recovered:
+        msg += "; the run recovered and learned (a note)"
+    else:
+        msg += (
+            "; the model never learned afterwards: units killed or saturated by the blown-up weights stay so, "
+            "which is what the per-layer statistics after this step show"
+        )
+    return ctx.finding(
+        Severity.INFO if recovered else Severity.ERROR,
+        msg,
+        {
+            "kind": "early",
+            "first_step": blow_step,
+            "loss_first": first,
+            "loss_peak": float(early[jump_i]),
+            "loss_jump": jump,
+            "threshold_loss_jump": EARLY_LOSS_JUMP,
+            "grad_norm_peak": peak,
+            "grad_norm_late_median": late_med,
+            "ratio": ratio,
+            "recovered": bool(recovered),
+        },
+        EXPLODING_REMEDIES,
+        confidence(float(np.log(jump / EARLY_LOSS_JUMP) + np.log(ratio / thr)), 0.8)
+        * (0.6 if recovered else 1.0),
+        step=blow_step,
     )
 
 

@@ -91,7 +91,9 @@ def check_low_accuracy(ctx: Context) -> Finding | None:
     worst_case = judged
     cm = ctx.confusion_matrix(sp, last)
     pattern = confusion_pattern(cm) if cm is not None else {"pattern": "unknown"}
-    msg = f"{sp} accuracy {a_last:.1%} at the last epoch ({last}), {a_best:.1%} at the best ({best}); below {thr:.0%}"
+    by_loss = len(ctx.eval(sp, "loss")) and np.isfinite(ctx.eval(sp, "loss").values).any()
+    best_name = "the lowest-loss epoch" if by_loss else "the best epoch"
+    msg = f"{sp} accuracy {a_last:.1%} at the last epoch ({last}), {a_best:.1%} at {best_name} ({best}); below {thr:.0%}"
     if np.isfinite(a_best) and a_best >= thr:
         msg += f" (it reached {a_best:.1%} at epoch {best} and lost it: the final model is what counts)"
     if cm is not None:
