@@ -128,12 +128,23 @@ def check_nonfinite(ctx: Context) -> Finding | None:
 )
 def check_exploding_gradient(ctx: Context) -> Finding | None:
     assert ctx.grad_norm is not None
-    thr = ctx.t.explode_ratio
     s = ctx.grad_norm
     fin = np.isfinite(s.values)
     x, steps = s.values[fin], s.steps[fin]
     if len(x) < 25:
         return _short_blowup(ctx, s, fin)
+    early = _early_blowup(ctx, s, fin)
+    if early is not None and early.severity is Severity.ERROR:
+        return early  # the first updates broke the run: what follows is its aftermath
+    found = _running_explosion(ctx, s, fin, x, steps)
+    return found if found is not None else early
+
+
+def _running_explosion(
+    ctx: Context, s: Any, fin: np.ndarray, x: np.ndarray, steps: np.ndarray
+) -> Finding | None:
+    """Spikes over the running median, or growth of the typical norm over the run, with the loss suffering."""
+    thr = ctx.t.explode_ratio
     ref = running_reference(x)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ref > 0, x / ref, np.nan)
@@ -155,7 +166,7 @@ def check_exploding_gradient(ctx: Context) -> Finding | None:
         onset_i = int(len(x) // 10 * (int(np.argmin(w[: max(1, len(w) // 5)])) + 1))
         kind = "growth"
     if onset_i is None:
-        return _early_blowup(ctx, s, fin)
+        return None
     onset_step = int(steps[onset_i])
     # the loss must suffer: rise after the onset, or break
     loss_rise = float("nan")
