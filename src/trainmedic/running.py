@@ -36,14 +36,15 @@ def output_scale(o: np.ndarray) -> float | None:
         return None
     if float(o.min()) >= 0.0 and float(o.max()) <= 1.0:
         return None  # probabilities
+    # plain ufunc reductions, no BLAS: a BLAS dot of this size wakes its thread pool, whose spinning threads
+    # would take CPU from the user's training on a small machine
     if o.ndim == 1 or o.shape[1] == 1:
-        z = o.reshape(-1).astype(np.float64, copy=False)
-        return float(np.sqrt(np.dot(z, z) / z.size)) / 2.0
+        z = o.reshape(-1).astype(np.float64)
+        return float(np.sqrt(np.square(z, out=z).sum() / z.size)) / 2.0
     n, k = o.shape
     s = o.sum(axis=1, dtype=np.float64)
-    flat = o.reshape(-1).astype(np.float64, copy=False)
-    q = float(np.dot(flat, flat))
-    var = max(q - float(np.dot(s, s)) / k, 0.0) / (n * k)
+    q = float(np.square(o.astype(np.float64)).sum())
+    var = max(q - float(np.square(s, out=s).sum()) / k, 0.0) / (n * k)
     return float(np.sqrt(var))
 
 

@@ -63,3 +63,24 @@ def test_unscaled_validation_split_is_a_mismatch(tmp_path: Path, seed: int, clea
     assert "overfitting" not in {x.code for x in d.findings if x.is_problem}
     fixed = _program(tmp_path / "fixed", seed, scale_val=True, clean_train_pass=clean_train_pass)
     assert not [x for x in fixed.findings if x.is_problem], fixed.findings
+
+
+def test_output_scale_matches_a_naive_computation_without_blas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logits' spread, against the definition; computed with ufunc reductions only: a BLAS dot of a few
+    thousand values wakes OpenBLAS' thread pool, whose spinning threads doubled the recorder's CPU time."""
+    from trainmedic.running import output_scale
+
+    rng = np.random.default_rng(0)
+    o = (rng.normal(size=(1078, 10)) * 3 + 5).astype(np.float32)
+    naive = float(np.sqrt(np.mean(np.var(o.astype(np.float64), axis=1))))
+
+    def no_blas(*a: object, **k: object) -> None:
+        raise AssertionError("output_scale must not call BLAS")
+
+    monkeypatch.setattr(np, "dot", no_blas)
+    monkeypatch.setattr(np, "matmul", no_blas)
+    monkeypatch.setattr(np, "vdot", no_blas)
+    assert output_scale(o) == pytest.approx(naive, rel=1e-6)
+    z = rng.normal(size=500) * 4
+    assert output_scale(z) == pytest.approx(float(np.sqrt(np.mean(z**2))) / 2, rel=1e-9)
+    assert output_scale(rng.uniform(size=(50, 3))) is None  # probabilities have no scale to compare
