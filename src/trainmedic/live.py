@@ -179,12 +179,7 @@ class LiveMonitor:
                     "(not confirmed as an explosion)"
                 ),
                 evidence={
-                    "grad_norm": b.value,
-                    "running_median": b.median,
-                    "ratio": b.ratio,
-                    "threshold_ratio": self.t.explode_ratio,
-                    "first_step": b.first,
-                    "signal": name,
+                    **self._burst_evidence(name, b, b.value),
                     "transient": True,
                     "followed_steps": b.seen,
                     "above_after": b.above,
@@ -194,6 +189,16 @@ class LiveMonitor:
                 source="live",
             )
         )
+
+    def _burst_evidence(self, name: str, b: _Burst, value: float) -> dict[str, object]:
+        return {
+            "grad_norm": value,
+            "running_median": b.median,
+            "ratio": value / b.median,
+            "threshold_ratio": self.t.explode_ratio,
+            "first_step": b.first,
+            "signal": name,
+        }
 
     def _emit_exploding(self, name: str, b: _Burst, step: int, how: str) -> None:
         if "exploding_gradient" in self.fired:
@@ -207,15 +212,7 @@ class LiveMonitor:
                     f"gradient norm rose to {b.peak:.3g}, {b.peak / b.median:.3g}x its running median "
                     f"{b.median:.3g} (threshold {self.t.explode_ratio:g}x), from step {b.first}, {how}"
                 ),
-                evidence={
-                    "grad_norm": b.peak,
-                    "running_median": b.median,
-                    "ratio": b.peak / b.median,
-                    "threshold_ratio": self.t.explode_ratio,
-                    "first_step": b.first,
-                    "confirmed_at": step,
-                    "signal": name,
-                },
+                evidence={**self._burst_evidence(name, b, b.peak), "confirmed_at": step},
                 remedies=[
                     RemedySuggestion.of("gradient_clipping", "caps the update size"),
                     RemedySuggestion.of("lower_learning_rate", "the step size drives the growth"),
