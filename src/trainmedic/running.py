@@ -117,7 +117,7 @@ class RunningMetrics:
                 self._add_checked(t, idx, k)
         else:
             self._add_checked(t, idx, k)
-        if self.batches % SCALE_EVERY == 0 and not (o.ndim == 1 and self._probs):
+        if self.batches % SCALE_EVERY == 0 and not self._probs:
             self._fold_scale(o)
         self.batches += 1
         if loss is not None:
@@ -135,8 +135,9 @@ class RunningMetrics:
         if o.ndim == 1:
             v = of.square().mean() / 4.0
         else:
-            if bool((o.min() >= 0) & (o.max() <= 1)) if o.device.type == "cpu" else False:
-                return  # probabilities on the CPU (checked for free); on accelerators the store decides
+            if o.device.type == "cpu" and bool((o.min() >= 0) & (o.max() <= 1)):
+                return  # probabilities (read for free on the CPU; on accelerators a check would sync, and a
+                # spread of probabilities finds no held-out counterpart: run.evaluate records none for them)
             v = of.var(dim=1, unbiased=False).mean()
         self._scale = self._scale + (float(v) if o.device.type == "cpu" else v)
         self._scale_n += 1

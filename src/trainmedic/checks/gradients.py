@@ -261,7 +261,7 @@ def _early_blowup(ctx: Context, s: Any, fin: np.ndarray) -> Finding | None:
         return None
     x, steps = s.values, s.steps
     blow_step = int(ls[jump_i])
-    near = (steps <= blow_step + 1) & (steps >= 0)
+    near = steps <= blow_step + 1
     late = x[steps >= steps[-1] // 2]
     if not near.any() or not late.size:
         return None

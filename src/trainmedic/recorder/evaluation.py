@@ -83,8 +83,7 @@ def evaluate(
         result = evaluate_detection(targets, outputs, iou_threshold=run.thresholds.iou_match)
     else:
         result = evaluate_classification(targets, outputs, num_classes=num_classes, threshold=threshold)
-    loss_value = _scalar_value("loss", loss) if loss is not None else None
-    extra = {k: _scalar_value(k, v) for k, v in scalars.items()}
+    loss_value, evals = _eval_values(loss, scalars)
     if not run.enabled:
         return result
     epoch, step, train_mode = _begin(run, split, epoch)
@@ -93,9 +92,6 @@ def evaluate(
         w = run._writer
         assert w is not None
         _record_eval_mode(w, split, epoch, step, train_mode)
-        evals = list(extra.items())
-        if loss_value is not None:
-            evals.insert(0, ("loss", loss_value))
         for k, v in result["scalars"].items():
             w.add_eval(split, epoch, step, k, v)
         for k, v in evals:
@@ -138,6 +134,15 @@ def _recorded(
         if loss_value is not None:
             shown["loss"] = loss_value
         run._console.on_evaluate(split, epoch, shown)
+
+
+def _eval_values(loss: Any, scalars: dict[str, Any]) -> tuple[float | None, list[tuple[str, float]]]:
+    """The loss and the user's extra scalars of an evaluation as floats: (loss, rows to store, loss first)."""
+    loss_value = _scalar_value("loss", loss) if loss is not None else None
+    evals = [(k, _scalar_value(k, v)) for k, v in scalars.items()] if scalars else []
+    if loss_value is not None:
+        evals.insert(0, ("loss", loss_value))
+    return loss_value, evals
 
 
 def _after_evaluate(run: Run, split: str, epoch: int, result: Any, loss_value: float | None) -> Any:
@@ -239,8 +244,7 @@ def _record_classification(
     ``classification`` record is compact (the reader derives ``per_class``: ``expand_classification``). The
     dict returned derives its metrics when first read (``EvalResult``)."""
     result = EvalResult(cm)
-    loss_value = _scalar_value("loss", loss) if loss is not None else None
-    extra = {k: _scalar_value(k, v) for k, v in scalars.items()} if scalars else None
+    loss_value, evals = _eval_values(loss, scalars)
     if not run.enabled:
         return result
     epoch, step, train_mode = _begin(run, split, epoch)
@@ -252,15 +256,16 @@ def _record_classification(
             _record_eval_mode(w, split, epoch, step, train_mode)
         else:
             w.add_record_json("eval_mode", _EVAL_MODE_NONE, epoch=epoch, step=step, split=split)
-        evals = list(extra.items()) if extra else []
-        if loss_value is not None:
-            evals.insert(0, ("loss", loss_value))
-        if isinstance(outputs, torch.Tensor) and _scale_epoch(epoch):
-            scale = _outputs_scale(outputs)
-            if scale is not None:
-                evals.append(("output_scale", scale))
+        scale = _outputs_scale(outputs) if isinstance(outputs, torch.Tensor) and _scale_epoch(epoch) else None
         names = [str(c) for c in class_names] if class_names is not None else None
-        w.add_classification(split, epoch, step, cm, evals, class_names=names)
+        w.add_classification(
+            split,
+            epoch,
+            step,
+            cm,
+            evals if scale is None else [*evals, ("output_scale", scale)],
+            class_names=names,
+        )
         _recorded(run, split, epoch, _add_reduce(cm, axis=1).tolist(), result, loss_value)
 
     run._guard("evaluate", record)
