@@ -6,8 +6,8 @@ which reads those steps, comes out the same (``tests/recorder/test_recorder_cade
 
 * :class:`LogCadence` (the default): dense early, spreading geometrically afterwards. Captures every
   ``every`` steps for the first ``per_octave`` captures, then every ``2 x every`` for the next ``per_octave``,
-  then ``4 x every`` …, up to ``every x 1024``. The gradient norm every step for the first 100 steps, then every
-  2, 4, 8 and from step 1,500 on every 16 steps. Capture steps always have a gradient norm. Each octave holds
+  then ``4 x every`` …, up to ``every x 1024``. The gradient norm every step for the first 32 steps, then every
+  2, 4, 8 and from step 480 on every 16 steps. Capture steps always have a gradient norm. Each octave holds
   the same number of captures, so a run of any length has captures spread from its first step to its end: the
   gap between the last capture and the end is at most ~10% of the run (the interval is ~1/20 of the step
   number), and the recorder's share shrinks as the run grows (a capture costs 0.1–0.3 ms on a small CPU model).
@@ -25,8 +25,14 @@ from typing import Any
 
 # steps between two captures that also take the weight and gradient quantiles (a partial sort per layer, the
 # costliest capture statistic): the first capture takes them, then the first capture at least this many steps
-# later. A function of the step sequence alone, so the same seeded run records the same quantile steps.
+# later, or half the step number when that is more (``next_quantile``: ~10 over a 2,000-step run, spread like
+# the captures). A function of the step sequence alone, so the same seeded run records the same quantile steps.
 QUANTILE_GAP = 50
+
+
+def next_quantile(step: int) -> int:
+    """The first step at or after which a capture takes the quantiles again, after it took them at ``step``."""
+    return step + max(QUANTILE_GAP, step // 2)
 
 
 class _Geometric:
@@ -116,7 +122,7 @@ class LogCadence(Cadence):
     kind = "log"
     CAPTURES_PER_OCTAVE = 20
     MAX_CAPTURE_FACTOR = 1024  # capture interval at most every x this
-    GRAD_DENSE = 100  # gradient norms per octave: every step for the first 100 steps, then every 2, 4, …
+    GRAD_DENSE = 32  # gradient norms per octave: every step for the first 32 steps, then every 2, 4, …
     GRAD_MAX_EVERY = 16
     TABLE_STEPS = 1 << 16
 

@@ -167,6 +167,9 @@ class Run:
         self._stepped_since_log = False
         self._epoch_counter: dict[str, int] = defaultdict(int)
         self._split_counts: dict[str, list[int]] = {}  # the class counts last written per split (meta)
+        self._eval_modes: dict[
+            str, list[str]
+        ] = {}  # the modules in training mode at each split's last evaluation
         self.epoch: int | None = None
         self._pending_scalars: list[tuple[str, int, torch.Tensor]] = []
         # accelerators: (signal, step, per-parameter gradient norms) -> the global norm at the flush, so that a
@@ -1024,7 +1027,7 @@ def watch(
 
     * ``name``: the run's name in reports (default: the directory name).
     * ``every``: default None, a schedule of the step number alone, dense early and spreading later — captures
-      every 10 steps for the first 20, then every 20, 40, …; the gradient norm every step for 100 steps, then
+      every 10 steps for the first 20, then every 20, 40, …; the gradient norm every step for 32 steps, then
       every 2, 4, 8, 16 — the same steps on any machine (``trainmedic/cadence.py``). An explicit ``every=N``: a
       capture every N steps and the gradient norm every step.
     * ``total_steps``: when known, the last step is captured too (``close`` captures the last one anyway).

@@ -41,7 +41,11 @@ def test_three_line_example_runs_as_written(tmp_path, monkeypatch) -> None:
     import trainmedic as tm
 
     r = tm.open_run(tmp_path / "runs" / "exp1")
-    assert len(r.scalar("loss")) == 57 and len(r.scalar("grad_norm")) == 57
+    from trainmedic.cadence import LogCadence
+
+    # every step's loss; the gradient norm on the default schedule's steps (every step for 32, then spreading)
+    assert len(r.scalar("loss")) == 57
+    assert r.scalar("grad_norm").steps.tolist() == LogCadence().steps(57)[0]
     assert r.eval_series("val", "accuracy").values[-1] > 0.8
 
 

@@ -228,7 +228,7 @@ def test_deferred_metrics_are_the_same_numbers_returned_stored_and_read(tmp_path
         json.loads(d)
         for (d,) in r.con.execute("SELECT data FROM records WHERE kind='classification'").fetchall()
     ]
-    assert all(set(d) == {"task", "num_classes", "confusion_matrix", "compact"} for d in raw)
+    assert all(set(d) == {"task", "num_classes", "confusion_matrix", "compact", "derived"} for d in raw)
     cms = [np.asarray(d["confusion_matrix"]) for d in raw]
     keys = list(expected[0]["scalars"])
     assert classification_scalars(cms) == [[e["scalars"][k] for k in keys] for e in expected]

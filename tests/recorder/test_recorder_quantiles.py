@@ -1,5 +1,5 @@
 """Weight and gradient quantiles per layer — at the first capture, then at captures at least QUANTILE_GAP steps
-apart — against torch.quantile of the full tensors."""
+apart (or half the step number) — against torch.quantile of the full tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import trainmedic as tm
-from trainmedic.cadence import QUANTILE_GAP
+from trainmedic.cadence import QUANTILE_GAP, next_quantile
 from trainmedic.probes.optimizer import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
 
 
@@ -23,11 +23,12 @@ def test_quantiles_match_the_full_tensors_within_sampling_noise(tmp_path: Path) 
     seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     layers = [m for m in model if isinstance(m, nn.Linear)]
     # captures every 4 steps; the quantiles at 0, then at the first capture >= QUANTILE_GAP steps later, ...
+    assert next_quantile(0) == QUANTILE_GAP and next_quantile(1000) == 1500  # the gap grows with the step
     want, nxt = [], 0
     for step in range(0, 2 * QUANTILE_GAP + 13, 4):
         if step >= nxt:
             want.append(step)
-            nxt = step + QUANTILE_GAP
+            nxt = next_quantile(step)
     for step in range(2 * QUANTILE_GAP + 13):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)

@@ -790,9 +790,21 @@ def _scored_in_train_mode(ctx: Context, ho: str) -> Finding | None:
     recs = [r for r in ctx.r.records("eval_mode", ho) if isinstance(r.get("data"), dict)]
     if not recs:
         return None
-    flags = [int(r["data"].get("train_mode_modules") or 0) > 0 for r in recs]
+    # one record per change of state (older runs: one per evaluation): each evaluation of the split is in
+    # the state of the last record at or before its epoch
+    states: list[dict[str, Any]] = []
+    at = 0
+    for epoch in ctx.r.epochs(ho):
+        while at < len(recs) and (recs[at].get("epoch") is None or int(recs[at]["epoch"]) <= epoch):
+            at += 1
+        if at:
+            states.append(recs[at - 1])
+    if not states:
+        return None
+    flags = [int(r["data"].get("train_mode_modules") or 0) > 0 for r in states]
     if not (flags[-1] and sum(flags) >= max(1, len(flags) // 2)):
         return None
+    recs = states
     names = [str(n) for n in recs[-1]["data"].get("names") or []]
     n = int(recs[-1]["data"].get("train_mode_modules") or 0)
     msg = (

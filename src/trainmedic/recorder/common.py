@@ -182,7 +182,7 @@ def _scalar_value(name: str, v: Any) -> float:
     if isinstance(v, torch.Tensor):
         if v.numel() != 1:
             raise TrainmedicError(f"`{name}` must be a scalar; got a tensor of shape {describe_shape(v)}")
-        return float(v.detach().cpu())
+        return float(v.item())
     try:
         f = float(v)
     except (TypeError, ValueError):

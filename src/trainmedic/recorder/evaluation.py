@@ -91,7 +91,7 @@ def evaluate(
     def record() -> None:
         w = run._writer
         assert w is not None
-        _record_eval_mode(w, split, epoch, step, train_mode)
+        _note_eval_mode(run, split, epoch, step, train_mode)
         for k, v in result["scalars"].items():
             w.add_eval(split, epoch, step, k, v)
         for k, v in evals:
@@ -167,32 +167,28 @@ def _host_confusion_matrix(targets: torch.Tensor, outputs: torch.Tensor, num_cla
     The same matrix as ``fast_confusion_matrix``: the same ``argmax`` (first maximum; with two classes
     ``o[:, 1] > o[:, 0]``, which picks the same class) and the same ``bincount`` of ``target * C + prediction``.
     """
-    if (
-        outputs.ndim != 2
-        or targets.ndim != 1
-        or outputs.dtype not in _FLOAT_DTYPES
-        or targets.dtype not in _INDEX_DTYPES
-        or outputs.device.type != "cpu"
-        or targets.device.type != "cpu"
-    ):
+    if not (outputs.is_cpu and targets.is_cpu) or outputs.ndim != 2 or targets.ndim != 1:
+        return None
+    if outputs.dtype not in _FLOAT_DTYPES or targets.dtype not in _INDEX_DTYPES:
         return None
     n, k = outputs.shape
     if n == 0 or k < 2 or targets.shape[0] != n or (num_classes is not None and num_classes != k):
         return None
-    try:
-        o = outputs.detach().numpy()
-        t = targets.detach().numpy()
+    try:  # (integer targets never require grad; scored outputs rarely do)
+        o = outputs.detach().numpy() if outputs.requires_grad else outputs.numpy()
+        t = targets.numpy()
     except (RuntimeError, TypeError):  # e.g. a tensor with its negative bit set
         return None
     # one reduction: a finite sum means finite values (an overflowing sum takes the full look)
     if not math.isfinite(_add_reduce(o, axis=None)) and not np.isfinite(o).all():
         return _NONFINITE
+    codes = np.multiply(t, k, dtype=np.int64)  # target * C + prediction, in one buffer
     if k == 2:
-        pred = np.greater(o[:, 1], o[:, 0])
+        codes += o[:, 1] > o[:, 0]
     else:
-        pred = o.argmax(axis=1)
+        codes += o.argmax(axis=1)
     try:
-        counts = np.bincount(t.astype(np.int64, copy=False) * k + pred, minlength=k * k)
+        counts = np.bincount(codes, minlength=k * k)
     except ValueError:  # a negative target
         return None
     if counts.size != k * k:  # a target >= k
@@ -205,8 +201,8 @@ _add_reduce = np.add.reduce
 
 def _scale_epoch(epoch: int) -> bool:
     """Epochs whose evaluations record ``output_scale`` (the same for every split, so they compare epoch by
-    epoch): the first three, then every fourth."""
-    return epoch < 3 or epoch % 4 == 0
+    epoch): the first four, the powers of two and every 32nd — a dozen in a 300-epoch run."""
+    return epoch < 4 or epoch & (epoch - 1) == 0 or epoch % 32 == 0
 
 
 def _outputs_scale(outputs: torch.Tensor) -> float | None:
@@ -227,6 +223,21 @@ def _outputs_scale(outputs: torch.Tensor) -> float | None:
 
 # the eval_mode record of an evaluation with every dropout / batch-norm module in eval mode (the common case)
 _EVAL_MODE_NONE = json.dumps({"train_mode_modules": 0, "names": []})
+
+
+def _note_eval_mode(run: Run, split: str, epoch: int, step: int, train_mode: list[str]) -> None:
+    """The ``eval_mode`` record of a split, written when it changes: at the split's first evaluation and
+    whenever the dropout / batch-norm modules left in training mode differ from its previous evaluation's.
+    Each evaluation's state is the last record at or before its epoch (``checks/fit.py``)."""
+    if run._eval_modes.get(split) == train_mode:
+        return
+    run._eval_modes[split] = train_mode
+    w = run._writer
+    assert w is not None
+    if train_mode:
+        _record_eval_mode(w, split, epoch, step, train_mode)
+    else:
+        w.add_record_json("eval_mode", _EVAL_MODE_NONE, epoch=epoch, step=step, split=split)
 
 
 def _record_classification(
@@ -252,10 +263,7 @@ def _record_classification(
     def record() -> None:
         w = run._writer
         assert w is not None
-        if train_mode:
-            _record_eval_mode(w, split, epoch, step, train_mode)
-        else:
-            w.add_record_json("eval_mode", _EVAL_MODE_NONE, epoch=epoch, step=step, split=split)
+        _note_eval_mode(run, split, epoch, step, train_mode)
         scale = _outputs_scale(outputs) if isinstance(outputs, torch.Tensor) and _scale_epoch(epoch) else None
         names = [str(c) for c in class_names] if class_names is not None else None
         w.add_classification(
@@ -390,7 +398,7 @@ def evaluate_nonfinite(run: Run, split: str, outputs: torch.Tensor, epoch: int |
     def record() -> None:
         w = run._writer
         assert w is not None
-        _record_eval_mode(w, split, epoch, step, train_mode)
+        _note_eval_mode(run, split, epoch, step, train_mode)
         w.add_eval(split, epoch, step, "nonfinite_outputs", share)
         w.add_event(
             "nonfinite_outputs",

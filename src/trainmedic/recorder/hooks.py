@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..cadence import QUANTILE_GAP
+from ..cadence import next_quantile
 from ..live import TrainingProblemError
 from ..probes.optimizer import OptimizerProbe
 from .common import HP_REFRESH, _autocast_dtype
@@ -211,8 +211,8 @@ def make_post_hook(run: Run, probe: OptimizerProbe, primary: bool) -> Callable[.
                         run._pending_rows.append((pi, step, row))
                     if (
                         step >= probe.next_quantile
-                    ):  # quantiles: the first capture, then >= QUANTILE_GAP apart
-                        probe.next_quantile = step + QUANTILE_GAP
+                    ):  # quantiles: the first capture, then spreading (cadence.next_quantile)
+                        probe.next_quantile = next_quantile(step)
                         quant = probe.param_quantiles(run._host_check)
                         if quant is not None:
                             run._pending_quantiles.append((step, quant))

@@ -27,6 +27,7 @@ def expand_classification(data: Any) -> Any:
     samples or predictions — the same numbers the record held when they were stored (``metrics_dict``)."""
     if not isinstance(data, dict) or not data.pop("compact", False) or "confusion_matrix" not in data:
         return data
+    data.pop("derived", None)
     from ..metrics.classification import metrics_dict
 
     full = metrics_dict(np.asarray(data["confusion_matrix"], dtype=np.int64))
@@ -227,38 +228,82 @@ class RunReader:
             )
         return LayerSeries(stat, layers, steps, flat.reshape(len(steps), len(layers)))
 
-    # ---- evaluations -----------------------------------------------------------------------------
+    # ---- evaluations ----------------------------------------------------------------------------
+    @cached_property
+    def _evals(self) -> dict[str, dict[str, list[tuple[int, int | None, float]]]]:
+        """Every evaluation value, split → name → ``[(epoch, step, value)]`` in epoch order (stable: in the
+        order written within an epoch), read once.
+
+        Two sources: the ``evals`` table (losses, the user's scalars, detection metrics; every metric of runs
+        written before derived records), and the metrics of the compact ``classification`` records marked
+        ``"derived": true`` — ``run.evaluate`` stores the confusion matrix alone and the scalars
+        (``CLASSIFICATION_SCALARS``) are derived here, all records at once (``classification_scalars``: the
+        same numbers, bit for bit, as ``metrics_dict``).
+        """
+        from .writer import CLASSIFICATION_SCALARS, classification_scalars
+
+        rows: list[tuple[int, int, int, str, int | None, str, float]] = []  # (epoch, source, id, split, …)
+        for rid, epoch, step, split, name, value in self._rows(
+            "SELECT id, epoch, step, split, name, value FROM evals ORDER BY id"
+        ):
+            rows.append((int(epoch), 0, rid, str(split), step, str(name), np.nan if value is None else value))
+        derived = [
+            (rid, epoch, step, split, data)
+            for rid, epoch, step, split, data in self._rows(
+                "SELECT id, epoch, step, split, data FROM records WHERE kind='classification' ORDER BY id"
+            )
+            if '"derived": true' in data
+        ]
+        cms: list[np.ndarray] = []
+        for rid, _, _, _, data in derived:
+            value = self._json(data, "a 'classification' record")
+            try:
+                cm = np.asarray(value["confusion_matrix"], dtype=np.int64)
+                if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+                    raise ValueError(f"shape {cm.shape}")
+            except (KeyError, TypeError, ValueError) as e:
+                raise RunDirError(
+                    f"{str(self.db)!r} holds a corrupted run database: classification record {rid} has no "
+                    f"square confusion matrix ({e})"
+                ) from None
+            cms.append(cm)
+        for (rid, epoch, step, split, _), vals in zip(derived, classification_scalars(cms), strict=True):
+            for name, v in zip(CLASSIFICATION_SCALARS, vals):
+                rows.append((int(epoch), 1, rid, str(split), step, name, v))
+        rows.sort(key=lambda r: r[:3])
+        out: dict[str, dict[str, list[tuple[int, int | None, float]]]] = {}
+        for epoch, _, _, split, step, name, value in rows:
+            out.setdefault(split, {}).setdefault(name, []).append((epoch, step, float(value)))
+        return out
+
     @cached_property
     def splits(self) -> list[str]:
-        return [str(r[0]) for r in self._rows("SELECT split FROM evals GROUP BY split ORDER BY min(id)")]
+        """The evaluated splits in the order of their first evaluation."""
+        return list(self._evals)
 
     def eval_names(self, split: str | None = None) -> list[str]:
         if split is None:
-            q = self._rows("SELECT DISTINCT name FROM evals ORDER BY name")
-        else:
-            q = self._rows("SELECT DISTINCT name FROM evals WHERE split=? ORDER BY name", (split,))
-        return [str(r[0]) for r in q]
+            return sorted({n for names in self._evals.values() for n in names})
+        return sorted(self._evals.get(split, {}))
 
     def eval_series(self, split: str, name: str) -> Series:
         """``name`` (e.g. ``"accuracy"``, ``"loss"``) of ``split`` per epoch: ``steps`` holds the epochs."""
-        rows = self._rows(
-            "SELECT epoch, value FROM evals WHERE split=? AND name=? ORDER BY epoch, id", (split, name)
-        )
+        rows = self._evals.get(split, {}).get(name, [])
         return Series(
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64),
+            np.array([r[0] for r in rows], dtype=np.int64), np.array([r[2] for r in rows], dtype=np.float64)
         )
 
     def eval_steps(self, split: str) -> dict[int, int]:
         """Epoch → global step at which ``split`` was evaluated."""
-        rows = self._rows("SELECT epoch, max(step) FROM evals WHERE split=? GROUP BY epoch", (split,))
-        return {int(e): int(s) for e, s in rows if s is not None}
+        out: dict[int, int] = {}
+        for rows in self._evals.get(split, {}).values():
+            for epoch, step, _ in rows:
+                if step is not None and (epoch not in out or step > out[epoch]):
+                    out[epoch] = int(step)
+        return dict(sorted(out.items()))
 
     def epochs(self, split: str) -> list[int]:
-        return [
-            r[0]
-            for r in self._rows("SELECT DISTINCT epoch FROM evals WHERE split=? ORDER BY epoch", (split,))
-        ]
+        return sorted({r[0] for rows in self._evals.get(split, {}).values() for r in rows})
 
     # ---- records and events ----------------------------------------------------------------------
     def records(self, kind: str, split: str | None = None) -> list[dict[str, Any]]:
@@ -318,7 +363,7 @@ class RunReader:
         """True when the run stored anything to judge: a per-step value, a per-layer row or an evaluation."""
         rows = self._rows(
             "SELECT EXISTS(SELECT 1 FROM scalar_chunks) OR EXISTS(SELECT 1 FROM layer_chunks)"
-            " OR EXISTS(SELECT 1 FROM evals)"
+            " OR EXISTS(SELECT 1 FROM evals) OR EXISTS(SELECT 1 FROM records WHERE kind='classification')"
         )
         return bool(rows[0][0])
 
