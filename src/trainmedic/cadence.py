@@ -25,9 +25,9 @@ from typing import Any
 
 # steps between two captures that also take the weight and gradient quantiles (a partial sort per layer, the
 # costliest capture statistic): the first capture takes them, then the first capture at least this many steps
-# later, or half the step number when that is more (``next_quantile``: ~10 over a 2,000-step run, spread like
+# later, or half the step number when that is more (``next_quantile``: 8 over a 2,000-step run, spread like
 # the captures). A function of the step sequence alone, so the same seeded run records the same quantile steps.
-QUANTILE_GAP = 50
+QUANTILE_GAP = 100
 
 
 def next_quantile(step: int) -> int:

@@ -115,6 +115,7 @@ class NullWriter(RunWriter):
         self._rows_records = []
         self._rows_events = []
         self._meta = {}
+        self._split_counts = {}
         self._known_layer_sets = {}
         self._pending_layer_sets = {}
         self.max_buffered = 0

@@ -166,7 +166,6 @@ class Run:
         self._skips_at_first_step = 0  # steps a GradScaler skipped (inf/NaN gradients) before the first one
         self._stepped_since_log = False
         self._epoch_counter: dict[str, int] = defaultdict(int)
-        self._split_counts: dict[str, list[int]] = {}  # the class counts last written per split (meta)
         self._eval_modes: dict[
             str, list[str]
         ] = {}  # the modules in training mode at each split's last evaluation

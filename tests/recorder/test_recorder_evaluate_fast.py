@@ -232,3 +232,63 @@ def test_deferred_metrics_are_the_same_numbers_returned_stored_and_read(tmp_path
     cms = [np.asarray(d["confusion_matrix"]) for d in raw]
     keys = list(expected[0]["scalars"])
     assert classification_scalars(cms) == [[e["scalars"][k] for k in keys] for e in expected]
+
+
+def test_an_evaluation_writes_one_record_and_its_loss(tmp_path: Path) -> None:
+    """A classification evaluation stores its confusion matrix (one compact record) and the loss (one row);
+    the eleven metrics are derived by the reader, and the eval_mode record is written when it changes (the
+    output scale at the first four epochs, the powers of two and every 32nd)."""
+    torch.manual_seed(0)
+    X, y = digits(384)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    run = tm.watch(model, None, run_dir=tmp_path / "r", quiet=True)
+    for _ in range(5):
+        with torch.no_grad():
+            out = model(X[256:])
+            run.evaluate("val", y[256:], out, loss=nn.functional.cross_entropy(out, y[256:]))
+    run.close()
+    r = tm.open_run(tmp_path / "r")
+    rows = dict(r.con.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
+    assert rows["classification"] == 5 and rows["eval_mode"] == 1
+    per_epoch = r.con.execute("SELECT epoch, group_concat(name) FROM evals GROUP BY epoch").fetchall()
+    assert per_epoch == [(e, "loss,output_scale" if e < 5 else "loss") for e in range(5)]
+    assert r.splits == ["val"] and r.epochs("val") == [0, 1, 2, 3, 4]
+    assert {"accuracy", "f1_macro", "num_samples", "loss"} <= set(r.eval_names("val"))
+    assert r.eval_series("val", "num_samples").values.tolist() == [128.0] * 5
+    assert r.eval_steps("val") == {e: 0 for e in range(5)}
+    assert r.has_evidence()
+
+
+def test_runs_with_stored_metric_rows_read_the_same(tmp_path: Path) -> None:
+    """A run written with every metric as an evals row and records without "derived" (the earlier format,
+    and importers) reads the same: no metric twice, the splits in the order of their first evaluation."""
+    from trainmedic.store.writer import RunWriter, compact_classification_json
+
+    cms = [np.array([[5, 1], [2, 7]]), np.array([[6, 0], [1, 8]])]
+    w = RunWriter(tmp_path / "old")
+    for epoch, cm in enumerate(cms):
+        for split in ("train", "val"):
+            for k, v in metrics_dict(cm)["scalars"].items():
+                w.add_eval(split, epoch, 10 * epoch, k, v)
+            w.add_eval(split, epoch, 10 * epoch, "loss", 1.0 / (epoch + 1))
+            w.add_record_json("classification", compact_classification_json(cm), epoch, 10 * epoch, split)
+    w.close()
+    new = tm.watch(None, run_dir=tmp_path / "new", quiet=True)
+    for epoch, cm in enumerate(cms):
+        t = torch.tensor([i for i in range(2) for j in range(2) for _ in range(cm[i, j])])
+        o = torch.tensor(
+            [[0.0, 1.0] if j else [1.0, 0.0] for i in range(2) for j in range(2) for _ in range(cm[i, j])]
+        )
+        for split in ("train", "val"):
+            new.evaluate(split, t, o, loss=1.0 / (epoch + 1), epoch=epoch)
+    new.close()
+    old_r, new_r = tm.open_run(tmp_path / "old"), tm.open_run(tmp_path / "new")
+    assert old_r.splits == new_r.splits == ["train", "val"]
+    assert old_r.eval_names("val") == new_r.eval_names("val")
+    for name in old_r.eval_names("val"):
+        a, b = old_r.eval_series("val", name), new_r.eval_series("val", name)
+        assert a.steps.tolist() == b.steps.tolist() == [0, 1], name
+        assert a.values.tolist() == b.values.tolist(), name
+    assert [x["data"] for x in old_r.records("classification", "val")] == [
+        x["data"] for x in new_r.records("classification", "val")
+    ]

@@ -26,7 +26,6 @@ from .quantiles import QUANTILE_SAMPLE, QUANTILE_STATS, QUANTILES
 __all__ = ["QUANTILES", "QUANTILE_SAMPLE", "QUANTILE_STATS", "OptimizerProbe"]
 
 HP_KEYS = ("lr", "momentum", "weight_decay", "beta1", "beta2")
-HOST_GRAD_NUMEL = 10_000  # largest gradient (elements) whose per-step norm is read through NumPy on the CPU
 _HOST_DTYPES = (torch.float32, torch.float64)
 
 
@@ -109,7 +108,7 @@ class OptimizerProbe:
         self._layer_id_list = [index.param_layer[id(p)] for p in params]  # host copy: plans read it, no sync
         self.layer_ids = torch.tensor(self._layer_id_list, dtype=torch.long, device=dev)
         self._before: list[torch.Tensor] | None = None
-        self._grad_cache: tuple[list[int] | None, list[torch.Tensor] | None] | None = None
+        self._grad_cache: tuple[list[int] | None, list[torch.Tensor]] | None = None
         # host path (CPU float32/64 parameters): NumPy views of the weights, made once, and snapshot buffers
         self._host: list[np.ndarray] | None = None
         self._host_ptrs: list[int] = []
@@ -121,9 +120,6 @@ class OptimizerProbe:
         # collective) and the ranks' partial sums are combined at a sync (trainmedic/distributed.py)
         self.sharded = any(is_sharded(p) for p in params)
         self._host_ok = _host_readable(params) and not self.sharded
-        # the per-step gradient norm through NumPy (grad_param_norms(host=True)): small tensors only, where a
-        # torch kernel launch costs more than the arithmetic (and OpenBLAS's dot stays on one thread)
-        self._host_grads = self._host_ok and all(p.numel() <= HOST_GRAD_NUMEL for p in params)
         self.steps = 0  # completed steps of this optimizer
         self.next_quantile = 0  # the first capture step at or after this also takes the quantiles
         # steps before these take the recorder's short path in the pre-/post-step hook (no statistics due)
@@ -144,16 +140,14 @@ class OptimizerProbe:
         self._qlids = np.empty(0, dtype=np.intp)
 
     # ---- per step --------------------------------------------------------------------------------
-    def grad_param_norms(
-        self, host: bool = False
-    ) -> tuple[list[int] | None, list[torch.Tensor] | None] | None:
+    def grad_param_norms(self, host: bool = False) -> tuple[list[int] | None, list[torch.Tensor]] | None:
         """Indices of params that have a gradient (None: all of them) and their 0-d gradient norms (device).
 
-        One ``torch._foreach_norm``: on the CPU each tensor still costs one kernel launch (~4 µs), the floor of
-        the per-step overhead on small models. ``host`` (CPU runs): small float32/64 CPU gradients (every tensor
-        at most ``HOST_GRAD_NUMEL`` elements) are read through NumPy instead — one ``dot`` per gradient, a
-        fraction of a kernel launch — and their norms kept as floats for :meth:`global_norm_host_cached` and a
-        capture; the tensors returned are then None.
+        One ``torch._foreach_norm``. On the CPU each tensor still costs one kernel launch (~4 µs hot), the
+        floor of the per-step overhead on small models; reading small gradients through NumPy instead (one
+        ``dot`` each) is cheaper in a tight loop but measured 5–15% dearer inside real training steps, where
+        the gradients and the code are no longer in cache (``benchmarks/end_to_end.py``). ``host`` is kept
+        for the callers' symmetry with the other statistics.
         """
         grads = [p.grad for p in self.params]
         if self.sharded:
@@ -166,18 +160,6 @@ class OptimizerProbe:
                 self._grad_vals = None
                 return None
             grads = [grads[i] for i in idx]
-        if host and self._host_grads and self._host_ok:
-            try:
-                dot = np.dot
-                # an exploding gradient overflows the float32 dot to inf (the right answer): no warning for it
-                with np.errstate(over="ignore", invalid="ignore"):
-                    vals = [math.sqrt(dot(v, v)) for v in [g.numpy().reshape(-1) for g in grads]]  # type: ignore[union-attr]
-            except (RuntimeError, TypeError, ValueError):  # a sparse gradient, one that requires grad …
-                pass
-            else:
-                self._grad_cache = (idx, None)
-                self._grad_vals = vals
-                return idx, None
         norms = list(torch._foreach_norm(grads))  # type: ignore[arg-type]
         self._grad_cache = (idx, norms)
         self._grad_vals = None
@@ -191,17 +173,8 @@ class OptimizerProbe:
             return None
         vals = self._grad_vals
         if vals is None:
-            vals = self._grad_vals = [n.item() for n in cache[1]]  # type: ignore[union-attr]
+            vals = self._grad_vals = [n.item() for n in cache[1]]
         return math.hypot(*vals)
-
-    def _cached_grad_norms(
-        self, cache: tuple[list[int] | None, list[torch.Tensor] | None]
-    ) -> list[torch.Tensor]:
-        """The 0-d norm tensors of a gradient cache (made from the host floats when the NumPy path read them)."""
-        if cache[1] is not None:
-            return cache[1]
-        vals = self._grad_vals or []
-        return list(torch.tensor(vals, dtype=torch.float32, device=self.layer_ids.device).unbind())
 
     def hyperparameter_names(self) -> list[str]:
         """Signal names of :meth:`hyperparameter_values`, e.g. ``lr`` or ``lr/1`` with several groups."""
@@ -323,7 +296,7 @@ class OptimizerProbe:
             out[0] = 0.0
         else:
             idx, norms = cache
-            g = vals if vals is not None else [n.item() for n in self._cached_grad_norms(cache)]
+            g = vals if vals is not None else [n.item() for n in norms]
             if idx is None:
                 out[0] = g
             else:
@@ -366,7 +339,7 @@ class OptimizerProbe:
         before, self._before = self._before, None
         n = len(weights)
         cache, self._grad_cache = self._grad_cache, None
-        gnorms = self._cached_grad_norms(cache) if cache is not None else []
+        gnorms = cache[1] if cache is not None else []
         self._grad_vals = None
         if before is not None and cache is not None and cache[0] is None:
             # the common case: one fused norm over weights and updates, one stack of all 3n norms

@@ -121,9 +121,8 @@ def _recorded(
     """The bookkeeping after an evaluation's rows are added: split sizes, progress meta, the console line."""
     w = run._writer
     assert w is not None
-    if counts is not None and run._split_counts.get(split) != counts:  # written when it changes
-        run._split_counts[split] = counts
-        w.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
+    if counts is not None:  # (the fast path's are written at the flush, from the buffered matrices)
+        w.note_split_counts(split, counts)
     meta = w._meta
     meta["steps"] = str(run.step)  # ints: their JSON is str()
     meta["epochs"] = str(run.epoch + 1 if run.epoch is not None else 0)
@@ -274,7 +273,7 @@ def _record_classification(
             evals if scale is None else [*evals, ("output_scale", scale)],
             class_names=names,
         )
-        _recorded(run, split, epoch, _add_reduce(cm, axis=1).tolist(), result, loss_value)
+        _recorded(run, split, epoch, None, result, loss_value)
 
     run._guard("evaluate", record)
     return _after_evaluate(run, split, epoch, result, loss_value)

@@ -197,6 +197,7 @@ class RunWriter:
         self._rows_records: list[tuple[Any, ...]] = []
         self._rows_events: list[tuple[Any, ...]] = []
         self._meta: dict[str, str] = {}
+        self._split_counts: dict[str, list[int]] = {}  # the class counts last written per split (meta)
         self._known_layer_sets: dict[str, list[str]] = {
             stat: json.loads(layers)
             for stat, layers in self.con.execute("SELECT stat, layers FROM layer_sets")
@@ -282,12 +283,19 @@ class RunWriter:
         ``evals`` rows, the reader derives them from the matrix (``RunReader._evals``)."""
         self._rows_cls.append((split, epoch, step, cm, evals, class_names))
 
+    def note_split_counts(self, split: str, counts: list[int]) -> None:
+        """A split's class counts (samples per true class) as ``meta["split/<split>"]``, written when they change."""
+        if self._split_counts.get(split) != counts:
+            self._split_counts[split] = counts
+            self.set_meta(**{f"split/{split}": {"samples": int(sum(counts)), "class_counts": list(counts)}})
+
     def _drain_classification(self) -> None:
         rows, self._rows_cls = self._rows_cls, []
         if not rows:
             return
         ev, rec = self._rows_evals, self._rows_records
         for split, epoch, step, cm, evals, class_names in rows:
+            self.note_split_counts(split, np.add.reduce(cm, axis=1).tolist())
             if evals:
                 ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
             rec.append(
