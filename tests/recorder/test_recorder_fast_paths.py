@@ -99,12 +99,12 @@ def test_gradient_norms_on_the_host_match_torch() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 100), nn.ReLU(), nn.Linear(100, 3))
     probe = _grads(model)
-    res = probe.grad_param_norms(True)
+    res = probe.grad_param_norms()
     assert res is not None and res[0] is None and len(res[1]) == 4
     expected = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert probe.global_norm_host_cached() == pytest.approx(float(expected), rel=1e-6)
     model[2].bias.grad = None  # a parameter without a gradient
-    res = probe.grad_param_norms(True)
+    res = probe.grad_param_norms()
     assert res is not None and res[0] == [0, 1, 2]
     probe.snapshot_weights(True)
     row = probe.param_stats(True)

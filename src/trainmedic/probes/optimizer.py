@@ -140,14 +140,13 @@ class OptimizerProbe:
         self._qlids = np.empty(0, dtype=np.intp)
 
     # ---- per step --------------------------------------------------------------------------------
-    def grad_param_norms(self, host: bool = False) -> tuple[list[int] | None, list[torch.Tensor]] | None:
+    def grad_param_norms(self) -> tuple[list[int] | None, list[torch.Tensor]] | None:
         """Indices of params that have a gradient (None: all of them) and their 0-d gradient norms (device).
 
         One ``torch._foreach_norm``. On the CPU each tensor still costs one kernel launch (~4 µs hot), the
         floor of the per-step overhead on small models; reading small gradients through NumPy instead (one
         ``dot`` each) is cheaper in a tight loop but measured 5–15% dearer inside real training steps, where
-        the gradients and the code are no longer in cache (``benchmarks/end_to_end.py``). ``host`` is kept
-        for the callers' symmetry with the other statistics.
+        the gradients and the code are no longer in cache (BENCHMARKS.md, "Recording overhead").
         """
         grads = [p.grad for p in self.params]
         if self.sharded:

@@ -71,17 +71,15 @@ def make_pre_hook(run: Run, probe: OptimizerProbe, primary: bool) -> Callable[..
             try:
                 capture = cadence.capture(step)
                 if capture or (cadence.grad(step) and not run._skips_grad(step)):
-                    host = run._host_check
-                    res = probe.grad_param_norms(host)
+                    res = probe.grad_param_norms()
                     if res is not None:
                         if dsync is not None:
-                            dsync.add_norms(pi, probe.grad_signal, step, res)  # type: ignore[arg-type]
-                        elif host:
+                            dsync.add_norms(pi, probe.grad_signal, step, res)
+                        elif run._host_check:
                             gn = probe.global_norm_host_cached()
                             if gn is not None:
                                 run._add_host_scalar(probe.grad_signal, step, gn)
                         else:  # the per-parameter norms stay on the device; combined at the flush
-                            assert res[1] is not None
                             run._pending_norms.append((probe.grad_signal, step, res[1]))
                     if t0:
                         assert meter is not None
