@@ -39,7 +39,15 @@ from .probes.layers import LayerIndex, is_compiled, unwrap
 from .probes.optimizer import OptimizerProbe
 from .probes.summary import model_summary
 from .recorder import evaluation, flushing, hooks, sync
-from .recorder.common import LAYER_NORM_STATS, MAX_PROBE_FAILURES, _boundary, _dist_rank, _name_all, _version
+from .recorder.common import (
+    LAYER_NORM_STATS,
+    MAX_PROBE_FAILURES,
+    _boundary,
+    _dist_rank,
+    _inline_boundary,
+    _name_all,
+    _version,
+)
 from .recorder.meter import _OverheadMeter
 from .running import RunningMetrics
 from .settings import Thresholds, load_thresholds
@@ -57,6 +65,11 @@ def default_run_dir(name: str | None = None) -> Path:
         n += 1
         p = Path(f"{base}-{n}")
     return p
+
+
+def _failed_evaluation(run: Any) -> dict[str, Any]:
+    """What ``Run.evaluate`` returns when trainmedic failed inside it (the failure is recorded, warned once)."""
+    return {"task": None, "scalars": {}, "failed": True}
 
 
 class Run:
@@ -318,14 +331,10 @@ class Run:
             probe.steps = self._step  # resumed runs continue their step count
             self._probes.append(probe)
             primary = len(self._probes) == 1
-            self._handles.append(
-                opt.register_step_pre_hook(self._fence("optimizer hook", self._make_pre_hook(probe, primary)))
-            )
-            self._handles.append(
-                opt.register_step_post_hook(
-                    self._fence("optimizer hook", self._make_post_hook(probe, primary))
-                )
-            )
+            # (the two step hooks hold their own fail-open boundary, as _fence does: one Python call less
+            # per hook and step)
+            self._handles.append(opt.register_step_pre_hook(self._make_pre_hook(probe, primary)))
+            self._handles.append(opt.register_step_post_hook(self._make_post_hook(probe, primary)))
         if self._dist is not None:
             self._guard("distributed", self._setup_sync)
         if self._meter is not None:
@@ -381,11 +390,12 @@ class Run:
 
     def _fence(self, probe: str, hook: Callable[..., Any]) -> Callable[..., Any]:
         """A hook behind the fail-open boundary. Every call from the user's code into trainmedic passes through
-        one: the hooks (optimizer pre/post step, forward pre-hooks, activation hooks) through this, the public
-        methods (``watch``, ``log``, ``evaluate``, ``end_epoch``, ``record``, ``event``, ``flush``, ``close``)
-        through :func:`_boundary`. A failure inside is recorded as an ``internal_error`` event, warned about
-        once, and the hook returns None (the optimizer or module then does exactly what it does unwatched);
-        only a requested stop (``TrainingProblemError``: ``raise_on``, ``abort``) passes."""
+        one: the forward pre-hooks and activation hooks through this, the optimizer step hooks through the same
+        ``try`` written inline (``recorder/hooks.py``: one Python call less per step), the public methods
+        (``watch``, ``log``, ``evaluate``, ``end_epoch``, ``record``, ``event``, ``flush``, ``close``) through
+        :func:`_boundary` or inline in their fast paths. A failure inside is recorded as an ``internal_error``
+        event, warned about once, and the hook returns None (the optimizer or module then does exactly what it
+        does unwatched); only a requested stop (``TrainingProblemError``: ``raise_on``, ``abort``) passes."""
 
         @functools.wraps(hook)
         def fenced(*args: Any, **kwargs: Any) -> Any:
@@ -597,25 +607,36 @@ class Run:
         """Optimizer steps completed so far (or ``log`` calls when no optimizer is watched)."""
         return self._step if self._probes else self._log_count
 
-    @_boundary("log")
+    @_inline_boundary
     def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record per-step scalars: ``run.log(loss=loss, acc=acc)``. Tensors stay on the device until a flush."""
         # the per-step path: every line here runs once per training step with cold caches, so it is kept short
-        sinks = self._log_sinks
-        if sinks and step is None and len(scalars) == 1:
-            # the common call, run.log(loss=loss) on the CPU between quiet steps: append to the writer's buffer
-            for k, v in scalars.items():
-                sink = sinks.get(k)
-                if sink is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
-                    x = float(v.item())
-                    # finite values only: NaN and Inf take the full path, where the live check sees them
-                    if x - x == 0.0:
-                        s = self._step
-                        sink[0].append(s - 1 if (self._log_after_step and s > 0) else s)
-                        sink[1].append(x)
-                        self._log_count += 1
-                        self._stepped_since_log = False
-                        return
+        # (its fail-open boundary is inline: one Python call less than _boundary's wrapper)
+        try:
+            sinks = self._log_sinks
+            if sinks and step is None and len(scalars) == 1:
+                # the common call, run.log(loss=loss) on the CPU between quiet steps: append to the writer's buffer
+                for k, v in scalars.items():
+                    sink = sinks.get(k)
+                    if sink is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
+                        x = float(v.item())
+                        # finite values only: NaN and Inf take the full path, where the live check sees them
+                        if x - x == 0.0:
+                            s = self._step
+                            sink[0].append(s - 1 if (self._log_after_step and s > 0) else s)
+                            sink[1].append(x)
+                            self._log_count += 1
+                            self._stepped_since_log = False
+                            return
+            self._log(step, **scalars)
+        except (TrainingProblemError, TrainmedicError):
+            raise
+        except Exception as e:  # never break the user's training
+            self._internal_error("log", e)
+
+    @_boundary("log")
+    def _log(self, step: int | None = None, **scalars: Any) -> None:
+        """:meth:`log` beyond its short path."""
         if "outputs" in scalars or "targets" in scalars:
             rest = dict(scalars)
             self._fold_batch(rest.pop("outputs", None), rest.pop("targets", None), rest.get("loss"))
@@ -700,7 +721,7 @@ class Run:
         if self._pending_problem is not None:
             self._raise_pending()
 
-    @_boundary("evaluate", default=lambda run: {"task": None, "scalars": {}, "failed": True})
+    @_inline_boundary
     def evaluate(
         self,
         split: str,
@@ -721,6 +742,43 @@ class Run:
         Under ``torch.distributed`` call it on every rank: the shards are gathered before scoring.
         Returns the metrics (``result["scalars"]["accuracy"]`` …).
         """
+        try:
+            if not scalars and epoch is None and num_classes is None and class_names is None:
+                # the common call: one function (evaluation.evaluate_fast); its boundary is this try
+                result = evaluation.evaluate_fast(self, split, targets, outputs, loss)
+                if result is not None:
+                    return result
+            return self._evaluate(
+                split,
+                targets,
+                outputs,
+                loss,
+                epoch=epoch,
+                num_classes=num_classes,
+                class_names=class_names,
+                threshold=threshold,
+                **scalars,
+            )
+        except (TrainingProblemError, TrainmedicError):
+            raise
+        except Exception as e:  # never break the user's training
+            self._internal_error("evaluate", e)
+            return _failed_evaluation(self)
+
+    @_boundary("evaluate", default=lambda run: _failed_evaluation(run))
+    def _evaluate(
+        self,
+        split: str,
+        targets: Any,
+        outputs: Any,
+        loss: Any = None,
+        *,
+        epoch: int | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        threshold: float = 0.5,
+        **scalars: Any,
+    ) -> dict[str, Any]:
         return evaluation.evaluate(
             self,
             split,

@@ -62,8 +62,10 @@ def internal_functions() -> list[types.FunctionType]:
 
     def add(f: Any) -> None:
         while isinstance(f, types.FunctionType):
-            # a functools.wraps wrapper is the boundary itself (watch._boundary): the function under it is tested
-            if f.__qualname__ not in NOT_ENTRY and f not in out and not hasattr(f, "__wrapped__"):
+            # a functools.wraps wrapper is the boundary itself (watch._boundary): the function under it is
+            # tested; so is a method whose boundary is inline (common._inline_boundary): what it calls is tested
+            boundary = hasattr(f, "__wrapped__") or getattr(f, "__fail_open__", False)
+            if f.__qualname__ not in NOT_ENTRY and f not in out and not boundary:
                 out.append(f)
             f = getattr(f, "__wrapped__", None)
 
@@ -231,7 +233,15 @@ def test_a_fault_in_any_internal_function_never_reaches_the_training_loop(
 # warning is the record.
 WRITE_PATH = {"Run.flush", "Run.close", "Run._internal_error", "Run._guard", "Run.step", "_dumps"}
 # The parts that carry the loss to the writer: their failure may lose loss points (the rest is recorded).
-LOSS_PATH = {"Run.log", "Run._maybe_flush", "_scalar_value", "Run._raise_pending", "Run._fence", "Run._guard"}
+LOSS_PATH = {
+    "Run.log",
+    "Run._log",
+    "Run._maybe_flush",
+    "_scalar_value",
+    "Run._raise_pending",
+    "Run._fence",
+    "Run._guard",
+}
 
 
 def test_a_failing_live_monitor_switches_off_the_monitor_not_the_recording(

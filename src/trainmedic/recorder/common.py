@@ -52,6 +52,14 @@ def _boundary(probe: str, default: Callable[[Any], Any] = lambda run: None) -> C
     return deco
 
 
+def _inline_boundary(fn: _F) -> _F:
+    """Marks a public ``Run`` method that holds its fail-open boundary inline: a ``try`` around its whole body
+    with :func:`_boundary`'s semantics, which spares the per-step path the wrapper's extra call (``run.log``,
+    ``run.evaluate``). The fault-injection test treats it as a boundary (``tests/recorder/test_recorder_fail_open.py``)."""
+    fn.__fail_open__ = True  # type: ignore[attr-defined]
+    return fn
+
+
 CLOCK_SECS = 0.02  # the flush clock is read at least this often (quiet steps skip it)
 
 

@@ -111,54 +111,60 @@ def make_pre_hook(run: Run, probe: OptimizerProbe, primary: bool) -> Callable[..
             meter.own += time.perf_counter() - t0
 
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
-        step = probe.steps
-        if step < probe.quiet_pre and run._quiet and not kwargs and len(args) < 2:
-            # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for. A
-            # scheduler sets a new lr object; other changes are caught at the next step with work
-            # (at most gradient-norm cadence steps later) or the HP_REFRESH record.
-            for g, lr in zip(opt.param_groups, probe.lr_objects):
-                if g["lr"] is not lr:
-                    break
-            else:
+        try:
+            step = probe.steps
+            if step < probe.quiet_pre and run._quiet and not kwargs and len(args) < 2:
+                # a quiet step (no gradient norm, no capture): only hyperparameter changes are looked for. A
+                # scheduler sets a new lr object; other changes are caught at the next step with work
+                # (at most gradient-norm cadence steps later) or the HP_REFRESH record.
+                for g, lr in zip(opt.param_groups, probe.lr_objects):
+                    if g["lr"] is not lr:
+                        break
+                else:
+                    return None
+                if "gradients" not in disabled:
+                    try:
+                        changed = probe.changed_hyperparameters(False)
+                        if changed and run._writer is not None:
+                            for key, v in changed:
+                                run._writer.add_scalar(key, step, v)
+                    except Exception as e:  # never break the user's training
+                        run._internal_error("gradients", e)
                 return None
-            if "gradients" not in disabled:
-                try:
-                    changed = probe.changed_hyperparameters(False)
-                    if changed and run._writer is not None:
-                        for key, v in changed:
-                            run._writer.add_scalar(key, step, v)
-                except Exception as e:  # never break the user's training
-                    run._internal_error("gradients", e)
-            return None
-        if run.closed:
-            return None
-        if not run._amp_checked:
-            run._guard("amp", run._detect_grad_scaler)
-        # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
-        # when the closure first returns, so a step's gradients are its own, not the previous step's.
-        # args[0] is the optimizer itself, args[1] a positional closure
-        if not kwargs and len(args) < 2:  # the common case: opt.step()
-            before_update(step)
-            return None
-        closure = kwargs.get("closure") if kwargs else None
-        in_args = closure is None and len(args) > 1 and callable(args[1])
-        closure = args[1] if in_args else closure
-        if not callable(closure):
-            before_update(step)
-            return None
-        done = False
-
-        def measured_closure() -> Any:
-            nonlocal done
-            result = closure()
-            if not done:
-                done = True
+            if run.closed:
+                return None
+            if not run._amp_checked:
+                run._guard("amp", run._detect_grad_scaler)
+            # step(closure) (Lightning, LBFGS) computes the gradients inside step(), after this hook: measure
+            # when the closure first returns, so a step's gradients are its own, not the previous step's.
+            # args[0] is the optimizer itself, args[1] a positional closure
+            if not kwargs and len(args) < 2:  # the common case: opt.step()
                 before_update(step)
-            return result
+                return None
+            closure = kwargs.get("closure") if kwargs else None
+            in_args = closure is None and len(args) > 1 and callable(args[1])
+            closure = args[1] if in_args else closure
+            if not callable(closure):
+                before_update(step)
+                return None
+            done = False
 
-        if in_args:
-            return (args[0], measured_closure, *args[2:]), kwargs
-        return args, {**kwargs, "closure": measured_closure}
+            def measured_closure() -> Any:
+                nonlocal done
+                result = closure()
+                if not done:
+                    done = True
+                    before_update(step)
+                return result
+
+            if in_args:
+                return (args[0], measured_closure, *args[2:]), kwargs
+            return args, {**kwargs, "closure": measured_closure}
+        except TrainingProblemError:
+            raise
+        except Exception as e:  # never break the user's training (the hook's own fail-open boundary)
+            run._internal_error("optimizer hook", e)
+            return None
 
     return hook
 
@@ -170,85 +176,91 @@ def make_post_hook(run: Run, probe: OptimizerProbe, primary: bool) -> Callable[.
     dsync = run._dist if probe.sharded else None
 
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        step = probe.steps
-        if step < probe.quiet_post and run._quiet:
-            # a quiet step: only counted. The flush clock, the overhead meter and pending problems are
-            # looked at on the steps with work, and at least every ``_clock_every`` steps (~20 ms of steps).
+        try:
+            step = probe.steps
+            if step < probe.quiet_post and run._quiet:
+                # a quiet step: only counted. The flush clock, the overhead meter and pending problems are
+                # looked at on the steps with work, and at least every ``_clock_every`` steps (~20 ms of steps).
+                probe.steps = step + 1
+                if primary:
+                    run._step = step + 1
+                    run._stepped_since_log = True
+                    if run._ticking:  # a wall-mode measuring window: one clock read per step
+                        run._meter.ticks.append((step, time.perf_counter(), run._flushes))  # type: ignore[union-attr]
+                return
+            if run.closed:
+                return
+            meter = run._meter
+            t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
+            # the next capture step: its post hook and the one before have work
+            nxt = cadence.next_capture(step)
+            nxt = nxt - 1 if nxt - 1 > step else nxt
+            if primary:  # ... and the next look at the clock, the flush and the meter
+                nxt = min(nxt, step + run._clock_every, run._last_flush_step + run.flush_steps - 1)
+                if run._dist is not None:  # the step that completes the next sync's step count
+                    nxt = min(nxt, run._dist.next_due(step + 1) - 1)
+                if meter is not None:
+                    if meter.timing:  # own mode: every step on this path
+                        nxt = step + 1
+                    elif not meter.active:  # the step that opens the next window
+                        nxt = min(nxt, max(step + 1, meter.next_check - 1))
+            probe.quiet_post = nxt
+            capture = cadence.capture(step)
+            if capture and "weights" not in disabled:
+                try:
+                    row = probe.param_stats(run._host_check)
+                    if row is not None:
+                        if dsync is not None:
+                            dsync.add_row(pi, step, row)
+                        else:
+                            run._pending_rows.append((pi, step, row))
+                        if (
+                            step >= probe.next_quantile
+                        ):  # quantiles: the first capture, then spreading (cadence.next_quantile)
+                            probe.next_quantile = next_quantile(step)
+                            quant = probe.param_quantiles(run._host_check)
+                            if quant is not None:
+                                run._pending_quantiles.append((step, quant))
+                    if primary and run._writer is not None:  # wall time per step and throughput
+                        run._writer.add_scalar("wall_time", step, time.perf_counter() - run._wall0)
+                except TrainingProblemError:
+                    raise
+                except Exception as e:  # never break the user's training
+                    run._internal_error("weights", e)
+            if run.treatment is not None:
+                run._guard("treatment", lambda: run.treatment.after_step(run, probe, step))
             probe.steps = step + 1
             if primary:
                 run._step = step + 1
                 run._stepped_since_log = True
-                if run._ticking:  # a wall-mode measuring window: one clock read per step
-                    run._meter.ticks.append((step, time.perf_counter(), run._flushes))  # type: ignore[union-attr]
-            return
-        if run.closed:
-            return
-        meter = run._meter
-        t0 = time.perf_counter() if meter is not None and meter.timing else 0.0
-        # the next capture step: its post hook and the one before have work
-        nxt = cadence.next_capture(step)
-        nxt = nxt - 1 if nxt - 1 > step else nxt
-        if primary:  # ... and the next look at the clock, the flush and the meter
-            nxt = min(nxt, step + run._clock_every, run._last_flush_step + run.flush_steps - 1)
-            if run._dist is not None:  # the step that completes the next sync's step count
-                nxt = min(nxt, run._dist.next_due(step + 1) - 1)
-            if meter is not None:
-                if meter.timing:  # own mode: every step on this path
-                    nxt = step + 1
-                elif not meter.active:  # the step that opens the next window
-                    nxt = min(nxt, max(step + 1, meter.next_check - 1))
-        probe.quiet_post = nxt
-        capture = cadence.capture(step)
-        if capture and "weights" not in disabled:
-            try:
-                row = probe.param_stats(run._host_check)
-                if row is not None:
-                    if dsync is not None:
-                        dsync.add_row(pi, step, row)
-                    else:
-                        run._pending_rows.append((pi, step, row))
-                    if (
-                        step >= probe.next_quantile
-                    ):  # quantiles: the first capture, then spreading (cadence.next_quantile)
-                        probe.next_quantile = next_quantile(step)
-                        quant = probe.param_quantiles(run._host_check)
-                        if quant is not None:
-                            run._pending_quantiles.append((step, quant))
-                if primary and run._writer is not None:  # wall time per step and throughput
-                    run._writer.add_scalar("wall_time", step, time.perf_counter() - run._wall0)
-            except TrainingProblemError:
-                raise
-            except Exception as e:  # never break the user's training
-                run._internal_error("weights", e)
-        if run.treatment is not None:
-            run._guard("treatment", lambda: run.treatment.after_step(run, probe, step))
-        probe.steps = step + 1
-        if primary:
-            run._step = step + 1
-            run._stepped_since_log = True
-            if run._dist is not None and run._dist.due(run._step):
-                run._guard("distributed", run._sync)
-            act = run._act_probe
-            if act is not None:
-                if cadence.capture(run._step):
-                    act.start_capture(run._step)
-                elif act.capture:
-                    act.stop_capture()
-            run._maybe_flush()
-            if meter is not None:
-                if t0:
-                    meter.own += time.perf_counter() - t0
-                    if meter.end_step(step, run._flushes, capture):
-                        run._guard("overhead budget", run._rethin)
-                elif meter.active:
-                    run._tick(step)
-                elif run._step >= meter.next_check:
-                    meter.start()
-                    run._update_quiet()
-        elif t0:
-            assert meter is not None
-            meter.own += time.perf_counter() - t0
-        if run._pending_problem is not None:
-            run._raise_pending()
+                if run._dist is not None and run._dist.due(run._step):
+                    run._guard("distributed", run._sync)
+                act = run._act_probe
+                if act is not None:
+                    if cadence.capture(run._step):
+                        act.start_capture(run._step)
+                    elif act.capture:
+                        act.stop_capture()
+                run._maybe_flush()
+                if meter is not None:
+                    if t0:
+                        meter.own += time.perf_counter() - t0
+                        if meter.end_step(step, run._flushes, capture):
+                            run._guard("overhead budget", run._rethin)
+                    elif meter.active:
+                        run._tick(step)
+                    elif run._step >= meter.next_check:
+                        meter.start()
+                        run._update_quiet()
+            elif t0:
+                assert meter is not None
+                meter.own += time.perf_counter() - t0
+            if run._pending_problem is not None:
+                run._raise_pending()
+        except TrainingProblemError:
+            raise
+        except Exception as e:  # never break the user's training (the hook's own fail-open boundary)
+            run._internal_error("optimizer hook", e)
+            return None
 
     return hook
