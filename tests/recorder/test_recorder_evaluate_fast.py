@@ -292,3 +292,60 @@ def test_runs_with_stored_metric_rows_read_the_same(tmp_path: Path) -> None:
     assert [x["data"] for x in old_r.records("classification", "val")] == [
         x["data"] for x in new_r.records("classification", "val")
     ]
+
+
+def test_the_one_function_evaluation_stores_what_the_general_path_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run.evaluate``'s common call (``evaluation.evaluate_fast``) and the general path (taken here because
+    each call names its epoch) write the same rows: records, evaluation rows, split meta, in the same order,
+    and return the same metrics — also with a dropout module left in training mode for one evaluation."""
+    from trainmedic.recorder import evaluation
+
+    taken: list[bool] = []
+    original = evaluation.evaluate_fast
+
+    def counted(*args: Any) -> Any:
+        result = original(*args)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(evaluation, "evaluate_fast", counted)
+    torch.manual_seed(0)
+    X, y = digits(384)
+    stored = []
+    for name, explicit in (("fast", False), ("general", True)):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(64, 32), nn.Dropout(0.1), nn.ReLU(), nn.Linear(32, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        run = tm.watch(model, opt, run_dir=tmp_path / name, quiet=True)
+        results = []
+        for epoch in range(6):
+            model.train()
+            loss = nn.functional.cross_entropy(model(X[:256]), y[:256])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+            model.train(epoch == 2)  # one evaluation scored in training mode
+            with torch.no_grad():
+                for split, xs, ys in (("train", X[:256], y[:256]), ("val", X[256:], y[256:])):
+                    out = model(xs)
+                    kw = {"epoch": epoch} if explicit else {}
+                    res = run.evaluate(split, ys, out, loss=nn.functional.cross_entropy(out, ys), **kw)
+                    results.append(res["scalars"])
+        run.close()
+        r = tm.open_run(tmp_path / name)
+        stored.append(
+            (
+                results,
+                r.con.execute("SELECT kind, epoch, step, split, data FROM records ORDER BY id").fetchall(),
+                r.con.execute("SELECT epoch, step, split, name, value FROM evals ORDER BY rowid").fetchall(),
+                {k: v for k, v in r.meta.items() if k.startswith("split/") or k in ("steps", "epochs")},
+            )
+        )
+    fast, general = stored
+    assert taken == [True] * 12  # the first run took the one-function path each time, the second never
+    assert fast[0] == general[0]
+    assert fast[1] == general[1] and sum(1 for row in fast[1] if row[0] == "eval_mode") == 6
+    assert fast[2] == general[2] and fast[3] == general[3]

@@ -101,10 +101,12 @@ def compact_classification_json(
     ``json.dumps`` writes for that dict (a list of lists of Python ints prints the same in both), without its
     encoder per record. ``derived``: the evaluation's metrics are not rows of the ``evals`` table; the reader
     derives them from the matrix (``RunReader._evals``)."""
-    text = (
-        f'{{"task": "classification", "num_classes": {int(cm.shape[0])}, '
-        f'"confusion_matrix": {np.asarray(cm, dtype=np.int64).tolist()!s}, "compact": true'
-    )
+    return _compact_text(int(cm.shape[0]), np.asarray(cm, dtype=np.int64).tolist(), class_names, derived)
+
+
+def _compact_text(k: int, matrix: list[list[int]], class_names: list[str] | None, derived: bool) -> str:
+    """:func:`compact_classification_json` of a matrix already a list of lists of Python ints."""
+    text = f'{{"task": "classification", "num_classes": {k}, "confusion_matrix": {matrix!s}, "compact": true'
     if derived:
         text += ', "derived": true'
     if class_names is not None:
@@ -294,19 +296,22 @@ class RunWriter:
         if not rows:
             return
         ev, rec = self._rows_evals, self._rows_records
-        for split, epoch, step, cm, evals, class_names in rows:
-            self.note_split_counts(split, np.add.reduce(cm, axis=1).tolist())
+        shape = rows[0][3].shape
+        if len(rows) > 1 and all(r[3].shape == shape for r in rows):
+            # one task (the common case): every matrix of this flush at once, as Python ints
+            stack = np.stack([r[3] for r in rows]).astype(np.int64, copy=False)
+            counts_all = stack.sum(axis=2).tolist()
+            mats = stack.tolist()
+        else:
+            counts_all = [np.add.reduce(r[3], axis=1).tolist() for r in rows]
+            mats = [np.asarray(r[3], dtype=np.int64).tolist() for r in rows]
+        known = self._split_counts
+        for (split, epoch, step, _cm, evals, class_names), counts, m in zip(rows, counts_all, mats):
+            if known.get(split) != counts:
+                self.note_split_counts(split, counts)
             if evals:
                 ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
-            rec.append(
-                (
-                    "classification",
-                    epoch,
-                    step,
-                    split,
-                    compact_classification_json(cm, class_names, derived=True),
-                )
-            )
+            rec.append(("classification", epoch, step, split, _compact_text(len(m), m, class_names, True)))
 
     def add_record_json(
         self,
