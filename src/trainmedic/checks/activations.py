@@ -25,7 +25,9 @@ from .registry import check
     "cross-entropy starts) and its lowest tenth stays above 75% of ln C while the training accuracy reaches "
     "max(`underfit_train_accuracy`, halfway from chance to 100%) and the loss is above halfway from the "
     "entropy of that accuracy (what a calibrated model that right has at most) to ln C: right answers with near-uniform "
-    "probabilities — a Sigmoid, Softmax or Tanh between the last layer and the loss.",
+    "probabilities — a Sigmoid, Softmax or Tanh between the last layer and the loss. The activation that "
+    "follows a model's output layer is not judged saturated: a confident classifier's sigmoid output sits on "
+    "its flat tails by design, and the loss's gradient (p - y under cross-entropy) does not pass through them.",
     why="A dead ReLU passes no gradient and a saturated sigmoid/tanh passes almost none: the weights "
     "feeding those units stop learning, and the layer's capacity is lost.",
     evidence="dead/saturated share per activation layer, the worst layer, the first step it exceeded "
@@ -33,6 +35,7 @@ from .registry import check
 )
 def check_gradient_masking(ctx: Context) -> Finding | None:
     hits: list[dict[str, Any]] = []
+    outputs = _output_activations(ctx)
     for stat, thr, what in (
         ("act_dead", ctx.t.dead_fraction, "dead"),
         ("act_saturated", ctx.t.saturated_fraction, "saturated"),
@@ -42,6 +45,8 @@ def check_gradient_masking(ctx: Context) -> Finding | None:
             continue
         half = ls.values[len(ls.values) // 2 :].astype(np.float64)
         for j, name in enumerate(ls.layers):
+            if what == "saturated" and name in outputs:
+                continue  # the output's own squashing: a confident prediction, not a masked gradient
             col = half[:, j]
             col = col[np.isfinite(col)]
             if col.size == 0:
@@ -97,6 +102,32 @@ def check_gradient_masking(ctx: Context) -> Finding | None:
         step=worst["first_step"],
         layer=worst["layer"],
     )
+
+
+def _output_activations(ctx: Context) -> set[str]:
+    """Names (in the activation statistics) of the activations applied to each model's output: the one that
+    follows its last parameter layer in the model summary and has that layer's width (``meta
+    ["activation_widths"]``; a Keras layer's own activation is its output). Module order alone is not enough: a
+    shared ``self.act = nn.Tanh()`` registered after the output layer is a hidden activation, with the hidden
+    width. Runs recorded without these fields: none."""
+    out: set[str] = set()
+    widths = ctx.r.meta.get("activation_widths")
+    for m in ctx.models:
+        layers = [lay for lay in m.get("layers", []) if isinstance(lay, dict) and not lay.get("norm")]
+        if not layers:
+            continue
+        last = layers[-1]
+        name = last.get("activation_module")
+        if not isinstance(name, str):
+            continue
+        if m.get("framework") == "keras" and name == last.get("name"):
+            out.add(name)
+            continue
+        shape = (last.get("init") or {}).get("shape") if isinstance(last.get("init"), dict) else None
+        width = widths.get(name) if isinstance(widths, dict) else None
+        if isinstance(shape, list) and shape and isinstance(width, int) and int(shape[0]) == width:
+            out.add(name)
+    return out
 
 
 @check(

@@ -718,6 +718,7 @@ class TrainmedicCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 "trainable": int(sum(int(np.prod(v.shape)) for v in lay.trainable_weights)),
                 "activation": act_name,
                 "activation_kind": kind,
+                "activation_module": lay.name if act_name else None,  # its activation statistics' name
                 "conv": cls.startswith("Conv"),
                 "norm": "Normalization" in cls,
                 "recurrent": cls in ("LSTM", "GRU", "SimpleRNN"),

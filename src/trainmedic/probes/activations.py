@@ -122,6 +122,10 @@ class ActivationProbe:
         self._results: list[tuple[int, list[int], torch.Tensor]] = []  # (module index, steps, (K, 5) stats)
         self.handles: list[Any] = []
         self._hooks: list[Callable[..., None]] | None = None
+        # units per module (the size of its unit dimension), seen at its first sample; the recorder writes
+        # them to meta["activation_widths"] (the checks tell a model's output activation by it)
+        self.widths: dict[int, int] = {}
+        self.widths_new = False
 
     def start_capture(self, step: int) -> None:
         """Sample each activation module once, at its next training forward pass (attributed to ``step``)."""
@@ -161,6 +165,8 @@ class ActivationProbe:
         if rows is None:  # bounded elements per capture: all rows of an MLP, fewer of a big feature map
             per_row = max(1, out[0].numel()) if out.dim() > 0 and len(out) else 1
             rows = self._rows[i] = max(1, min(self.rows, self.max_elements // per_row))
+            self.widths[i] = int(out.shape[self.unit_dims[i]]) if out.dim() > 1 else 1
+            self.widths_new = True
         whole = out.dim() > 0 and len(out) <= rows
         if whole and out.dtype == torch.float32 and out._base is None:
             # the whole (small) output: keep a reference, no copy. Its version counter tells at compute time

@@ -62,6 +62,7 @@ def model_summary(name: str, model: nn.Module, prefix: bool) -> dict[str, Any]:
             for lay in pending:
                 lay["activation"] = type(mod).__name__
                 lay["activation_kind"] = kind
+                lay["activation_module"] = lname  # its name in the activation statistics
             pending = []
         if isinstance(mod, nn.modules.dropout._DropoutNd):
             dropout.append({"layer": lname, "p": float(mod.p)})

@@ -145,6 +145,11 @@ def flush_activations(run: Run, acts: list[tuple[int, list[int], torch.Tensor]])
     table = np.stack([by_step[s] for s in order])  # (T, stats, activations)
     for si, stat in enumerate(ACT_STATS):
         w.add_layer_rows(stat, order, table[:, si])
+    act = run._act_probe
+    if act is not None and act.widths_new:
+        act.widths_new = False
+        names = run._index.activations
+        w.set_meta(activation_widths={names[i]: n for i, n in sorted(act.widths.items()) if i < len(names)})
 
 
 # ---- closing -------------------------------------------------------------------------------
