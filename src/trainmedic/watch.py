@@ -744,11 +744,12 @@ class Run:
         """
         try:
             if not scalars and epoch is None and num_classes is None and class_names is None:
-                # the common call: one function (evaluation.evaluate_fast); its boundary is this try
+                # the common call: one function (evaluation.evaluate_fast); both paths' boundary is this try
                 result = evaluation.evaluate_fast(self, split, targets, outputs, loss)
                 if result is not None:
                     return result
-            return self._evaluate(
+            return evaluation.evaluate(
+                self,
                 split,
                 targets,
                 outputs,
@@ -764,33 +765,6 @@ class Run:
         except Exception as e:  # never break the user's training
             self._internal_error("evaluate", e)
             return _failed_evaluation(self)
-
-    @_boundary("evaluate", default=lambda run: _failed_evaluation(run))
-    def _evaluate(
-        self,
-        split: str,
-        targets: Any,
-        outputs: Any,
-        loss: Any = None,
-        *,
-        epoch: int | None = None,
-        num_classes: int | None = None,
-        class_names: list[str] | None = None,
-        threshold: float = 0.5,
-        **scalars: Any,
-    ) -> dict[str, Any]:
-        return evaluation.evaluate(
-            self,
-            split,
-            targets,
-            outputs,
-            loss,
-            epoch=epoch,
-            num_classes=num_classes,
-            class_names=class_names,
-            threshold=threshold,
-            **scalars,
-        )
 
     def _train_mode_modules(self) -> list[str]:
         """Names of the watched models' dropout and batch-norm modules that are in training mode now."""
