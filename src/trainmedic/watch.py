@@ -67,7 +67,7 @@ def default_run_dir(name: str | None = None) -> Path:
     return p
 
 
-def _failed_evaluation(run: Any) -> dict[str, Any]:
+def _failed_evaluation() -> dict[str, Any]:
     """What ``Run.evaluate`` returns when trainmedic failed inside it (the failure is recorded, warned once)."""
     return {"task": None, "scalars": {}, "failed": True}
 
@@ -764,7 +764,7 @@ class Run:
             raise
         except Exception as e:  # never break the user's training
             self._internal_error("evaluate", e)
-            return _failed_evaluation(self)
+            return _failed_evaluation()
 
     def _train_mode_modules(self) -> list[str]:
         """Names of the watched models' dropout and batch-norm modules that are in training mode now."""

@@ -123,7 +123,8 @@ def _output_activations(ctx: Context) -> set[str]:
         if m.get("framework") == "keras" and name == last.get("name"):
             out.add(name)
             continue
-        shape = (last.get("init") or {}).get("shape") if isinstance(last.get("init"), dict) else None
+        init = last.get("init")
+        shape = init.get("shape") if isinstance(init, dict) else None
         width = widths.get(name) if isinstance(widths, dict) else None
         if isinstance(shape, list) and shape and isinstance(width, int) and int(shape[0]) == width:
             out.add(name)

@@ -149,7 +149,7 @@ def flush_activations(run: Run, acts: list[tuple[int, list[int], torch.Tensor]])
     if act is not None and act.widths_new:
         act.widths_new = False
         names = run._index.activations
-        w.set_meta(activation_widths={names[i]: n for i, n in sorted(act.widths.items()) if i < len(names)})
+        w.set_meta(activation_widths={names[i]: n for i, n in sorted(act.widths.items())})
 
 
 # ---- closing -------------------------------------------------------------------------------

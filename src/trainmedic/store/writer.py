@@ -305,10 +305,8 @@ class RunWriter:
         else:
             counts_all = [np.add.reduce(r[3], axis=1).tolist() for r in rows]
             mats = [np.asarray(r[3], dtype=np.int64).tolist() for r in rows]
-        known = self._split_counts
         for (split, epoch, step, _cm, evals, class_names), counts, m in zip(rows, counts_all, mats):
-            if known.get(split) != counts:
-                self.note_split_counts(split, counts)
+            self.note_split_counts(split, counts)
             if evals:
                 ev.extend([(epoch, step, split, name, float(v)) for name, v in evals])
             rec.append(("classification", epoch, step, split, _compact_text(len(m), m, class_names, True)))
